@@ -1,0 +1,72 @@
+"""``facerig model``: info, fetch, convert and preview the ICT-FaceKit face model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("model", help="the face model: info, fetch, convert, preview")
+    msub = p.add_subparsers(dest="model_command", metavar="ACTION")
+
+    info = msub.add_parser("info", help="print what is loaded (path, vertices, modes, licence)")
+    info.add_argument("--model", type=Path, help="npz path (default: $FACERIG_FACE_MODEL, then the cache)")
+    info.add_argument("--json", action="store_true", help="print JSON")
+    info.set_defaults(func=cmd_info)
+
+    fetch = msub.add_parser("fetch", help="download ICT-FaceKit (MIT) from GitHub, convert and cache it")
+    fetch.add_argument("--url", help="archive URL (default: the ICT-FaceKit master archive); file:// works")
+    fetch.add_argument("--sha256", help="expected archive checksum")
+    fetch.add_argument("-o", "--out", type=Path, help="npz path (default: the user cache)")
+    fetch.set_defaults(func=cmd_fetch)
+
+    conv = msub.add_parser("convert", help="convert a local ICT-FaceKit folder or zip to the npz")
+    conv.add_argument("source", type=Path)
+    conv.add_argument("-o", "--out", type=Path, help="npz path (default: the user cache)")
+    conv.set_defaults(func=cmd_convert)
+
+    prev = msub.add_parser("preview", help="contact sheet PNG of random faces with landmarks")
+    prev.add_argument("-o", "--out", type=Path, default=Path("face_samples.png"))
+    prev.add_argument("-n", "--count", type=int, default=16)
+    prev.add_argument("--seed", type=int, default=0)
+    prev.add_argument("--model", type=Path)
+    prev.set_defaults(func=cmd_preview)
+    p.set_defaults(func=lambda a: p.print_help() or 2)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from facemodel import FaceModel
+
+    info = FaceModel.load(args.model).info()
+    if args.json:
+        print(json.dumps(info, indent=1))
+    else:
+        for k, v in info.items():
+            print(f"{k:15s} {', '.join(v) if isinstance(v, list) else v}")
+    return 0
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    from facemodel.convert import ICT_ARCHIVE_URL, fetch
+
+    path = fetch(args.url or ICT_ARCHIVE_URL, args.out, args.sha256)
+    print(f"face model written to {path}")
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from facemodel.convert import convert_source
+
+    print(f"face model written to {convert_source(args.source, args.out)}")
+    return 0
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    from .model_preview import write_contact_sheet
+
+    if args.count < 1:
+        raise ValueError("--count must be at least 1")
+    print(f"contact sheet written to {write_contact_sheet(args.out, args.count, args.seed, args.model)}")
+    return 0
