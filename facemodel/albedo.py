@@ -112,13 +112,15 @@ def region_weights(model: "FaceModel") -> dict[str, np.ndarray]:
 
 
 def _iris_and_pupil(model: "FaceModel") -> tuple[np.ndarray, np.ndarray]:
-    """Masks of the visible iris disc and the pupil on each eyeball."""
+    """Masks of the visible iris disc and the pupil on each eyeball (radius from the optical axis)."""
     v = model.neutral
     iris = np.zeros(model.n_vertices, bool)
     pupil = np.zeros(model.n_vertices, bool)
     for side in ("Left", "Right"):
-        idx = model.material_vertices(f"M_Iris{side}")
-        apex = v[idx[np.argmax(v[idx, 2])]]
+        iris_idx = model.material_vertices(f"M_Iris{side}")
+        apex = v[iris_idx[np.argmax(v[iris_idx, 2])]]
+        # ICT's sclera shell also covers the iris as a clear cornea: colour both by radius.
+        idx = np.concatenate([iris_idx, model.material_vertices(f"M_Sclera{side}")])
         r = np.linalg.norm(v[idx, :2] - apex[:2], axis=1)
         front = v[idx, 2] > apex[2] - 1.0
         iris[idx[front & (r < 0.6)]] = True

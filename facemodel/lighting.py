@@ -69,7 +69,7 @@ def directional_sh(direction: np.ndarray, ambient: float, strength: float,
     d = np.asarray(direction, np.float64)
     d = d / np.linalg.norm(d)
     factors = np.array([np.pi] + [2 * np.pi / 3] * 3 + [np.pi / 4] * 5)
-    lamp = factors * sh_basis(d) * strength / np.pi
+    lamp = factors * sh_basis(d) * strength
     coeffs = lamp[:, None] * np.asarray(color, np.float64)[None, :]
     coeffs[0] += ambient / SH_C0
     return coeffs.astype(np.float32)
