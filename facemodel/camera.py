@@ -67,12 +67,15 @@ def blender_camera(camera: np.ndarray, width: int, height: int,
     """Map (focal/width, cx/width, cy/height) to Blender lens, sensor and shift.
 
     With ``sensor_fit='HORIZONTAL'`` Blender's focal length in pixels is
-    ``lens / sensor_width · width`` and its shifts are fractions of the width.
+    ``lens / sensor_width · width`` and its shifts are fractions of the width. A positive shift
+    moves the frame right/up, so a point on the optical axis appears at u = 0.5 − shift_x and
+    v = 0.5 + shift_y · width/height (verified against Cycles renders and
+    ``world_to_camera_view`` in the add-on tests).
     """
     focal, cx, cy = (float(v) for v in np.asarray(camera).reshape(3))
     return BlenderCamera(lens_mm=focal * sensor_width_mm, sensor_width_mm=sensor_width_mm,
-                         sensor_fit="HORIZONTAL", shift_x=cx - 0.5,
-                         shift_y=(0.5 - cy) * height / width, resolution_x=int(width),
+                         sensor_fit="HORIZONTAL", shift_x=0.5 - cx,
+                         shift_y=(cy - 0.5) * height / width, resolution_x=int(width),
                          resolution_y=int(height))
 
 

@@ -7,6 +7,8 @@ import importlib
 import logging
 import sys
 
+from facerig_cli.errors import CommandError
+
 # Modules that add subcommands; each defines ``register(subparsers)``. Imported lazily so
 # ``facerig --help`` stays fast and a missing optional extra breaks only its own command.
 COMMAND_MODULES = (
@@ -16,10 +18,6 @@ COMMAND_MODULES = (
     "facerig_cli.reconstruct_cmd",
     "facerig_cli.eval_cmd",
 )
-
-
-class CommandError(RuntimeError):
-    """A user-facing error: printed as one line, exit code 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -34,7 +34,7 @@ def test_blender_camera_settings():
     assert b.lens_mm == pytest.approx(144.0) and b.sensor_fit == "HORIZONTAL"
     assert b.shift_x == 0 and b.shift_y == 0
     b2 = blender_camera(np.array([1.0, 0.6, 0.25]), 200, 100)
-    assert b2.shift_x == pytest.approx(0.1) and b2.shift_y == pytest.approx(0.125)
+    assert b2.shift_x == pytest.approx(-0.1) and b2.shift_y == pytest.approx(-0.125)
 
 
 def test_sh_basis_is_orthonormal_and_has_known_values():

@@ -1,0 +1,227 @@
+"""Evaluation metrics, numpy only, exactly as defined in ../shared/README.md "Metrics".
+
+One implementation for every consumer: the photo evaluation harness (``evaluation/``), the
+synthetic validation of the learner (``learner/evaluate.py``) and the model card. Keeping the
+definitions here (rather than in a torch- or cv2-bound package) means a number reported by
+training and a number reported by ``facerig eval`` are computed by the same lines.
+
+Conventions
+-----------
+* Landmark arrays are ``(…, 68, 2)`` pixels; a batch axis is optional everywhere.
+* NME values are returned as **percentages**.
+* Vertex arrays are ``(…, V, 3)`` in the model unit (cm); vertex errors are returned in **mm**.
+* Yaw bins are over ``|yaw|`` in degrees: ``[0, 30)``, ``[30, 60)``, ``[60, 90]``; anything beyond
+  90° (a regressor may overshoot on profiles) falls into the last bin rather than being dropped,
+  so every sample is counted once.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Mapping
+
+import numpy as np
+
+from .geometry import euler_to_matrix, procrustes_align
+from .model import EYE_CORNERS, INNER_51
+
+if TYPE_CHECKING:
+    from .model import FaceModel
+    from .params import FaceParams
+
+YAW_BINS: tuple[tuple[float, float], ...] = ((0.0, 30.0), (30.0, 60.0), (60.0, 90.0))
+MM_PER_UNIT = 10.0  # model unit is cm
+
+
+def yaw_bin_label(lo: float, hi: float) -> str:
+    """``"0-30"`` — the key used in the JSON reports of ``facerig eval``."""
+    return f"{int(lo)}-{int(hi)}"
+
+
+YAW_BIN_LABELS: tuple[str, ...] = tuple(yaw_bin_label(lo, hi) for lo, hi in YAW_BINS)
+
+
+# -- landmark errors ------------------------------------------------------------------------
+def point_errors(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """(…, N) Euclidean 2-D error per point."""
+    pred, gt = np.asarray(pred, np.float64), np.asarray(gt, np.float64)
+    if pred.shape != gt.shape or pred.shape[-1] != 2:
+        raise ValueError(f"prediction {pred.shape} and ground truth {gt.shape} must both be (…, N, 2)")
+    return np.linalg.norm(pred - gt, axis=-1)
+
+
+def bbox_size(gt68: np.ndarray) -> np.ndarray:
+    """(…,) sqrt(w·h) of the ground-truth landmark bounding box over **all 68** points.
+
+    The normaliser always comes from the full 68-point box, also when only the inner 51 points
+    are scored, so NME-51 and NME-68 of one face share a denominator (3DDFA's protocol).
+    """
+    gt68 = np.asarray(gt68, np.float64)
+    wh = gt68.max(-2) - gt68.min(-2)
+    return np.sqrt(np.maximum(wh[..., 0] * wh[..., 1], 0.0))
+
+
+def interocular(gt68: np.ndarray) -> np.ndarray:
+    """(…,) distance between the outer eye corners (points 36 and 45), the 300W normaliser."""
+    gt68 = np.asarray(gt68, np.float64)
+    return np.linalg.norm(gt68[..., EYE_CORNERS[0], :] - gt68[..., EYE_CORNERS[1], :], axis=-1)
+
+
+def _nme(pred: np.ndarray, gt: np.ndarray, norm: np.ndarray, points: tuple[int, ...] | None) -> np.ndarray:
+    err = point_errors(pred, gt)
+    if points is not None:
+        err = err[..., list(points)]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = err.mean(-1) / norm * 100.0
+    return np.where(norm > 0, out, np.nan)
+
+
+def nme_bbox(pred: np.ndarray, gt: np.ndarray, points: tuple[int, ...] | None = None) -> np.ndarray:
+    """(…,) NME in % normalised by sqrt(w·h) of the GT 68-point box; ``points`` selects e.g. INNER_51."""
+    return _nme(pred, gt, bbox_size(gt), points)
+
+
+def nme_interocular(pred: np.ndarray, gt: np.ndarray, points: tuple[int, ...] | None = None) -> np.ndarray:
+    """(…,) NME in % normalised by the outer-eye-corner distance of the ground truth."""
+    return _nme(pred, gt, interocular(gt), points)
+
+
+def landmark_nmes(pred: np.ndarray, gt: np.ndarray) -> dict[str, np.ndarray]:
+    """The four landmark numbers of the reports: bbox/inter-ocular × 68/51, each (…,) in %."""
+    return {"nme_bbox_68": nme_bbox(pred, gt), "nme_bbox_51": nme_bbox(pred, gt, INNER_51),
+            "nme_io_68": nme_interocular(pred, gt), "nme_io_51": nme_interocular(pred, gt, INNER_51)}
+
+
+LANDMARK_GROUPS: dict[str, tuple[int, ...]] = {
+    "jaw": tuple(range(0, 17)), "brows": tuple(range(17, 27)), "nose": tuple(range(27, 36)),
+    "eyes": tuple(range(36, 48)), "mouth": tuple(range(48, 68)),
+}
+
+
+def group_nme_bbox(pred: np.ndarray, gt: np.ndarray) -> dict[str, np.ndarray]:
+    """(…,) bbox NME (%) per facial part — a diagnostic of where a method's error comes from."""
+    return {name: nme_bbox(pred, gt, pts) for name, pts in LANDMARK_GROUPS.items()}
+
+
+# -- yaw bins -------------------------------------------------------------------------------
+def yaw_bin_masks(yaw_deg: np.ndarray) -> dict[str, np.ndarray]:
+    """{"0-30": mask, "30-60": mask, "60-90": mask} over |yaw|; > 90° goes to the last bin.
+
+    Non-finite yaws (a failed pose estimate) belong to no bin.
+    """
+    a = np.abs(np.asarray(yaw_deg, np.float64))
+    finite = np.isfinite(a)
+    out: dict[str, np.ndarray] = {}
+    for i, (lo, hi) in enumerate(YAW_BINS):
+        upper = (a < hi) if i < len(YAW_BINS) - 1 else np.ones_like(finite)
+        out[YAW_BIN_LABELS[i]] = finite & (a >= lo) & upper
+    return out
+
+
+def binned_means(values: np.ndarray, yaw_deg: np.ndarray) -> dict[str, dict[str, float | int | None]]:
+    """{bin: {"n": count, "mean": mean or None}} of ``values`` per |yaw| bin (NaN values ignored)."""
+    values = np.asarray(values, np.float64)
+    out: dict[str, dict[str, float | int | None]] = {}
+    for label, mask in yaw_bin_masks(yaw_deg).items():
+        sel = values[mask & np.isfinite(values)]
+        out[label] = {"n": int(sel.size), "mean": float(sel.mean()) if sel.size else None}
+    return out
+
+
+def balanced_mean(bin_means: Mapping[str, float | None]) -> float | None:
+    """Unweighted mean of the per-bin means, over the bins that hold samples.
+
+    This is the "balanced" NME of the AFLW2000-3D protocol: it keeps a test set dominated by
+    frontal faces from hiding profile errors. With an empty bin the mean is over the others
+    (and the report's per-bin ``n`` shows it); ``None`` if all bins are empty.
+    """
+    filled = [float(v) for v in bin_means.values() if v is not None and np.isfinite(v)]
+    return float(np.mean(filled)) if filled else None
+
+
+def nan_mean(values: np.ndarray) -> float | None:
+    """Mean over finite entries; ``None`` (JSON null) when there are none."""
+    v = np.asarray(values, np.float64)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if v.size else None
+
+
+# -- 3-D errors -----------------------------------------------------------------------------
+def vertex_error_mm(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """(…,) mean Euclidean vertex distance in mm for vertices in cm (camera space as given)."""
+    pred, gt = np.asarray(pred, np.float64), np.asarray(gt, np.float64)
+    return np.linalg.norm(pred - gt, axis=-1).mean(-1) * MM_PER_UNIT
+
+
+def vertex_error_aligned_mm(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """(…,) vertex error in mm after rigid Procrustes alignment of ``pred`` onto ``gt`` (shape only).
+
+    Rotation + translation, no scale: a face predicted too large at the right distance (or too
+    small and too close) keeps its size error, which is a shape error a user sees.
+    """
+    pred, gt = np.asarray(pred, np.float64), np.asarray(gt, np.float64)
+    batch = pred.shape[:-2]
+    p2, g2 = pred.reshape((-1,) + pred.shape[-2:]), gt.reshape((-1,) + gt.shape[-2:])
+    aligned = np.stack([procrustes_align(a, b) for a, b in zip(p2, g2)]) if len(p2) else p2
+    return vertex_error_mm(aligned, g2).reshape(batch)
+
+
+def rotation_error_deg(rot_pred: np.ndarray, rot_gt: np.ndarray) -> np.ndarray:
+    """(…,) geodesic angle of R_predᵀ R_gt in degrees for (yaw, pitch, roll) radians."""
+    rp = euler_to_matrix(np.asarray(rot_pred, np.float64))
+    rg = euler_to_matrix(np.asarray(rot_gt, np.float64))
+    r = np.swapaxes(rp, -1, -2) @ rg
+    cos = (np.trace(r, axis1=-2, axis2=-1) - 1.0) / 2.0
+    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+
+
+def expression_mae(expr_pred: np.ndarray, expr_gt: np.ndarray) -> np.ndarray:
+    """(…,) mean absolute blendshape weight error over the 53 expressions."""
+    return np.abs(np.asarray(expr_pred, np.float64) - np.asarray(expr_gt, np.float64)).mean(-1)
+
+
+# -- curves ---------------------------------------------------------------------------------
+def cumulative_error_curve(errors: np.ndarray, max_error: float, steps: int = 200
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """(thresholds, fraction of samples with error ≤ threshold); failures (NaN/inf) never count."""
+    e = np.asarray(errors, np.float64)
+    thr = np.linspace(0.0, max_error, steps)
+    if e.size == 0:
+        return thr, np.zeros_like(thr)
+    e = np.where(np.isfinite(e), e, np.inf)
+    return thr, (e[None, :] <= thr[:, None]).mean(1)
+
+
+def auc_at(errors: np.ndarray, max_error: float, steps: int = 1000) -> float:
+    """Area under the cumulative error curve up to ``max_error``, normalised to [0, 1]."""
+    thr, frac = cumulative_error_curve(errors, max_error, steps)
+    return float(np.trapz(frac, thr) / max_error)
+
+
+def failure_rate(errors: np.ndarray, threshold: float) -> float:
+    """Fraction of samples with error above ``threshold`` (failures to predict count as above)."""
+    e = np.asarray(errors, np.float64)
+    if e.size == 0:
+        return float("nan")
+    return float((~(np.where(np.isfinite(e), e, np.inf) <= threshold)).mean())
+
+
+# -- all per-sample errors of a prediction against exact ground truth -----------------------------
+def sample_errors(model: "FaceModel", pred: "FaceParams", gt: "FaceParams", image_size: int,
+                  gt_landmarks: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """(N,) arrays of every synthetic metric for batched predicted and ground-truth parameters.
+
+    Vertex errors on the face region (vertices 0–9408) in camera space and after rigid alignment,
+    the four landmark NMEs on the fixed 68 points, expression MAE and rotation error. One function
+    for the learner's validation and ``facerig eval synthetic``, so both report the same numbers.
+    ``gt_landmarks`` (N, 68, 2) are a corpus' stored points; without them ``gt`` is projected.
+    """
+    from .formation import landmarks_2d, mesh_camera_space
+
+    face = model.arrays.subset(model.vertex_range("face"))
+    lms = model.arrays.subset(model.landmark_indices("fixed"))
+    vp, vg = mesh_camera_space(face, pred), mesh_camera_space(face, gt)
+    lp = landmarks_2d(lms, pred, image_size, image_size)
+    lg = landmarks_2d(lms, gt, image_size, image_size) if gt_landmarks is None else np.asarray(gt_landmarks)
+    return {"vertex_mm_camera": vertex_error_mm(vp, vg), "vertex_mm_aligned": vertex_error_aligned_mm(vp, vg),
+            **landmark_nmes(lp, lg), "expression_mae": expression_mae(pred.expression, gt.expression),
+            "rotation_deg": rotation_error_deg(pred.rotation, gt.rotation)}
