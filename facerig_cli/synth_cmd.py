@@ -1,0 +1,141 @@
+"""``facerig synth``: render a synthetic training corpus, preview it, check it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from .errors import CommandError
+
+AUGMENT_STEPS = ("background", "occluders", "blur", "color-jitter", "noise", "jpeg")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("synth", help="synthetic corpus: render, preview, info")
+    ssub = p.add_subparsers(dest="synth_command", metavar="ACTION")
+
+    r = ssub.add_parser("render", help="render random faces with exact labels into a sharded corpus "
+                        "(rerun the same command to resume; a larger --count extends the corpus)")
+    r.add_argument("--count", type=int, required=True, help="number of images in the corpus")
+    r.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
+    r.add_argument("--out", type=Path, required=True, help="corpus directory (created, or resumed)")
+    r.add_argument("--workers", type=int, default=1, help="Blender processes, one per core (default 1)")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--yaw-max", type=float, default=90.0, help="yaw prior half-range in degrees (default 90)")
+    r.add_argument("--pitch-max", type=float, default=30.0, help="pitch half-range in degrees (default 30)")
+    r.add_argument("--roll-max", type=float, default=20.0, help="roll half-range in degrees (default 20)")
+    r.add_argument("--engine", choices=("workbench", "cycles"), default="workbench",
+                   help="Blender engine: workbench (fast rasteriser) or cycles (path tracer, slow)")
+    r.add_argument("--supersample", type=int, default=1,
+                   help="anti-aliasing: render at k× the size and area-downsample (default 1 = off)")
+    r.add_argument("--workbench-aa", default="OFF", help="Workbench render_aa (OFF, FXAA, 5, 8, …; costly)")
+    r.add_argument("--cycles-samples", type=int, default=8, help="Cycles samples per pixel (default 8)")
+    r.add_argument("--shard-size", type=int, default=256, help="images per shard file (default 256)")
+    r.add_argument("--n-identity", type=int, default=100, help="identity modes sampled and stored (≤ 100)")
+    r.add_argument("--backgrounds", type=Path, help="folder of photos for background crops (no faces)")
+    r.add_argument("--no-augment", action="store_true", help="clean renders on black: no augmentation")
+    r.add_argument("--disable", action="append", default=[], choices=AUGMENT_STEPS, metavar="STEP",
+                   help=f"switch one augmentation step off (repeatable): {', '.join(AUGMENT_STEPS)}")
+    r.add_argument("--model", type=Path, help="face model npz (default: $FACERIG_FACE_MODEL, then the cache)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.set_defaults(func=cmd_render)
+
+    pv = ssub.add_parser("preview", help="contact sheet PNG with landmarks and parameter histograms")
+    pv.add_argument("corpus", type=Path)
+    pv.add_argument("-o", "--out", type=Path, help="PNG path (default: CORPUS/preview.png)")
+    pv.add_argument("-n", "--count", type=int, default=24, help="images on the sheet (default 24)")
+    pv.set_defaults(func=cmd_preview)
+
+    info = ssub.add_parser("info", help="print a corpus manifest summary; --verify checks every checksum")
+    info.add_argument("corpus", type=Path)
+    info.add_argument("--verify", action="store_true")
+    info.add_argument("--json", action="store_true", help="print the whole manifest")
+    info.set_defaults(func=cmd_info)
+    p.set_defaults(func=lambda a: p.print_help() or 2)
+
+
+def _augment_config(args: argparse.Namespace):  # noqa: ANN202 — lazy import keeps --help fast
+    from synth.augment import AugmentConfig
+
+    if args.no_augment:
+        return AugmentConfig.off()
+    cfg = AugmentConfig()
+    off = set(args.disable)
+    changes: dict = {}
+    if "background" in off:
+        changes["background_weights"] = {"solid": 1.0}
+    if "occluders" in off:
+        changes["occluder_p"] = 0.0
+    for step, key in (("blur", "blur_p"), ("color-jitter", "color_jitter_p"), ("noise", "noise_p"),
+                      ("jpeg", "jpeg_p")):
+        if step in off:
+            changes[key] = 0.0
+    return replace(cfg, **changes)
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from synth.corpus import CorpusError
+    from synth.render import RenderError, RenderSettings, render_corpus
+
+    if args.workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {args.workers}")
+    if args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"--out {args.out} exists and is a file; give a directory")
+    settings = RenderSettings(
+        count=args.count, size=args.size, seed=args.seed, yaw_max=args.yaw_max, pitch_max=args.pitch_max,
+        roll_max=args.roll_max, engine=args.engine, supersample=args.supersample,
+        workbench_aa=str(args.workbench_aa).upper(), cycles_samples=args.cycles_samples,
+        shard_size=args.shard_size, n_identity=args.n_identity, augment=_augment_config(args),
+        backgrounds=args.backgrounds, model_path=args.model)
+    settings.validate()
+    try:
+        report = render_corpus(settings, args.out, workers=args.workers, progress=not args.no_progress)
+    except (CorpusError, RenderError) as exc:
+        raise CommandError(str(exc)) from None
+    if report.rendered_images:
+        print(f"{report.out}: rendered {report.rendered_images} images in {report.seconds:.1f} s "
+              f"({report.images_per_second:.1f} images/s); corpus holds {report.total_images}")
+    else:
+        print(f"{report.out}: already complete ({report.total_images} images); nothing to render")
+    return 0
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    from synth.corpus import CorpusError
+    from synth.preview import write_preview
+
+    if args.count < 1:
+        raise ValueError("--count must be at least 1")
+    try:
+        out = write_preview(args.corpus, args.out, args.count)
+    except CorpusError as exc:
+        raise CommandError(str(exc)) from None
+    print(f"preview written to {out}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from synth.corpus import CorpusError, open_corpus
+
+    try:
+        corpus = open_corpus(args.corpus, verify=args.verify)
+    except CorpusError as exc:
+        raise CommandError(str(exc)) from None
+    m = corpus.manifest
+    if args.json:
+        print(json.dumps(m, indent=1))
+        return 0
+    gen = corpus.generator
+    print(f"corpus        {corpus.path}")
+    print(f"images        {len(corpus)} of {m['counts'].get('requested')} requested, {len(corpus.shards)} shards "
+          f"of ≤{corpus.shard_size}")
+    print(f"image size    {corpus.image_size}²")
+    print(f"layout        v{corpus.layout.version}, {corpus.layout.n_identity} identity modes, "
+          f"{corpus.layout.size} parameters")
+    print(f"generator     engine {gen.get('engine')}, seed {gen.get('seed')}, pose ±{gen.get('yaw_max')}/"
+          f"±{gen.get('pitch_max')}/±{gen.get('roll_max')}°, augment "
+          f"{'on' if gen.get('augment', {}).get('enabled') else 'off'}")
+    print(f"checksums     {'verified' if args.verify else 'sizes checked (use --verify for sha256)'}")
+    return 0

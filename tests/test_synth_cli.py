@@ -1,0 +1,52 @@
+"""``facerig synth`` argument checking: bad input fails fast with one clear line (no Blender)."""
+
+from __future__ import annotations
+
+import pytest
+
+from facerig_cli.main import main
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--count", "-5"], "--count must be a positive"),
+    (["--count", "0"], "--count must be a positive"),
+    (["--size", "8"], "--size must be between"),
+    (["--workers", "0"], "--workers must be at least 1"),
+    (["--yaw-max", "120"], "--yaw-max"),
+    (["--shard-size", "0"], "--shard-size"),
+    (["--supersample", "9"], "--supersample"),
+    (["--workbench-aa", "99"], "--workbench-aa"),
+])
+def test_bad_values_rejected(tmp_path, capsys, extra, message):
+    args = ["synth", "render", "--count", "4", "--out", str(tmp_path / "c")]
+    assert main(args + extra) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "c").exists()
+
+
+def test_unknown_engine_rejected(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["synth", "render", "--count", "4", "--out", str(tmp_path / "c"), "--engine", "eevee"])
+    assert exc.value.code == 2
+    assert "invalid choice: 'eevee'" in capsys.readouterr().err
+
+
+def test_out_is_a_file(tmp_path, capsys):
+    f = tmp_path / "corpus"
+    f.write_text("not a directory")
+    assert main(["synth", "render", "--count", "4", "--out", str(f)]) == 2
+    assert "exists and is a file" in capsys.readouterr().err
+
+
+def test_missing_backgrounds_folder(tmp_path, capsys):
+    assert main(["synth", "render", "--count", "4", "--out", str(tmp_path / "c"),
+                 "--backgrounds", str(tmp_path / "none")]) == 2
+    assert "backgrounds folder not found" in capsys.readouterr().err
+
+
+def test_preview_and_info_of_non_corpus(tmp_path, capsys):
+    assert main(["synth", "preview", str(tmp_path)]) == 2
+    assert "not a facerig corpus" in capsys.readouterr().err
+    assert main(["synth", "info", str(tmp_path / "x")]) == 2
+    assert "corpus not found" in capsys.readouterr().err
