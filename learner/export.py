@@ -1,0 +1,162 @@
+"""ONNX export per the DEVELOPERS.md contract: input ``image`` (N, 3, S, S) RGB in [0, 1],
+output ``params`` (N, P) flat ``FaceParams`` vector, dynamic batch, ``facerig.*`` metadata."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from facemodel import LICENSE, ParamLayout
+from facemodel.crop import CROP_CENTER_UP, CROP_SCALE
+
+from .checkpoint import load_checkpoint
+from .config import Config
+from .network import FaceRegressor, build_network
+
+log = logging.getLogger(__name__)
+OPSET = 17
+
+
+def resolve_checkpoint(run_or_file: Path | str, which: str = "best") -> Path:
+    """A checkpoint file, or ``best.pt`` (falling back to ``last.pt``) of a run directory."""
+    p = Path(run_or_file)
+    if p.is_file():
+        return p
+    if not p.is_dir():
+        raise FileNotFoundError(f"run or checkpoint not found: {p}")
+    for name in ((f"{which}.pt", "last.pt") if which == "best" else (f"{which}.pt",)):
+        if (p / name).is_file():
+            return p / name
+    raise FileNotFoundError(f"{p} has no {which}.pt or last.pt checkpoint; train first")
+
+
+def load_network(checkpoint: Path | str) -> tuple[FaceRegressor, dict[str, Any]]:
+    """The trained network in eval mode, and the checkpoint dict."""
+    state = load_checkpoint(checkpoint)
+    cfg = Config.from_dict(state["config"])
+    net = build_network(cfg.network)
+    net.load_state_dict(state["model"])
+    if net.layout != ParamLayout.from_dict(state["layout"]):
+        raise ValueError(f"checkpoint {checkpoint}: layout does not match its network configuration")
+    return net.eval(), state
+
+
+def _identity_share(n_identity: int) -> str:
+    """'98.8 %' of face-region vertex variance carried by the first modes (needs the face model)."""
+    from facemodel import FaceModel, FaceModelError
+
+    from .evaluate import identity_mode_report
+
+    try:
+        row = identity_mode_report(FaceModel.load(), (n_identity,))[0]
+    except FaceModelError:
+        return "?"
+    return f"{100 * row['cum_var']:.1f} %"
+
+
+def model_card(state: dict[str, Any]) -> str:
+    """Plain-text model card: what it predicts, how it was trained, what it scored, on what data."""
+    cfg = Config.from_dict(state["config"])
+    m = state.get("metrics") or {}
+    data = state.get("data") or {}
+
+    def metric(name: str) -> str:
+        keys = [f"val/{name}", f"val/{name}@0-30", f"val/{name}@30-60", f"val/{name}@60-90",
+                f"val/{name}@balanced"]
+        vals = [m.get(k) for k in keys]
+        if any(v is None for v in vals):
+            return f"{name}: n/a"
+        return f"{name}: all {vals[0]:.3g} | |yaw| 0-30 {vals[1]:.3g}, 30-60 {vals[2]:.3g}, 60-90 {vals[3]:.3g} | " \
+               f"balanced {vals[4]:.3g}"
+
+    sources = "\n".join(f"  - {s.get('path')} ({s.get('count')} images)" for s in data.get("sources", []))
+    lines = [
+        f"facerig face regressor (MobileNetV3-small-like, width {cfg.network.width}, plain torch)",
+        f"Input: image float32 (N, 3, {cfg.network.input_size}, {cfg.network.input_size}), sRGB in [0, 1], "
+        f"the canonical crop (scale {CROP_SCALE}, centre up {CROP_CENTER_UP}).",
+        f"Output: params float32 (N, {ParamLayout(cfg.network.n_identity).size}), FaceParams layout "
+        f"v{state['layout']['layout_version']} with {cfg.network.n_identity} identity modes (first of 100; "
+        f"they carry {_identity_share(cfg.network.n_identity)} of the face-region vertex variance); "
+        "camera = DEFAULT_CAMERA.",
+        f"Training: {state['step']} steps, batch {cfg.train.batch_size}, AdamW lr {cfg.train.lr}, "
+        f"losses {json.dumps({k: v for k, v in vars(cfg.loss).items() if isinstance(v, float) and v})}.",
+        f"Training data: {data.get('n_train', '?')} train / {data.get('n_val', '?')} held-out images from",
+        sources or "  - (unknown)",
+        "Data provenance: synthetic renders of the ICT-FaceKit model; no photographs were used for "
+        "training unless listed above.",
+        f"Held-out synthetic metrics (step {state['step']}):",
+        "  " + metric("vertex_mm_camera") + " mm (camera space)",
+        "  " + metric("vertex_mm_aligned") + " mm (after rigid Procrustes)",
+        "  " + metric("nme_bbox_68") + " % (NME bbox, 68 points)",
+        "  " + metric("rotation_deg") + " deg",
+        "  " + metric("expression_mae"),
+        "Limitations: trained on synthetic faces only; expect a domain gap on photographs. One face per crop.",
+        f"Face model: {LICENSE}.",
+    ]
+    return "\n".join(lines)
+
+
+def metadata(state: dict[str, Any]) -> dict[str, str]:
+    cfg = Config.from_dict(state["config"])
+    return {"facerig.layout_version": str(state["layout"]["layout_version"]),
+            "facerig.n_identity": str(cfg.network.n_identity),
+            "facerig.input_size": str(cfg.network.input_size),
+            "facerig.crop_scale": repr(CROP_SCALE),
+            "facerig.crop_center_up": repr(CROP_CENTER_UP),
+            "facerig.model_card": model_card(state)}
+
+
+def export_onnx(checkpoint: Path | str, out: Path | str, verify: bool = True) -> dict[str, Any]:
+    """Write the ONNX model; with ``verify`` compare onnxruntime with torch on a test batch."""
+    import onnx
+
+    net, state = load_network(checkpoint)
+    net = net.to(memory_format=torch.contiguous_format)
+    size = net.config.input_size
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    dummy = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    try:
+        with torch.no_grad():
+            torch.onnx.export(net, (dummy,), str(tmp), input_names=["image"], output_names=["params"],
+                              dynamic_axes={"image": {0: "batch"}, "params": {0: "batch"}},
+                              opset_version=OPSET, do_constant_folding=True, dynamo=False)
+        proto = onnx.load(str(tmp))
+        for key, value in metadata(state).items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        proto.producer_name = "facerig"
+        onnx.checker.check_model(proto)
+        onnx.save(proto, str(tmp))
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    info: dict[str, Any] = {"path": str(out), "step": state["step"], "input_size": size,
+                            "outputs": net.layout.size}
+    if verify:
+        with torch.no_grad():
+            ref = net(dummy).numpy()
+        info["max_abs_diff"] = float(np.abs(run_onnx(out, dummy.numpy()) - ref).max())
+        if info["max_abs_diff"] > 1e-3:
+            raise RuntimeError(f"ONNX output differs from torch by {info['max_abs_diff']:.3g}")
+    log.info("exported %s (step %d)", out, state["step"])
+    return info
+
+
+def run_onnx(path: Path | str, images: np.ndarray, threads: int = 1) -> np.ndarray:
+    """Run the exported model with onnxruntime on float32 images (N, 3, S, S)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return sess.run(["params"], {"image": np.ascontiguousarray(images, np.float32)})[0]

@@ -1,0 +1,360 @@
+"""The training loop: deterministic, resumable, logged.
+
+Reproducibility design: nothing depends on hidden RNG state. The sample order of step k is a
+function of (seed, epoch), the augmentation of step k uses a generator seeded with (seed, k),
+and torch's global RNG (dropout) is reseeded from (seed, k) before each step. A checkpoint
+therefore only needs the step, the weights and the optimiser state, and a resumed run follows
+the uninterrupted one exactly (tests/test_learner_train.py checks this).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from facemodel import FaceModel, ParamLayout
+
+from .augment import augment
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import Config
+from .data import BatchOrder, FaceData, load_corpora, split_indices
+from .evaluate import evaluate_synthetic, flatten_metrics, predict
+from .losses import Batch, FaceLoss
+from .network import FaceRegressor, OutputStats, build_network
+from .plots import plot_curves, read_log, write_csvs
+from .runtime import configure_runtime
+
+log = logging.getLogger(__name__)
+BEST_METRIC = "val/vertex_mm_aligned@balanced"
+
+
+@dataclass
+class RunPaths:
+    root: Path
+
+    @property
+    def last(self) -> Path:
+        return self.root / "last.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.root / "best.pt"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def plot(self) -> Path:
+        return self.root / "curves.png"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+
+def learning_rate(step: int, cfg: Config) -> float:
+    """Linear warm-up, then cosine decay to ``final_lr_fraction`` (a pure function of the step)."""
+    t = cfg.train
+    if step < t.warmup_steps:
+        return t.lr * (0.01 + 0.99 * step / max(1, t.warmup_steps))
+    progress = min(1.0, (step - t.warmup_steps) / max(1, t.steps - t.warmup_steps))
+    return t.lr * (t.final_lr_fraction + (1 - t.final_lr_fraction) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _step_seed(seed: int, step: int, salt: int) -> int:
+    return (seed * 1_000_003 + step * 7_919 + salt) % (2**63 - 1)
+
+
+def make_optimizer(net: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
+    """AdamW; no weight decay on biases and batch-norm parameters."""
+    decay = [p for n, p in net.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in net.named_parameters() if p.ndim <= 1]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.train.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.train.lr)
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM set a flag; the loop stops at the next step boundary and checkpoints."""
+
+    def __init__(self) -> None:
+        self.stop = False
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "_StopFlag":
+        try:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handler)
+        except ValueError:  # not the main thread
+            pass
+        return self
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.stop:  # second signal: give up immediately
+            raise KeyboardInterrupt
+        log.warning("signal %d: stopping after this step (checkpoint follows)", signum)
+        self.stop = True
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+class Trainer:
+    """Holds the run's state; :meth:`run` trains from ``self.step`` to ``config.train.steps``."""
+
+    def __init__(self, corpora: Sequence[Path | str], out: Path | str, config: Config | None = None,
+                 resume: bool = False, face_model: FaceModel | None = None, progress: bool = True,
+                 data: FaceData | None = None) -> None:
+        """``data`` replaces ``corpora`` with samples already in memory (tests, custom sources)."""
+        self.paths = RunPaths(Path(out))
+        self.progress = progress
+        if data is None:
+            if not corpora:
+                raise ValueError("no corpus given (--corpus DIR)")
+            for c in corpora:  # fail before anything slow happens
+                if not Path(c).is_dir():
+                    raise FileNotFoundError(f"corpus not found: {c}")
+        state = self._resume_state(config, resume)
+        self.config = Config.from_dict(state["config"]) if state else (config or Config())
+        self.config.validate()
+        cfg = self.config
+        configure_runtime(cfg.train.threads)
+        self.face_model = face_model or FaceModel.load()
+        if data is None:
+            data = load_corpora(corpora, visible_jaw=cfg.loss.landmark_visible_jaw)
+        train_idx, val_idx = split_indices(len(data), cfg.train.val_fraction, cfg.train.seed)
+        # Training batches index the full tensors through train_idx (no 5 GB copy of the split).
+        self.train_data, self.train_idx = data, torch.as_tensor(train_idx, dtype=torch.long)
+        self.val_data = data.subset(val_idx[: cfg.train.val_max])
+        self.gt_layout = self.train_data.layout
+        self.layout = ParamLayout(n_identity=cfg.network.n_identity)
+        self.size = cfg.network.input_size
+        labelled = train_idx[data.has_params.numpy()[train_idx]]
+        if len(labelled) == 0:
+            raise ValueError("the training split has no images with parameter labels")
+        stats = OutputStats.from_params(self._net_layout_params(data, labelled), self.layout)
+        torch.manual_seed(cfg.train.seed)  # reproducible initial weights
+        self.net: FaceRegressor = build_network(cfg.network, stats)
+        self.optimizer = make_optimizer(self.net, cfg)
+        self.order = BatchOrder(len(train_idx), cfg.train.batch_size, cfg.train.seed)
+        self.step = 0
+        self.bad_steps = 0
+        self.best: dict[str, Any] = {"metric": BEST_METRIC, "value": None, "step": None}
+        self.last_val: dict[str, float] = {}
+        self.data_info = {"sources": data.sources, "n_train": len(train_idx),
+                          "n_val": len(self.val_data)}
+        if state:
+            self._load_state(state)
+        else:
+            self.paths.root.mkdir(parents=True, exist_ok=True)
+            self.paths.log.unlink(missing_ok=True)
+        # Loss weights use the network's own output statistics (restored ones on --resume).
+        self.loss = FaceLoss(self.face_model, self.layout, self.gt_layout, cfg.loss,
+                             OutputStats(self.net.out_mean.numpy().copy(), self.net.out_std.numpy().copy()),
+                             self.size)
+        cfg.save(self.paths.config)
+        log.info("run %s: %d train / %d val images, %d parameters, layout n_identity=%d, step %d/%d",
+                 self.paths.root, len(train_idx), len(self.val_data),
+                 sum(p.numel() for p in self.net.parameters()), self.layout.n_identity, self.step, cfg.train.steps)
+
+    # -- state ---------------------------------------------------------------------------------
+    def _resume_state(self, config: Config | None, resume: bool) -> dict[str, Any] | None:
+        if not resume:
+            if self.paths.last.exists():
+                raise ValueError(f"{self.paths.root} already holds a run (last.pt); pass --resume to continue it "
+                                 "or choose a new --out")
+            return None
+        if not self.paths.last.exists():
+            raise FileNotFoundError(f"nothing to resume: {self.paths.last} does not exist")
+        state = load_checkpoint(self.paths.last)
+        if config is not None:
+            saved = Config.from_dict(state["config"]).to_dict()
+            new = config.to_dict()
+            steps = new["train"]["steps"]
+            saved["train"]["steps"] = new["train"]["steps"] = 0
+            if saved != new:
+                raise ValueError("--config differs from the configuration stored in the checkpoint "
+                                 "(only train.steps may change on --resume)")
+            state["config"]["train"]["steps"] = steps
+        return state
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        if ParamLayout.from_dict(state["layout"]) != self.layout:
+            raise ValueError("checkpoint layout differs from the configured network layout")
+        if ParamLayout.from_dict(state["gt_layout"]) != self.gt_layout:
+            raise ValueError("the corpora's parameter layout differs from the one this run was trained on")
+        old = state.get("data", {})
+        if (old.get("n_train"), old.get("n_val")) != (self.data_info["n_train"], self.data_info["n_val"]):
+            log.warning("the corpora changed since the checkpoint (%s/%s → %d/%d train/val images); "
+                        "training continues but will not replay the original data order",
+                        old.get("n_train"), old.get("n_val"), self.data_info["n_train"], self.data_info["n_val"])
+        self.net.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
+        self.bad_steps = int(state.get("bad_steps", 0))
+        self.best = dict(state.get("best") or self.best)
+        self.last_val = dict(state.get("metrics") or {})
+        # Log rows written after this checkpoint describe steps that will be redone.
+        rows = [r for r in read_log(self.paths.log) if int(r.get("step", 0)) <= self.step]
+        self.paths.log.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        log.info("resumed from %s at step %d", self.paths.last, self.step)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "config": self.config.to_dict(), "layout": self.layout.to_dict(),
+                "gt_layout": self.gt_layout.to_dict(), "model": self.net.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "best": self.best, "metrics": self.last_val,
+                "data": self.data_info, "bad_steps": self.bad_steps, "torch_version": str(torch.__version__)}
+
+    def save(self, best: bool = False) -> None:
+        state = self.state_dict()
+        save_checkpoint(self.paths.last, state)
+        if best:
+            save_checkpoint(self.paths.best, state)
+
+    def _net_layout_params(self, data: FaceData, idx: np.ndarray) -> np.ndarray:
+        """Training targets in the network's layout (for the output statistics)."""
+        p = data.params.numpy()[idx]
+        gs = data.layout.slices["identity"]
+        k = self.layout.n_identity
+        ident = np.zeros((len(p), k), np.float32)
+        m = min(k, data.layout.n_identity)
+        ident[:, :m] = p[:, gs][:, :m]
+        return np.concatenate([ident, p[:, gs.stop:]], 1)
+
+    # -- loop ----------------------------------------------------------------------------------
+    def _log(self, row: dict[str, Any]) -> None:
+        with open(self.paths.log, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def train_step(self, step: int) -> tuple[float, dict[str, float]]:
+        cfg = self.config
+        batch = self.train_data.batch(self.train_idx[self.order.indices(step)], self.size)
+        gen = torch.Generator().manual_seed(_step_seed(cfg.train.seed, step, 1))
+        images, params, lms, colour_ok = augment(batch.images, batch.params, batch.landmarks, self.gt_layout,
+                                                 cfg.augment, gen)
+        batch = Batch(images, params, batch.has_params, lms, batch.landmark_mask, batch.appearance_ok & colour_ok)
+        torch.manual_seed(_step_seed(cfg.train.seed, step, 2))
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(step, cfg)
+        self.net.train()
+        pred = self.net(batch.images)
+        total, terms = self.loss(pred, batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        if not torch.isfinite(total):
+            self.bad_steps += 1
+            log.warning("step %d: non-finite loss %s, skipped (%d in a row)", step, terms, self.bad_steps)
+            if self.bad_steps >= cfg.train.max_bad_steps:
+                raise RuntimeError(f"{self.bad_steps} consecutive non-finite losses; lower train.lr or check the data")
+            return float("nan"), terms
+        total.backward()
+        if cfg.train.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.train.grad_clip)
+        self.optimizer.step()
+        self.bad_steps = 0
+        return float(total.detach()), terms
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Metrics on the held-out split (no augmentation, eval mode)."""
+        t0 = time.perf_counter()
+        val = self.val_data
+        pred = predict(self.net, val.images, self.size)
+        lm68 = (val.landmarks[:, :68] * (self.size / val.image_size)).numpy()
+        summary = evaluate_synthetic(self.face_model, pred, self.layout, val.params.numpy(), self.gt_layout,
+                                     self.size, lm68)
+        metrics = flatten_metrics(summary)
+        losses = []
+        for i in range(0, len(val), 256):
+            idx = torch.arange(i, min(i + 256, len(val)))
+            total, _ = self.loss(torch.as_tensor(pred[i:i + 256]), val.batch(idx, self.size))
+            losses.append(float(total) * len(idx))
+        metrics["val/loss"] = sum(losses) / max(1, len(val))
+        metrics["val/seconds"] = time.perf_counter() - t0
+        return metrics
+
+    def run(self, stop_at: int | None = None) -> dict[str, Any]:
+        """Train to ``config.train.steps`` (or only up to ``stop_at``, for tests); returns a summary."""
+        cfg = self.config.train
+        end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
+        sums: dict[str, float] = {}
+        count, t_window, img_window = 0, 0.0, 0   # t_window: seconds spent in training steps only
+        t_start, steps_done = time.perf_counter(), 0
+        bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", disable=not self.progress,
+                   dynamic_ncols=True)
+        interrupted = False
+        with _StopFlag() as flag:
+            while self.step < end:
+                t0 = time.perf_counter()
+                loss, terms = self.train_step(self.step)
+                t_window += time.perf_counter() - t0
+                self.step += 1
+                steps_done += 1
+                img_window += cfg.batch_size
+                if math.isfinite(loss):
+                    for k, v in {"loss": loss, **{f"loss/{k}": v for k, v in terms.items()}}.items():
+                        sums[k] = sums.get(k, 0.0) + v
+                    count += 1
+                bar.update(1)
+                if self.step % cfg.log_every == 0 or self.step == end:
+                    row = {"kind": "train", "step": self.step, "lr": learning_rate(self.step - 1, self.config),
+                           "images_per_s": img_window / max(t_window, 1e-9),
+                           **{k: v / max(count, 1) for k, v in sums.items()}}
+                    self._log(row)
+                    bar.set_postfix(loss=f"{row.get('loss', float('nan')):.4g}", ips=f"{row['images_per_s']:.0f}")
+                    sums, count, t_window, img_window = {}, 0, 0.0, 0
+                is_val = self.step % cfg.val_every == 0 or self.step == cfg.steps
+                is_best = False
+                if is_val:
+                    self.last_val = self.validate()
+                    self._log({"kind": "val", "step": self.step, **self.last_val})
+                    value = self.last_val.get(BEST_METRIC)
+                    if value is not None and math.isfinite(value) and (
+                            self.best["value"] is None or value < self.best["value"]):
+                        self.best = {"metric": BEST_METRIC, "value": value, "step": self.step}
+                        is_best = True
+                    log.info("step %d: val vertex %.2f mm (aligned %.2f), NME %.2f %%, rot %.1f°", self.step,
+                             self.last_val["val/vertex_mm_camera"], self.last_val["val/vertex_mm_aligned"],
+                             self.last_val["val/nme_bbox_68"], self.last_val["val/rotation_deg"])
+                    self.write_reports()
+                if is_val or self.step % cfg.checkpoint_every == 0 or self.step == end or flag.stop:
+                    self.save(best=is_best)
+                if flag.stop:
+                    interrupted = True
+                    break
+        bar.close()
+        self.write_reports()
+        elapsed = time.perf_counter() - t_start
+        summary = {"step": self.step, "steps_this_run": steps_done, "seconds": elapsed,
+                   "images_per_s": steps_done * cfg.batch_size / max(elapsed, 1e-9), "best": self.best,
+                   "metrics": self.last_val, "interrupted": interrupted}
+        if interrupted:
+            raise KeyboardInterrupt(f"stopped at step {self.step}; checkpoint saved, continue with --resume")
+        return summary
+
+    def write_reports(self) -> None:
+        rows = read_log(self.paths.log)
+        write_csvs(rows, self.paths.root)
+        try:
+            plot_curves(rows, self.paths.plot)
+        except Exception as exc:  # noqa: BLE001 — a plotting failure must never stop training
+            log.warning("could not plot curves: %s", exc)
+
+
+def train(corpora: Sequence[Path | str], out: Path | str, config: Config | None = None, resume: bool = False,
+          progress: bool = True, face_model: FaceModel | None = None) -> dict[str, Any]:
+    """Train (or resume) a run in ``out``; see :class:`Trainer`."""
+    return Trainer(corpora, out, config, resume, face_model=face_model, progress=progress).run()
+
+
+__all__ = ["Trainer", "train", "learning_rate", "RunPaths"]
