@@ -1,0 +1,207 @@
+"""Face detection and 68-point landmarks with MediaPipe 0.10.21 (legacy solutions, offline).
+
+Two stages, chosen by measurement (4 demo photos, 2 shared cores; see README.md here):
+
+1. ``face_detection`` full-range model (BlazeFace, ~6 ms): finds faces of any size anywhere
+   in the photo, including small faces in group photos that FaceMesh's built-in short-range
+   detector misses.
+2. ``face_mesh`` (468 points, ~6 ms per face) on a square crop around each detection, resized
+   to :data:`MESH_CROP_SIZE`: gives dense landmarks, from which :data:`FACEMESH_TO_68` takes
+   the iBUG 68 points the canonical crop box (``facemodel.crop``) is defined on.
+
+If the full-range detector finds nothing, the short-range one (large close-ups) runs, then FaceMesh
+on the whole image. FaceMesh may see a neighbouring face inside a crop, so the mesh whose box
+overlaps the detection most is kept.
+
+The 468→68 mapping is ``facemodel.landmark_maps.MEDIAPIPE_TO_68``, the same table the evaluation's
+MediaPipe baseline uses: derived from MediaPipe's semantic connection sets and ICT-FaceKit's 68
+vertices on non-test photos, never fitted to a benchmark's annotations (Helen is the test set).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from .fm import facemodel
+from .photo import PhotoError, as_rgb8, crop_square
+
+log = logging.getLogger(__name__)
+
+# FaceMesh vertex for each iBUG 68 point (facemodel.landmark_maps: derived without any benchmark labels).
+FACEMESH_TO_68 = np.asarray(facemodel.landmark_maps.MEDIAPIPE_TO_68, np.int64)
+
+MESH_CROP_SIZE = 256        # FaceMesh input crop side (px); its own detector wants a large face
+MESH_CROP_SCALE = 2.2       # crop side / detection box side
+DETECT_MAX_SIDE = 1280      # photos are downscaled to this for the detector only
+MIN_SCORE = 0.5
+
+
+class NoFaceError(PhotoError):
+    """No face was found in the photo."""
+
+
+@dataclass
+class Face:
+    """One detected face, all coordinates in photo pixels (corner origin, centres at +0.5)."""
+
+    box: tuple[float, float, float, float]     # detector box x0, y0, x1, y1
+    landmarks: np.ndarray                       # (68, 2) iBUG order, mapped from FaceMesh
+    score: float                                # detector confidence (0 for the mesh fallback)
+    mesh: np.ndarray = field(repr=False, default_factory=lambda: np.zeros((0, 3), np.float32))  # (468, 3)
+
+    @property
+    def crop_box(self) -> tuple[float, float, float, float]:
+        """The canonical network crop of this face (``facemodel.crop.canonical_crop_box``)."""
+        return facemodel.crop.canonical_crop_box(self.landmarks)
+
+    @property
+    def area(self) -> float:
+        lo, hi = self.landmarks.min(0), self.landmarks.max(0)
+        return float(np.prod(hi - lo))
+
+    def describe(self) -> str:
+        x0, y0, x1, y1 = self.box
+        return f"box ({x0:.0f}, {y0:.0f})–({x1:.0f}, {y1:.0f}), {x1 - x0:.0f} px wide, score {self.score:.2f}"
+
+
+class _MediaPipe:
+    """Lazily created, cached MediaPipe graphs (creation costs ~15 ms; graphs are not re-entrant)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._detector = None
+        self._detector_short = None
+        self._mesh = None
+        self._mesh_multi = None
+
+    def _solutions(self):  # noqa: ANN202 - mediapipe has no type hints
+        try:
+            from mediapipe.python.solutions import face_detection, face_mesh
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise RuntimeError(f"the face detector (mediapipe) is not installed: {exc}") from None
+        return face_detection, face_mesh
+
+    @property
+    def detector(self):  # noqa: ANN201
+        if self._detector is None:
+            fd, _ = self._solutions()
+            self._detector = fd.FaceDetection(model_selection=1, min_detection_confidence=MIN_SCORE)
+        return self._detector
+
+    @property
+    def detector_short(self):  # noqa: ANN201
+        """Short-range model: catches large close-ups the full-range model sometimes misses."""
+        if self._detector_short is None:
+            fd, _ = self._solutions()
+            self._detector_short = fd.FaceDetection(model_selection=0, min_detection_confidence=MIN_SCORE)
+        return self._detector_short
+
+    @property
+    def mesh(self):  # noqa: ANN201
+        if self._mesh is None:
+            _, fm = self._solutions()
+            # several faces: a neighbour inside the crop must not be taken for the detected one
+            self._mesh = fm.FaceMesh(static_image_mode=True, max_num_faces=4, refine_landmarks=False,
+                                     min_detection_confidence=0.3)
+        return self._mesh
+
+    @property
+    def mesh_multi(self):  # noqa: ANN201
+        if self._mesh_multi is None:
+            _, fm = self._solutions()
+            self._mesh_multi = fm.FaceMesh(static_image_mode=True, max_num_faces=10, refine_landmarks=False,
+                                           min_detection_confidence=MIN_SCORE)
+        return self._mesh_multi
+
+
+_MP = _MediaPipe()
+
+
+def _detect_boxes(image: np.ndarray, short_range: bool = False
+                  ) -> list[tuple[tuple[float, float, float, float], float]]:
+    h, w = image.shape[:2]
+    k = -(-max(h, w) // DETECT_MAX_SIDE)          # integer factor: OpenCV's fast area-averaging path
+    cw, ch = w // k * k, h // k * k               # the ≤ k−1 cut-off pixels at the far edges are ignored
+    small = image if k == 1 else cv2.resize(image[:ch, :cw], (cw // k, ch // k), interpolation=cv2.INTER_AREA)
+    result = (_MP.detector_short if short_range else _MP.detector).process(small)
+    out = []
+    for det in result.detections or []:
+        rb = det.location_data.relative_bounding_box   # relative to the (cut) image: scale-free
+        x0, y0 = rb.xmin * cw, rb.ymin * ch
+        out.append(((x0, y0, x0 + rb.width * cw, y0 + rb.height * ch), float(det.score[0])))
+    return out
+
+
+def _mesh_points(landmarks, width: float, height: float) -> np.ndarray:  # noqa: ANN001
+    """MediaPipe normalised landmarks → (468, 3) pixels (z in pixel-width units)."""
+    return np.array([(p.x * width, p.y * height, p.z * width) for p in landmarks.landmark], np.float32)[:468]
+
+
+def _mesh_in_box(image: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray | None:
+    """FaceMesh on a square crop around a detector box; (468, 3) photo pixels or None."""
+    x0, y0, x1, y1 = facemodel.crop.box_from_detection(box, MESH_CROP_SCALE)
+    crop = crop_square(image, (x0, y0, x1, y1), MESH_CROP_SIZE)
+    result = _MP.mesh.process(crop)
+    if not result.multi_face_landmarks:
+        return None
+    s = (x1 - x0) / MESH_CROP_SIZE
+    best, best_iou = None, 0.2
+    for lms in result.multi_face_landmarks:
+        pts = _mesh_points(lms, MESH_CROP_SIZE, MESH_CROP_SIZE)
+        pts[:, 0] = x0 + pts[:, 0] * s
+        pts[:, 1] = y0 + pts[:, 1] * s
+        pts[:, 2] *= s
+        lo, hi = pts[:, :2].min(0), pts[:, :2].max(0)
+        iou = _iou((float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])), box)
+        if iou > best_iou:
+            best, best_iou = pts, iou
+    return best
+
+
+def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def face_from_mesh(mesh: np.ndarray, box: tuple[float, float, float, float] | None = None,
+                   score: float = 0.0) -> Face:
+    lm = mesh[FACEMESH_TO_68, :2].astype(np.float64)
+    if box is None:
+        lo, hi = mesh[:, :2].min(0), mesh[:, :2].max(0)
+        box = (float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1]))
+    return Face(box=tuple(float(v) for v in box), landmarks=lm, score=score, mesh=mesh)
+
+
+def detect_faces(image: np.ndarray, max_faces: int = 10) -> list[Face]:
+    """All faces in an RGB uint8 image, largest first (an empty list when there is none)."""
+    img = np.asarray(image)
+    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+        img = as_rgb8(img)
+    img = np.ascontiguousarray(img)
+    faces: list[Face] = []
+    with _MP.lock:
+        for short_range in (False, True):   # the short-range model only when the full-range one found nothing
+            for box, score in sorted(_detect_boxes(img, short_range), key=lambda d: -d[1])[: 2 * max_faces]:
+                mesh = _mesh_in_box(img, box)
+                if mesh is None:
+                    log.debug("detector box %s (score %.2f) has no face mesh; skipped", box, score)
+                    continue
+                face = face_from_mesh(mesh, box, score)
+                if all(_iou(face.box, f.box) < 0.5 for f in faces):
+                    faces.append(face)
+            if faces:
+                break
+        if not faces:  # both detectors missed (e.g. a tight face crop): FaceMesh's own detector
+            h, w = img.shape[:2]
+            result = _MP.mesh_multi.process(img)
+            faces = [face_from_mesh(_mesh_points(lm, w, h)) for lm in result.multi_face_landmarks or []]
+    faces.sort(key=lambda f: -f.area)
+    return faces[:max_faces]

@@ -1,0 +1,236 @@
+"""Blender operators: detect faces in a photo, reconstruct one (headless-callable), preferences.
+
+``bpy.ops.facerig.reconstruct(filepath=...)`` is the single entry point the panel, scripts and
+the command line share. It is one undo step (``UNDO`` option) and all-or-nothing: errors
+become Blender reports and :func:`build_mesh.build_face` removes whatever it had created.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import bpy
+from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
+
+from .fm import facemodel
+
+log = logging.getLogger(__name__)
+
+ADDON_ID = __package__ or "blender_addon"
+TEXTURE_SIZES = [("512", "512", "fast, small files"), ("1024", "1024", "default"),
+                 ("2048", "2048", "detailed, slower")]
+
+_FACE_MODELS: dict[str, "facemodel.FaceModel"] = {}
+_DETECTED: dict[str, Any] = {"path": None, "faces": [], "items": []}   # the panel's face choice
+
+
+def addon_prefs(context: Any) -> Any:
+    addon = context.preferences.addons.get(ADDON_ID)
+    return addon.preferences if addon else None
+
+
+def load_face_model(path: str | None = None) -> "facemodel.FaceModel":
+    """The ICT face model, cached per path (loading takes ~0.25 s)."""
+    resolved = str(facemodel.resolve_model_path(path or None))
+    if resolved not in _FACE_MODELS:
+        _FACE_MODELS[resolved] = facemodel.FaceModel.load(resolved)
+    return _FACE_MODELS[resolved]
+
+
+def _face_items(self: Any, context: Any) -> list[tuple[str, str, str]]:
+    return _DETECTED["items"] or [("-1", "Largest face", "the largest detected face")]
+
+
+class FACERIG_AddonPreferences(bpy.types.AddonPreferences):
+    bl_idname = ADDON_ID
+
+    regressor_path: StringProperty(  # type: ignore[valid-type]
+        name="Regressor model", subtype="FILE_PATH",
+        description="ONNX regressor; empty = the model shipped in the extension's models/ folder")
+    face_model_path: StringProperty(  # type: ignore[valid-type]
+        name="Face model", subtype="FILE_PATH",
+        description="ICT-FaceKit npz; empty = $FACERIG_FACE_MODEL, then ~/.cache/facerig "
+                    "(`facerig model fetch` downloads it)")
+
+    def draw(self, context: Any) -> None:
+        self.layout.prop(self, "regressor_path")
+        self.layout.prop(self, "face_model_path")
+
+
+class FaceRigSettings(bpy.types.PropertyGroup):
+    """Panel state stored on the scene."""
+
+    filepath: StringProperty(name="Photo", subtype="FILE_PATH")  # type: ignore[valid-type]
+    face: EnumProperty(name="Face", items=_face_items)  # type: ignore[valid-type]
+    texture_size: EnumProperty(name="Texture", items=TEXTURE_SIZES, default="1024")  # type: ignore[valid-type]
+    build_armature: BoolProperty(name="Build armature", default=True)  # type: ignore[valid-type]
+    add_camera: BoolProperty(name="Add camera", default=True)  # type: ignore[valid-type]
+
+
+def _resolve_paths(context: Any, model_path: str) -> tuple[str | None, str | None]:
+    prefs = addon_prefs(context)
+    regressor = model_path or (prefs.regressor_path if prefs else "") or None
+    face_model = (prefs.face_model_path if prefs else "") or None
+    return (bpy.path.abspath(regressor) if regressor else None,
+            bpy.path.abspath(face_model) if face_model else None)
+
+
+class FACERIG_OT_detect_faces(bpy.types.Operator):
+    """Find the faces in the photo so you can choose which one to reconstruct"""
+
+    bl_idname = "facerig.detect_faces"
+    bl_label = "Detect Faces"
+    bl_options = {"REGISTER"}
+
+    def execute(self, context: Any) -> set[str]:
+        from .detect import detect_faces
+        from .photo import load_image
+
+        settings = context.scene.facerig
+        path = bpy.path.abspath(settings.filepath)
+        try:
+            faces = detect_faces(load_image(path))
+        except (OSError, ValueError, RuntimeError) as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        items = [(str(i), f"Face {i + 1}", f.describe()) for i, f in enumerate(faces)]
+        _DETECTED.update(path=path, faces=faces, items=items)
+        if not faces:
+            self.report({"WARNING"}, "no face found in the photo")
+            return {"CANCELLED"}
+        settings.face = "0"
+        self.report({"INFO"}, f"{len(faces)} face(s) found" + (": choose one" if len(faces) > 1 else ""))
+        return {"FINISHED"}
+
+
+class FACERIG_OT_reconstruct(bpy.types.Operator):
+    """Reconstruct a rigged, textured 3D face from the photo"""
+
+    bl_idname = "facerig.reconstruct"
+    bl_label = "Reconstruct Face"
+    bl_options = {"REGISTER", "UNDO"}
+
+    filepath: StringProperty(name="Photo", subtype="FILE_PATH", options={"SKIP_SAVE"})  # type: ignore[valid-type]
+    face_index: IntProperty(name="Face", default=-1, min=-1,  # type: ignore[valid-type]
+                            description="0 = largest face; -1 = the panel's choice (largest by default)")
+    texture_size: IntProperty(name="Texture size", default=0, min=0, max=8192,  # type: ignore[valid-type]
+                              description="0 = the panel's setting")
+    build_armature: BoolProperty(name="Build armature", default=True)  # type: ignore[valid-type]
+    add_camera: BoolProperty(name="Add camera", default=True)  # type: ignore[valid-type]
+    model_path: StringProperty(name="Regressor", subtype="FILE_PATH", options={"SKIP_SAVE"})  # type: ignore[valid-type]
+
+    def invoke(self, context: Any, event: Any) -> set[str]:
+        settings = context.scene.facerig
+        self.filepath = self.filepath or settings.filepath
+        self.build_armature, self.add_camera = settings.build_armature, settings.add_camera
+        self.texture_size = self.texture_size or int(settings.texture_size)
+        if self.face_index < 0 and _DETECTED["faces"] and _DETECTED["path"] == bpy.path.abspath(self.filepath):
+            self.face_index = int(settings.face)
+        return self.execute(context)
+
+    def execute(self, context: Any) -> set[str]:
+        from .build_mesh import BuildOptions, build_face
+        from .pipeline import reconstruct_photo
+
+        path = bpy.path.abspath(self.filepath or context.scene.facerig.filepath)
+        if not path:
+            self.report({"ERROR"}, "choose a photo first")
+            return {"CANCELLED"}
+        wm = context.window_manager
+        wm.progress_begin(0, 100)
+        t0 = time.perf_counter()
+        try:
+            regressor_path, face_model_path = _resolve_paths(context, self.model_path)
+            wm.progress_update(5)
+            model = load_face_model(face_model_path)
+            faces = _DETECTED["faces"] if _DETECTED["path"] == path and _DETECTED["faces"] else None
+            recon = reconstruct_photo(path, None if self.face_index < 0 else self.face_index,
+                                      regressor_path, faces=faces)
+            wm.progress_update(30)
+            options = BuildOptions(texture_size=self.texture_size or int(context.scene.facerig.texture_size),
+                                   build_armature=self.build_armature, add_camera=self.add_camera,
+                                   name=Path(path).stem[:40] or "Face")
+            result = build_face(model, recon, options, context,
+                                progress=lambda f, msg: wm.progress_update(30 + int(70 * f)))
+        except (OSError, ValueError, RuntimeError, facemodel.FaceModelError) as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        finally:
+            wm.progress_end()
+        for obj in context.view_layer.objects:
+            obj.select_set(False)
+        result.mesh_object.select_set(True)
+        context.view_layer.objects.active = result.mesh_object
+        extra = f"; {len(recon.faces)} faces in the photo, used {recon.face_index}" if len(recon.faces) > 1 else ""
+        self.report({"INFO"}, f"reconstructed {result.mesh_object.name} in {time.perf_counter() - t0:.2f} s{extra}")
+        log.info("timings photo %s build %s", recon.timings, result.timings)
+        return {"FINISHED"}
+
+
+class FACERIG_OT_fetch_face_model(bpy.types.Operator):
+    """Download ICT-FaceKit (MIT licence) from GitHub and convert it into the user cache"""
+
+    bl_idname = "facerig.fetch_face_model"
+    bl_label = "Download Face Model"
+    bl_options = {"REGISTER"}
+
+    def execute(self, context: Any) -> set[str]:
+        if not getattr(bpy.app, "online_access", True):
+            self.report({"ERROR"}, "online access is disabled (Preferences › System › Network); or run "
+                                   "`facerig model fetch` and set the face model path in the add-on preferences")
+            return {"CANCELLED"}
+        from importlib import import_module
+
+        convert = import_module(facemodel.__name__ + ".convert")
+        context.window_manager.progress_begin(0, 1)
+        try:
+            path = convert.fetch(convert.ICT_ARCHIVE_URL)
+        except (OSError, ValueError, RuntimeError) as exc:
+            self.report({"ERROR"}, f"download failed: {exc}")
+            return {"CANCELLED"}
+        finally:
+            context.window_manager.progress_end()
+        self.report({"INFO"}, f"face model written to {path}")
+        return {"FINISHED"}
+
+
+def face_model_available(context: Any) -> bool:
+    _, face_model = _resolve_paths(context, "")
+    try:
+        facemodel.resolve_model_path(face_model)
+    except facemodel.FaceModelError:
+        return False
+    return True
+
+
+@bpy.app.handlers.persistent
+def _pack_before_save(*_args: Any) -> None:
+    """Generated textures are packed only on save (packing costs ~90 ms per image)."""
+    from .build_mesh import pack_generated_images
+
+    pack_generated_images()
+
+
+CLASSES = (FACERIG_AddonPreferences, FaceRigSettings, FACERIG_OT_detect_faces, FACERIG_OT_reconstruct,
+           FACERIG_OT_fetch_face_model)
+
+
+def register() -> None:
+    for cls in CLASSES:
+        bpy.utils.register_class(cls)
+    bpy.types.Scene.facerig = bpy.props.PointerProperty(type=FaceRigSettings)
+    if _pack_before_save not in bpy.app.handlers.save_pre:
+        bpy.app.handlers.save_pre.append(_pack_before_save)
+    os.environ.setdefault("GLOG_minloglevel", "2")  # keep MediaPipe's C++ logging out of Blender's console
+
+
+def unregister() -> None:
+    if _pack_before_save in bpy.app.handlers.save_pre:
+        bpy.app.handlers.save_pre.remove(_pack_before_save)
+    del bpy.types.Scene.facerig
+    for cls in reversed(CLASSES):
+        bpy.utils.unregister_class(cls)

@@ -1,0 +1,154 @@
+"""Reading photos into one canonical form, and the canonical network crop.
+
+Everything downstream (detector, regressor, texture projection) wants the same thing: an
+upright uint8 RGB array. Photos arrive as JPEG/PNG/WebP/TIFF, grayscale, with alpha, 16-bit
+or float, and phones store them sideways with an EXIF orientation tag; this module absorbs
+all of that in one place. No bpy, no torch.
+
+Pixel convention (DEVELOPERS.md): origin at the top-left image corner, pixel centres at +0.5.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+MIN_IMAGE_SIDE = 48          # below this no detector finds a face worth reconstructing
+ALPHA_BACKGROUND = 255       # transparent pixels are composited onto white (studio backdrop)
+
+
+class PhotoError(ValueError):
+    """A user-facing problem with the input photo (one clear line, no traceback)."""
+
+
+class ImageReadError(PhotoError):
+    """The file is not an image OpenCV can decode."""
+
+
+class ImageTooSmallError(PhotoError):
+    """The image is too small to hold a reconstructable face."""
+
+
+def _exif_orientation(path: Path) -> int:
+    """EXIF orientation tag (1–8), 1 when absent; read lazily from the header only."""
+    try:
+        from PIL import Image  # Pillow ships with the detector's dependencies
+    except ImportError:  # pragma: no cover - Pillow is a mediapipe dependency
+        return 1
+    try:
+        with Image.open(path) as im:
+            value = int(im.getexif().get(0x0112, 1))
+    except Exception:  # noqa: BLE001 - a broken EXIF block must not make the photo unreadable
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
+def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
+    """Rotate/flip ``image`` so that an EXIF ``orientation`` photo is displayed upright."""
+    ops = {1: lambda a: a, 2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+           5: lambda a: a.swapaxes(0, 1), 6: lambda a: np.rot90(a, -1), 7: lambda a: a[::-1, ::-1].swapaxes(0, 1),
+           8: lambda a: np.rot90(a, 1)}
+    return np.ascontiguousarray(ops.get(orientation, ops[1])(image))
+
+
+def to_rgb8(decoded: np.ndarray, bgr: bool = True) -> np.ndarray:
+    """Any decoded array (gray/BGR/BGRA, 8/16-bit/float) → uint8 RGB (H, W, 3)."""
+    img = decoded
+    if img.dtype == np.uint16:
+        img = ((img.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    elif img.dtype in (np.float32, np.float64):
+        img = (np.clip(np.nan_to_num(img), 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        img = np.clip(img, 0, 255).astype(np.uint8)
+    if img.ndim == 2:
+        img = img[:, :, None]
+    ch = img.shape[2]
+    if ch in (2, 4):  # gray+alpha or colour+alpha: composite onto the backdrop
+        alpha = img[:, :, -1:].astype(np.float32) / 255.0
+        colour = img[:, :, :-1].astype(np.float32)
+        img = (colour * alpha + ALPHA_BACKGROUND * (1.0 - alpha) + 0.5).astype(np.uint8)
+        ch -= 1
+    if ch == 1:
+        return np.ascontiguousarray(np.repeat(img, 3, axis=2))
+    if ch != 3:
+        raise ImageReadError(f"unsupported image with {ch} channels")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB) if bgr else np.ascontiguousarray(img)
+
+
+def load_image(path: str | Path, min_side: int = MIN_IMAGE_SIDE) -> np.ndarray:
+    """Read any common image file as upright uint8 RGB (H, W, 3).
+
+    Decodes with ``IMREAD_UNCHANGED`` (keeps 16 bit and alpha, which OpenCV would otherwise
+    handle silently and differently per format) and applies the EXIF orientation itself.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"photo not found: {path}")
+    buffer = np.fromfile(str(path), np.uint8)  # np.fromfile + imdecode handles non-ASCII paths
+    decoded = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED) if buffer.size else None
+    if decoded is None or decoded.size == 0:
+        raise ImageReadError(f"{path.name} is not a readable image (JPEG, PNG, WebP, TIFF, BMP …)")
+    if decoded.ndim == 3 and decoded.shape[2] > 4:
+        decoded = decoded[:, :, :3]
+    image = apply_orientation(to_rgb8(decoded), _exif_orientation(path))
+    check_size(image, min_side, path.name)
+    log.debug("loaded %s: %dx%d (decoded %s %s)", path.name, image.shape[1], image.shape[0],
+              decoded.dtype, decoded.shape)
+    return image
+
+
+def check_size(image: np.ndarray, min_side: int = MIN_IMAGE_SIDE, name: str = "image") -> None:
+    h, w = image.shape[:2]
+    if min(h, w) < min_side:
+        raise ImageTooSmallError(f"{name} is {w}×{h} pixels; at least {min_side} pixels per side are "
+                                 "needed to find and reconstruct a face")
+
+
+def as_rgb8(image: np.ndarray) -> np.ndarray:
+    """Accept an in-memory image (RGB/RGBA/gray, any depth) in the pipeline's canonical form."""
+    arr = np.asarray(image)
+    if arr.ndim not in (2, 3):
+        raise PhotoError(f"an image must be (H, W) or (H, W, C), got shape {arr.shape}")
+    return to_rgb8(arr, bgr=False)
+
+
+def crop_square(image: np.ndarray, box: tuple[float, float, float, float], size: int) -> np.ndarray:
+    """Resample the square ``box`` (x0, y0, x1, y1; continuous pixels) to uint8 (size, size, 3).
+
+    Bilinear ``cv2.warpAffine`` with border replication (as the augmentation pads). Output
+    pixel centre j + 0.5 samples the continuous position x0 + (j + 0.5)·s, s = (x1 − x0)/size.
+    For strong reductions the region is first area-averaged by an integer factor k, which maps
+    continuous coordinates exactly by 1/k, so the geometry is unchanged and aliasing is avoided.
+    """
+    x0, y0, x1, y1 = (float(v) for v in box)
+    if not (x1 > x0 and y1 > y0):
+        raise ValueError(f"crop box {box} is empty")
+    img = np.asarray(image)
+    if img.ndim == 2:
+        img = np.repeat(img[:, :, None], 3, axis=2)
+    sx, sy = (x1 - x0) / size, (y1 - y0) / size
+    k = int(min(sx, sy))
+    ox = oy = 0
+    if k >= 2:
+        h, w = img.shape[:2]
+        ix0, iy0 = max(0, math.floor(x0) - 2 * k), max(0, math.floor(y0) - 2 * k)
+        ix1, iy1 = min(w, math.ceil(x1) + 2 * k), min(h, math.ceil(y1) + 2 * k)
+        ix1 = ix0 + (ix1 - ix0) // k * k
+        iy1 = iy0 + (iy1 - iy0) // k * k
+        if ix1 - ix0 >= k and iy1 - iy0 >= k:
+            region = img[iy0:iy1, ix0:ix1]
+            img = cv2.resize(region, ((ix1 - ix0) // k, (iy1 - iy0) // k), interpolation=cv2.INTER_AREA)
+            ox, oy = ix0, iy0
+            x0, x1, y0, y1 = (x0 - ox) / k, (x1 - ox) / k, (y0 - oy) / k, (y1 - oy) / k
+            sx, sy = sx / k, sy / k
+    # dst index j ↔ src index (OpenCV: integer = pixel centre) = x0 + (j + 0.5)·s − 0.5
+    m = np.array([[sx, 0.0, x0 + 0.5 * sx - 0.5], [0.0, sy, y0 + 0.5 * sy - 0.5]], np.float64)
+    out = cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                         borderMode=cv2.BORDER_REPLICATE)
+    return np.ascontiguousarray(out.reshape(size, size, -1)[:, :, :3].astype(np.uint8, copy=False))

@@ -1,0 +1,167 @@
+"""Photo → FaceParams in the photo's own camera (no bpy): load, detect, crop, regress, uncrop.
+
+The regressor sees the canonical crop, so its camera is the crop camera
+(``DEFAULT_CAMERA`` relative to the crop). Cropping and resizing keep a pinhole camera a
+pinhole camera, so the photo camera follows exactly by inverting
+``facemodel.camera.crop_camera``; rotation and translation (camera space) are unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .detect import Face, NoFaceError, detect_faces
+from .fm import facemodel
+from .photo import as_rgb8, check_size, crop_square, load_image
+from .regressor import Regressor, resolve_regressor_path
+
+log = logging.getLogger(__name__)
+
+_REGRESSORS: dict[Path, Regressor] = {}
+
+
+def get_regressor(model: Regressor | str | Path | None = None) -> Regressor:
+    """A cached :class:`Regressor` (sessions take ~50 ms to create; Blender calls repeatedly)."""
+    if isinstance(model, Regressor):
+        return model
+    path = resolve_regressor_path(model)
+    if path not in _REGRESSORS:
+        _REGRESSORS[path] = Regressor(path)
+    return _REGRESSORS[path]
+
+
+def photo_camera(crop_cam: np.ndarray, box: tuple[float, float, float, float], width: int,
+                 height: int) -> np.ndarray:
+    """Inverse of ``crop_camera``: crop-relative intrinsics → intrinsics relative to the photo."""
+    x0, y0, x1, y1 = box
+    c = np.asarray(crop_cam, np.float64)
+    side_x, side_y = x1 - x0, y1 - y0
+    f_px = c[..., 0] * side_x
+    cx = c[..., 1] * side_x + x0
+    cy = c[..., 2] * side_y + y0
+    return np.stack([f_px / width, cx / width, cy / height], -1).astype(np.float32)
+
+
+@dataclass
+class PhotoReconstruction:
+    """Everything the Blender side and the CLI need from one photo."""
+
+    params: Any                      # FaceParams (unbatched), camera relative to the photo
+    crop_params: Any                 # the same face in the crop camera (network output)
+    image: np.ndarray = field(repr=False)  # uint8 RGB (H, W, 3), upright
+    faces: list[Face]                # every detected face, largest first
+    face_index: int
+    crop_box: tuple[float, float, float, float]
+    crop: np.ndarray = field(repr=False)
+    timings: dict[str, float]        # milliseconds per stage
+    model_version: str
+    source: str = ""
+
+    @property
+    def face(self) -> Face:
+        return self.faces[self.face_index]
+
+    @property
+    def landmarks(self) -> np.ndarray:
+        """(68, 2) detected landmarks of the chosen face, photo pixels."""
+        return self.face.landmarks
+
+    @property
+    def width(self) -> int:
+        return int(self.image.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.image.shape[0])
+
+    def summary(self) -> dict[str, Any]:
+        return {"source": self.source, "image_size": [self.width, self.height], "face_index": self.face_index,
+                "faces": [{"box": list(f.box), "score": f.score} for f in self.faces],
+                "crop_box": list(self.crop_box), "model_version": self.model_version,
+                "timings_ms": self.timings}
+
+
+def choose_face(faces: list[Face], face_index: int | None) -> int:
+    if not faces:
+        raise NoFaceError("no face found in the photo (try a larger, frontal, well-lit face)")
+    if face_index is None:
+        return 0
+    if not 0 <= face_index < len(faces):
+        listing = "; ".join(f"{i}: {f.describe()}" for i, f in enumerate(faces))
+        raise ValueError(f"face {face_index} does not exist; {len(faces)} found: {listing}")
+    return face_index
+
+
+def reconstruct_photo(path_or_image: str | Path | np.ndarray, face_index: int | None = None,
+                      model: Regressor | str | Path | None = None,
+                      faces: list[Face] | None = None) -> PhotoReconstruction:
+    """Reconstruct one face of a photo; ``face_index`` counts from the largest face (0).
+
+    ``faces`` skips detection when the caller already has them (the add-on detects once to
+    let the user choose, then reconstructs).
+    """
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    regressor = get_regressor(model)
+    timings["model_load"] = (time.perf_counter() - t) * 1e3
+
+    t = time.perf_counter()
+    if isinstance(path_or_image, np.ndarray):
+        image, source = as_rgb8(path_or_image), ""
+        check_size(image)
+    else:
+        image, source = load_image(path_or_image), str(path_or_image)
+    timings["decode"] = (time.perf_counter() - t) * 1e3
+
+    t = time.perf_counter()
+    if faces is None:
+        faces = detect_faces(image)
+    index = choose_face(faces, face_index)
+    timings["detect"] = (time.perf_counter() - t) * 1e3
+    if len(faces) > 1:
+        log.info("%d faces found; using %d (%s)", len(faces), index, faces[index].describe())
+
+    t = time.perf_counter()
+    box = faces[index].crop_box
+    crop = crop_square(image, box, regressor.input_size)
+    timings["crop"] = (time.perf_counter() - t) * 1e3
+
+    t = time.perf_counter()
+    crop_params = regressor.predict(crop[None])[0]
+    timings["regress"] = (time.perf_counter() - t) * 1e3
+
+    h, w = image.shape[:2]
+    p = crop_params.numpy()
+    params = facemodel.FaceParams(p.identity, p.expression, p.rotation, p.translation, p.sh, p.albedo,
+                                  photo_camera(p.camera, box, w, h))
+    return PhotoReconstruction(params=params, crop_params=crop_params, image=image, faces=faces,
+                               face_index=index, crop_box=box, crop=crop, timings=timings,
+                               model_version=regressor.model_version, source=source)
+
+
+def overlay_error(model: "facemodel.FaceModel", recon: PhotoReconstruction, jawline: str = "visible") -> float:
+    """Mean distance between the reconstruction's projected landmarks and the detected ones,
+    as a fraction of sqrt(w·h) of the detected landmark box (the README's NME (bbox)).
+
+    Says how well the mesh overlays the photo; ``jawline='visible'`` uses ICT's contour
+    vertices, closer to what the detector marks on a turned face.
+    """
+    g = facemodel.geometry
+    idx = model.landmark_indices(jawline)
+    p = recon.params.numpy()
+    ident = np.asarray(p.identity, np.float32)
+    n = ident.shape[-1]
+    verts = g.model_vertices(model.neutral[idx], model.identity_basis[:n, idx].reshape(n, -1),
+                             model.expression_basis[:, idx].reshape(model.n_expressions, -1), ident,
+                             np.asarray(p.expression, np.float32))
+    cam = g.rigid_transform(verts, np.asarray(p.rotation, np.float32), np.asarray(p.translation, np.float32))
+    pix = facemodel.camera.project(cam, np.asarray(p.camera, np.float32), recon.width, recon.height)
+    lm = recon.landmarks
+    size = float(np.sqrt(np.prod(lm.max(0) - lm.min(0))))
+    return float(np.linalg.norm(pix - lm, axis=1).mean() / max(size, 1e-6))

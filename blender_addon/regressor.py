@@ -1,0 +1,151 @@
+"""The ONNX face regressor: canonical crops → :class:`facemodel.FaceParams` (crop camera).
+
+Contract (DEVELOPERS.md "ONNX regressor"): input ``image`` float32 (N, 3, S, S), RGB in [0, 1]
+as stored in the file (sRGB); output ``params`` float32 (N, P), the flat ``FaceParams``
+vector with the camera group = ``DEFAULT_CAMERA``. Metadata props ``facerig.*`` describe the
+layout and crop; this class checks them against what the add-on was built for, so a model
+trained with another crop or layout fails loudly instead of producing a wrong face.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .fm import facemodel
+
+log = logging.getLogger(__name__)
+
+MODEL_FILENAME = "facerig_regressor.onnx"
+DEFAULT_MODEL_PATH = Path(__file__).resolve().parent / "models" / MODEL_FILENAME
+ENV_VAR = "FACERIG_REGRESSOR"
+INPUT_NAME = "image"
+OUTPUT_NAME = "params"
+N_FIXED = facemodel.ParamLayout(n_identity=0).size  # every group but identity
+
+
+class RegressorError(ValueError):
+    """The ONNX file is missing, unreadable or does not follow the facerig contract."""
+
+
+def resolve_regressor_path(path: str | Path | None = None) -> Path:
+    """Explicit path, then ``$FACERIG_REGRESSOR``, then the model shipped in the add-on."""
+    if path:
+        candidate, source = Path(path).expanduser(), "argument"
+    elif os.environ.get(ENV_VAR):
+        candidate, source = Path(os.environ[ENV_VAR]).expanduser(), f"${ENV_VAR}"
+    else:
+        candidate, source = DEFAULT_MODEL_PATH, "the add-on's models/ folder"
+    if not candidate.is_file():
+        raise FileNotFoundError(f"regressor model not found at {candidate} (from {source}); "
+                                "pass --model PATH or set the add-on's model preference")
+    return candidate.resolve()
+
+
+class Regressor:
+    """onnxruntime session around a facerig regressor; thread-safe ``predict``."""
+
+    def __init__(self, onnx_path: str | Path | None = None, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        self.path = resolve_regressor_path(onnx_path)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+            raise RegressorError(f"{self.path.name} is not a loadable ONNX model: {exc}") from None
+        meta = self.session.get_modelmeta()
+        self.metadata: dict[str, str] = dict(meta.custom_metadata_map)
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        outputs = {o.name: o for o in self.session.get_outputs()}
+        if INPUT_NAME not in inputs or OUTPUT_NAME not in outputs:
+            raise RegressorError(f"{self.path.name} must have input {INPUT_NAME!r} and output {OUTPUT_NAME!r}; "
+                                 f"has {list(inputs)} → {list(outputs)}")
+        self.input_size = self._input_size(inputs[INPUT_NAME].shape)
+        self.layout = self._layout(outputs[OUTPUT_NAME].shape)
+        self._check_crop()
+        self.model_version = self._version()
+        log.info("regressor %s: input %d², %d identity modes, version %s", self.path.name, self.input_size,
+                 self.layout.n_identity, self.model_version)
+
+    # -- contract checks ----------------------------------------------------------------------
+    def _input_size(self, shape: list[Any]) -> int:
+        meta = self.metadata.get("facerig.input_size")
+        static = [d for d in shape[2:] if isinstance(d, int)]
+        if meta is not None:
+            size = int(meta)
+        elif static:
+            size = int(static[0])
+        else:
+            raise RegressorError("the model declares no input size (metadata facerig.input_size)")
+        if static and any(d != size for d in static):
+            raise RegressorError(f"input shape {shape} disagrees with facerig.input_size={size}")
+        if len(shape) != 4 or (isinstance(shape[1], int) and shape[1] != 3):
+            raise RegressorError(f"input {INPUT_NAME!r} must be (N, 3, S, S), is {shape}")
+        return size
+
+    def _layout(self, shape: list[Any]) -> "facemodel.ParamLayout":
+        version = int(self.metadata.get("facerig.layout_version", facemodel.LAYOUT_VERSION))
+        if "facerig.n_identity" in self.metadata:
+            n_id = int(self.metadata["facerig.n_identity"])
+        elif isinstance(shape[-1], int):
+            n_id = int(shape[-1]) - N_FIXED
+        else:
+            raise RegressorError("the model declares neither facerig.n_identity nor a static output size")
+        try:
+            layout = facemodel.ParamLayout(n_identity=n_id, version=version)
+        except facemodel.LayoutError as exc:
+            raise RegressorError(f"{self.path.name}: {exc}") from None
+        if isinstance(shape[-1], int) and shape[-1] != layout.size:
+            raise RegressorError(f"output has {shape[-1]} values; layout with {n_id} identity modes needs {layout.size}")
+        return layout
+
+    def _check_crop(self) -> None:
+        for key, expected in (("facerig.crop_scale", facemodel.crop.CROP_SCALE),
+                              ("facerig.crop_center_up", facemodel.crop.CROP_CENTER_UP)):
+            if key in self.metadata and abs(float(self.metadata[key]) - expected) > 1e-6:
+                raise RegressorError(f"{self.path.name} was trained with {key}={self.metadata[key]}, "
+                                     f"this facerig crops with {expected}")
+
+    def _version(self) -> str:
+        card = self.metadata.get("facerig.model_card", "")
+        try:
+            card_version = json.loads(card).get("version") if card.strip().startswith("{") else None
+        except json.JSONDecodeError:
+            card_version = None
+        digest = hashlib.sha256(self.path.read_bytes()).hexdigest()[:12]
+        return f"{card_version}+{digest}" if card_version else digest
+
+    # -- inference -------------------------------------------------------------------------------
+    def predict(self, crops: np.ndarray) -> "facemodel.FaceParams":
+        """uint8 (N, S, S, 3) RGB crops (or one (S, S, 3)) → batched FaceParams in the crop camera."""
+        arr = np.asarray(crops)
+        single = arr.ndim == 3
+        if single:
+            arr = arr[None]
+        s = self.input_size
+        if arr.ndim != 4 or arr.shape[1:] != (s, s, 3):
+            raise ValueError(f"crops must be (N, {s}, {s}, 3) RGB, got {arr.shape}")
+        if arr.dtype == np.uint8:
+            x = arr.astype(np.float32) * (1.0 / 255.0)
+        else:
+            x = np.clip(arr.astype(np.float32), 0.0, 1.0)
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        (out,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: x})
+        out = np.asarray(out, np.float32)
+        if out.shape != (len(x), self.layout.size):
+            raise RegressorError(f"model returned {out.shape}, expected {(len(x), self.layout.size)}")
+        params = facemodel.FaceParams.from_vector(out, self.layout)
+        return params[0] if single else params
+
+    def describe(self) -> dict[str, Any]:
+        return {"path": str(self.path), "version": self.model_version, "input_size": self.input_size,
+                "n_identity": self.layout.n_identity, "metadata": self.metadata}

@@ -1,0 +1,291 @@
+"""Projecting the photo onto the reconstructed head's UV atlas (numpy + OpenCV, no bpy).
+
+ICT-FaceKit lays its UVs out in tiles: u ∈ [0, 1] is the face (M_Face), u ∈ [1, 2] the back
+of the head, neck and ears (M_BackHead); both tiles are left/right symmetric. Per tile:
+
+1. texel → surface: the tile's triangles are rasterised once in UV space (triangle id per
+   texel, cached per model and size; it does not depend on the photo) and every texel gets
+   barycentric coordinates;
+2. surface → photo: vertices are posed and projected with the predicted camera; texels
+   interpolate their photo position and sample the photo (``cv2.remap``, bilinear);
+3. visibility: a vertex counts as seen when it faces the camera and passes a z-buffer test
+   (minimum depth of all surface vertices splatted into a coarse image grid, eroded to close
+   gaps); texels blend with a weight that fades out at grazing angles;
+4. filling: unseen texels take the mirrored texel (u → 1 − u within the tile) when that one
+   was seen, the rest is inpainted (``cv2.inpaint`` Telea at low resolution, upsampled), so
+   the back of the head and occluded cheeks get plausible skin/hair colour instead of black.
+
+Arrays are in Blender pixel order: row 0 is v = 0 (the bottom of the image).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .fm import facemodel
+
+log = logging.getLogger(__name__)
+
+TILES = {"M_Face": 0, "M_BackHead": 1}     # material → UV tile (u offset)
+TILE_SCALE = {"M_Face": 1.0, "M_BackHead": 0.5}  # the back of the head is mostly inpainted: half size
+INPAINT_SIZE = 128                         # hole filling works on this resolution
+ZBUFFER_CELLS = 160                        # z-buffer grid cells across the face's projected width
+DEPTH_TOLERANCE_CM = 0.7
+FACING_START, FACING_FULL = 0.05, 0.35     # cos(angle to the camera) where the weight rises 0 → 1
+
+_UV_RASTER_CACHE: dict[tuple[int, int, str], "UVRaster"] = {}
+
+
+@dataclass
+class UVRaster:
+    """Which triangle covers each texel of one tile, and where inside it."""
+
+    texels: np.ndarray        # (K,) flat indices (Blender order) of covered texels
+    vertices: np.ndarray      # (3, K) int32 mesh vertex indices of the covering triangle (rows contiguous)
+    bary: np.ndarray          # (3, K) float32 barycentric weights
+    size: int
+
+
+def _tile_triangles(model: "facemodel.FaceModel", material: str) -> tuple[np.ndarray, np.ndarray]:
+    mat = model.material_names.index(material)
+    sel = model.face_material == mat
+    faces, fuv = model.faces[sel], model.face_uvs[sel]
+    quads = faces[:, 3] >= 0
+    tri_v = np.concatenate([faces[:, [0, 1, 2]], faces[quads][:, [0, 2, 3]]])
+    tri_uv = np.concatenate([fuv[:, [0, 1, 2]], fuv[quads][:, [0, 2, 3]]])
+    return tri_v.astype(np.int64), tri_uv.astype(np.int64)
+
+
+def uv_raster(model: "facemodel.FaceModel", material: str, size: int) -> UVRaster:
+    """Rasterise one UV tile (cached: depends on topology and size only)."""
+    key = (id(model), size, material)
+    if key in _UV_RASTER_CACHE:
+        return _UV_RASTER_CACHE[key]
+    tri_v, tri_uv = _tile_triangles(model, material)
+    uv = model.uvs[tri_uv].astype(np.float64)                     # (T, 3, 2)
+    uv[..., 0] -= TILES.get(material, np.floor(uv[..., 0].min()))
+    px = uv * size                                                 # continuous texel coords, row = v
+    ids = np.full((size, size), -1, np.int32)
+    pts = np.round((px - 0.5) * 16).astype(np.int32)               # OpenCV: integer = pixel centre; 4 fraction bits
+    for t, poly in enumerate(pts):
+        cv2.fillConvexPoly(ids, poly, int(t), lineType=cv2.LINE_8, shift=4)
+    ids = _grow_ids(ids, 2)                                        # cover seam texels too
+    texels = np.flatnonzero(ids.reshape(-1) >= 0)
+    tri = ids.reshape(-1)[texels]
+    row, col = np.divmod(texels, size)
+    px_x = np.ascontiguousarray(px[..., 0].T, np.float32)         # (3, T): 1-D gathers are fast
+    px_y = np.ascontiguousarray(px[..., 1].T, np.float32)
+    ax, ay = px_x[0][tri], px_y[0][tri]
+    v0x, v0y = px_x[1][tri] - ax, px_y[1][tri] - ay
+    v1x, v1y = px_x[2][tri] - ax, px_y[2][tri] - ay
+    v2x, v2y = col.astype(np.float32) + 0.5 - ax, row.astype(np.float32) + 0.5 - ay
+    den = v0x * v1y - v1x * v0y
+    den[np.abs(den) < 1e-12] = 1e-12
+    w1 = (v2x * v1y - v1x * v2y) / den
+    w2 = (v0x * v2y - v2x * v0y) / den
+    bary = np.stack([1 - w1 - w2, w1, w2])                          # (3, K)
+    np.clip(bary, 0.0, None, out=bary)          # clamp to the triangle: padding and edge texels
+    bary /= bary.sum(0, keepdims=True)          # take the nearest surface point, never extrapolate
+    raster = UVRaster(texels, np.ascontiguousarray(tri_v[tri].T.astype(np.int32)),
+                      np.ascontiguousarray(bary, np.float32), size)
+    _UV_RASTER_CACHE[key] = raster
+    return raster
+
+
+def _grow_ids(ids: np.ndarray, steps: int) -> np.ndarray:
+    """Extend triangle ids into empty neighbours (texture padding against seam bleeding)."""
+    out = ids.astype(np.float32)                             # exact below 2**24; dilate has no int32
+    for _ in range(steps):
+        grown = cv2.dilate(out, np.ones((3, 3), np.uint8))     # max id of the neighbourhood
+        empty = out < 0
+        out[empty] = grown[empty]
+    return out.astype(np.int32)
+
+
+def vertex_visibility(vertices_cam: np.ndarray, normals: np.ndarray, pixels: np.ndarray,
+                      occluders: np.ndarray) -> np.ndarray:
+    """(V,) weight in [0, 1]: facing the camera × passing the z-buffer test."""
+    view = -vertices_cam / np.linalg.norm(vertices_cam, axis=1, keepdims=True)
+    cos = (normals * view).sum(1)
+    facing = np.clip((cos - FACING_START) / (FACING_FULL - FACING_START), 0.0, 1.0)
+    depth = -vertices_cam[:, 2]
+    occ = pixels[occluders]
+    lo, hi = occ.min(0), occ.max(0)
+    cell = max(float(hi[0] - lo[0]), 1e-6) / ZBUFFER_CELLS
+    grid = np.floor((pixels - lo) / cell).astype(np.int64)
+    shape = (int((hi[1] - lo[1]) / cell) + 3, ZBUFFER_CELLS + 3)
+    zbuf = np.full(shape, np.inf, np.float32)
+    gi = np.clip(grid[occluders], 0, np.array(shape[::-1]) - 1)
+    np.minimum.at(zbuf, (gi[:, 1], gi[:, 0]), depth[occluders].astype(np.float32))
+    zbuf = cv2.erode(zbuf, np.ones((3, 3), np.uint8))          # min over neighbours closes gaps
+    g = np.clip(grid, 0, np.array(shape[::-1]) - 1)
+    visible = depth <= zbuf[g[:, 1], g[:, 0]] + DEPTH_TOLERANCE_CM
+    return (facing * visible).astype(np.float32)
+
+
+@dataclass
+class BakedTexture:
+    """Per material: an RGB texture (Blender pixel order) and the share that saw the photo."""
+
+    images: dict[str, np.ndarray]       # material → uint8 (S, S, 3), row 0 = bottom
+    coverage: dict[str, float]          # material → fraction of covered texels seen in the photo
+    iris_color: np.ndarray              # (3,) float sRGB in [0, 1]
+
+
+def posed_geometry(model: "facemodel.FaceModel", params: "facemodel.FaceParams", width: int, height: int
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Camera-space vertices, unit normals and photo pixels of the reconstructed face."""
+    g = facemodel.geometry
+    p = params.numpy()
+    ident = np.asarray(p.identity, np.float32)
+    verts = g.model_vertices(model.neutral, model.identity_basis.reshape(model.n_identity, -1),
+                             model.expression_basis.reshape(model.n_expressions, -1), ident,
+                             np.asarray(p.expression, np.float32))
+    cam = g.rigid_transform(verts, np.asarray(p.rotation, np.float32), np.asarray(p.translation, np.float32))
+    normals = g.vertex_normals(cam, model.triangles, model.vertex_faces)
+    pix = facemodel.camera.project(cam, np.asarray(p.camera, np.float32), width, height)
+    return cam, normals, pix
+
+
+def bake_texture(model: "facemodel.FaceModel", params: "facemodel.FaceParams", image: np.ndarray,
+                 size: int = 1024) -> BakedTexture:
+    """Project ``image`` (uint8 RGB, the photo ``params`` refers to) into the face/head tiles."""
+    h, w = image.shape[:2]
+    cam, normals, pix = posed_geometry(model, params, w, h)
+    masks = model.region_masks
+    occluders = np.flatnonzero(masks["render_visible"] & ~masks["lashes"])
+    weight = vertex_visibility(cam, normals, pix, occluders)
+    inside = (pix[:, 0] >= 0) & (pix[:, 0] < w) & (pix[:, 1] >= 0) & (pix[:, 1] < h)
+    weight *= inside
+    pix_c = np.ascontiguousarray(pix, np.float32).view(np.complex64).reshape(-1)  # x + iy: one gather for both
+    images, coverage = {}, {}
+    for material in TILES:
+        tile_size = max(16, int(round(size * TILE_SCALE[material])))
+        r = uv_raster(model, material, tile_size)
+        xy = _interpolate(pix_c, r).view(np.float32).reshape(-1, 2)            # (K, 2)
+        wt = np.clip(_interpolate(weight, r), 0.0, 1.0)
+        sample = _sample(image, xy)
+        colour = np.zeros((tile_size * tile_size, 3), np.float32)
+        wmap = np.zeros(tile_size * tile_size, np.float32)
+        colour[r.texels] = sample
+        wmap[r.texels] = wt
+        # soften per-vertex visibility flips (z-buffer noise) so seen/mirrored texels blend, not speckle
+        covered = np.zeros(tile_size * tile_size, np.float32)
+        covered[r.texels] = 1.0
+        sigma = max(0.5, tile_size / 512)
+        wmap = (cv2.GaussianBlur(wmap.reshape(tile_size, tile_size), (0, 0), sigma).reshape(-1)
+                * covered * (wmap > 0.02))
+        images[material], coverage[material] = _fill(colour.reshape(tile_size, tile_size, 3),
+                                                     wmap.reshape(tile_size, tile_size))
+    iris = _iris_color(model, image, pix, weight)
+    colours = eye_colours(model, iris)
+    for material in EYE_MATERIALS:
+        images[material] = bake_vertex_colours(model, material, colours, EYE_TEXTURE_SIZE)
+    return BakedTexture(images, coverage, iris)
+
+
+EYE_MATERIALS = ("M_ScleraLeft", "M_IrisLeft", "M_ScleraRight", "M_IrisRight")
+EYE_TEXTURE_SIZE = 256
+SCLERA_RGB = np.array([0.86, 0.84, 0.80], np.float32)
+PUPIL_RGB = np.array([0.03, 0.03, 0.03], np.float32)
+
+
+def eye_colours(model: "facemodel.FaceModel", iris_rgb: np.ndarray) -> np.ndarray:
+    """(V, 3) sRGB eye colours: white sclera, iris disc, pupil.
+
+    ICT's sclera shell also covers the iris as a clear cornea, and an opaque material would hide
+    the iris behind it, so both shells are coloured by radius from the optical axis (as
+    ``facemodel.albedo`` does for the renderer).
+    """
+    v = model.neutral
+    out = np.tile(SCLERA_RGB, (model.n_vertices, 1))
+    for side in ("Left", "Right"):
+        iris_idx = model.material_vertices(f"M_Iris{side}")
+        apex = v[iris_idx[np.argmax(v[iris_idx, 2])]]
+        idx = np.concatenate([iris_idx, model.material_vertices(f"M_Sclera{side}")])
+        r = np.linalg.norm(v[idx, :2] - apex[:2], axis=1)
+        front = v[idx, 2] > apex[2] - 1.0
+        t = np.clip((0.6 - r) / 0.08, 0, 1)[:, None] * front[:, None]        # soft iris edge
+        col = SCLERA_RGB * (1 - t) + np.asarray(iris_rgb, np.float32) * t
+        p = np.clip((0.22 - r) / 0.04, 0, 1)[:, None] * front[:, None]
+        out[idx] = col * (1 - p) + PUPIL_RGB * p
+    return out
+
+
+def bake_vertex_colours(model: "facemodel.FaceModel", material: str, colours: np.ndarray, size: int) -> np.ndarray:
+    """Per-vertex colours (V, 3) in [0, 1] → uint8 texture of ``material``'s UV tile."""
+    r = uv_raster(model, material, size)
+    tex = np.empty((size * size, 3), np.float32)
+    tex[:] = np.median(colours[model.material_vertices(material)], 0)
+    for c in range(3):
+        tex[r.texels, c] = _interpolate(np.ascontiguousarray(colours[:, c]), r)
+    return (np.clip(tex, 0, 1) * 255 + 0.5).astype(np.uint8).reshape(size, size, 3)
+
+
+def _interpolate(values: np.ndarray, r: UVRaster) -> np.ndarray:
+    """Barycentric interpolation of per-vertex values (V,) at every covered texel (K,)."""
+    out = np.take(values, r.vertices[0])
+    out *= r.bary[0]
+    for i in (1, 2):
+        term = np.take(values, r.vertices[i])
+        term *= r.bary[i]
+        out += term
+    return out
+
+
+def _sample(image: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """Bilinear photo colours at continuous positions (K, 2) → (K, 3) float32."""
+    k = len(xy)
+    cols = 1024
+    rows = -(-k // cols)
+    maps = np.zeros((rows * cols, 2), np.float32)
+    maps[:k] = xy - 0.5                                       # continuous → OpenCV pixel-centre index
+    maps = maps.reshape(rows, cols, 2)
+    out = cv2.remap(image, maps[..., 0], maps[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return out.reshape(-1, 3)[:k].astype(np.float32)
+
+
+def _fill(colour: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, float]:
+    """Mirror-then-inpaint hole filling; returns uint8 texture and the seen fraction."""
+    mirror_c = np.ascontiguousarray(colour[:, ::-1])
+    mirror_w = np.ascontiguousarray(weight[:, ::-1])
+    coef_m = (1.0 - weight) * mirror_w
+    total = weight + coef_m
+    inv = 1.0 / np.maximum(total, 1e-3)
+    out = colour * (weight * inv)[..., None] + mirror_c * (coef_m * inv)[..., None]
+    size = colour.shape[0]
+    wc = np.minimum(total, 1.0)
+    if (wc < 0.5).any() and (wc >= 0.5).any():
+        dsize = (INPAINT_SIZE, INPAINT_SIZE)
+        num = cv2.resize(out * wc[..., None], dsize, interpolation=cv2.INTER_AREA)
+        den = cv2.resize(wc, dsize, interpolation=cv2.INTER_AREA)
+        small = num / np.maximum(den, 1e-3)[..., None]      # coverage-normalised: no dark rims
+        hole_small = (den < 0.3).astype(np.uint8)
+        filled = cv2.inpaint(np.clip(small + 0.5, 0, 255).astype(np.uint8), hole_small, 5, cv2.INPAINT_TELEA)
+        filled = cv2.GaussianBlur(filled, (0, 0), 1.5)
+        up = cv2.resize(filled, (size, size), interpolation=cv2.INTER_LINEAR)
+        a = np.minimum(total * 2.0, 1.0)[..., None]          # soft edge between seen and filled texels
+        out = up + (out - up) * a
+    seen = float(np.count_nonzero(weight > 0.5)) / weight.size
+    return cv2.convertScaleAbs(out), seen
+
+
+def _iris_color(model: "facemodel.FaceModel", image: np.ndarray, pix: np.ndarray, weight: np.ndarray
+                ) -> np.ndarray:
+    """Mean photo colour of the visible iris vertices (a small texture would be mostly guesswork)."""
+    idx = model.material_vertices("M_IrisLeft", "M_IrisRight")
+    idx = idx[weight[idx] > 0.5]
+    if len(idx) < 5:
+        return np.array([0.25, 0.17, 0.11], np.float32)
+    h, w = image.shape[:2]
+    xy = np.clip(pix[idx].astype(np.int64), 0, [w - 1, h - 1])
+    return (np.median(image[xy[:, 1], xy[:, 0]].astype(np.float32), 0) / 255.0).astype(np.float32)
+
+
+def texture_for_file(texture: np.ndarray) -> np.ndarray:
+    """Blender pixel order → top-first RGB for writing with OpenCV/PIL (after RGB→BGR)."""
+    return np.ascontiguousarray(texture[::-1])

@@ -1,0 +1,75 @@
+"""``facerig reconstruct`` / ``facerig demo`` on the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from blender_addon.testing import build_constant_regressor, plausible_params
+from facemodel import FaceParams
+from facerig_cli.main import main
+from facerig_cli.reconstruct_cmd import output_paths
+
+from .conftest import FACES
+
+ASTRONAUT = FACES / "demo" / "astronaut_eileen_collins_nasa.png"
+GRACE = FACES / "demo" / "grace_hopper.jpg"
+
+
+@pytest.fixture(scope="module")
+def regressor_path(face_model, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_constant_regressor(tmp_path_factory.mktemp("onnx") / "constant.onnx", plausible_params(face_model))
+
+
+def test_output_paths() -> None:
+    a, b = Path("a.jpg"), Path("dir/b.png")
+    assert output_paths([a], Path("out.glb"), "blend") == [Path("out.glb")]
+    assert output_paths([a, b], Path("o/face.fbx"), "blend") == [Path("o/face-a.fbx"), Path("o/face-b.fbx")]
+    assert output_paths([a, b], Path("outdir"), "glb") == [Path("outdir/a.glb"), Path("outdir/b.glb")]
+
+
+def test_reconstruct_json(tmp_path: Path, regressor_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "params"
+    assert main(["reconstruct", str(ASTRONAUT), str(GRACE), "-o", str(out), "--format", "json",
+                 "--model", str(regressor_path)]) == 0
+    for stem in (ASTRONAUT.stem, GRACE.stem):
+        doc = json.loads((out / f"{stem}.json").read_text())
+        params = FaceParams.from_dict(doc["params"])
+        assert params.expression.shape == (53,) and len(doc["landmarks"]) == 68
+        assert doc["image_size"][0] > 0 and "detect" in doc["timings_ms"]
+    assert "→" in capsys.readouterr().out
+
+
+def test_reconstruct_user_errors(tmp_path: Path, regressor_path: Path, capsys: pytest.CaptureFixture) -> None:
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("hello")
+    assert main(["reconstruct", str(bad), "-o", str(tmp_path / "x.json"), "--model", str(regressor_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("facerig: error:") and "not a readable image" in err and err.count("\n") == 1
+    assert main(["reconstruct", str(ASTRONAUT), "-o", str(tmp_path / "x.stl"), "--model", str(regressor_path)]) == 2
+    assert "unknown output format" in capsys.readouterr().err
+    assert main(["reconstruct", str(ASTRONAUT), "-o", str(tmp_path / "x.json"),
+                 "--model", str(tmp_path / "none.onnx")]) == 2
+    assert "regressor model not found" in capsys.readouterr().err
+    assert main(["reconstruct", str(ASTRONAUT), "-o", str(tmp_path / "x.json"), "--face", "3",
+                 "--model", str(regressor_path)]) == 2
+    assert "face 3 does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_reconstruct_blend_and_demo(tmp_path: Path, regressor_path: Path) -> None:
+    pytest.importorskip("bpy")
+    import cv2
+
+    assert main(["reconstruct", str(GRACE), "-o", str(tmp_path / "g.blend"), "--model", str(regressor_path),
+                 "--texture-size", "256"]) == 0
+    assert (tmp_path / "g.blend").stat().st_size > 1_000_000
+    assert main(["demo", "-o", str(tmp_path / "demo"), "--model", str(regressor_path), "--texture-size", "256"]) == 0
+    for name in ("astronaut.blend", "astronaut.glb", "astronaut_demo.png"):
+        assert (tmp_path / "demo" / name).stat().st_size > 10_000, name
+    sheet = cv2.imread(str(tmp_path / "demo" / "astronaut_demo.png"))
+    assert sheet.shape[1] == 6 * sheet.shape[0] and sheet.std() > 20
+    assert np.isfinite(sheet).all()

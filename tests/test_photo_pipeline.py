@@ -1,0 +1,279 @@
+"""Photo pipeline without Blender: image reading, crop geometry, detector, regressor contract, uncrop."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from blender_addon import photo
+from blender_addon.detect import FACEMESH_TO_68, NoFaceError, detect_faces
+from blender_addon.pipeline import photo_camera, reconstruct_photo
+from blender_addon.regressor import Regressor, RegressorError
+from blender_addon.testing import build_constant_regressor, plausible_params
+from facemodel import FaceParams, canonical_crop_box, crop_camera, project
+from facemodel.formation import mesh_camera_space
+
+from .conftest import FACES
+
+ASTRONAUT = FACES / "demo" / "astronaut_eileen_collins_nasa.png"
+GRACE = FACES / "demo" / "grace_hopper.jpg"
+
+
+@pytest.fixture(scope="module")
+def regressor_path(face_model, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real ONNX file following the contract that predicts one plausible face (plumbing only)."""
+    return build_constant_regressor(tmp_path_factory.mktemp("onnx") / "constant.onnx", plausible_params(face_model))
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> np.ndarray:
+    return photo.load_image(ASTRONAUT)
+
+
+# -- reading images -------------------------------------------------------------------------------------
+def test_load_image_formats(tmp_path: Path, astronaut: np.ndarray) -> None:
+    bgr = cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR)
+    for ext in (".jpg", ".png", ".webp", ".tif", ".bmp"):
+        cv2.imwrite(str(tmp_path / f"a{ext}"), bgr)
+        img = photo.load_image(tmp_path / f"a{ext}")
+        assert img.dtype == np.uint8 and img.shape == astronaut.shape
+        assert np.abs(img.astype(int) - astronaut).mean() < 6, ext     # lossy formats stay close
+
+    gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+    cv2.imwrite(str(tmp_path / "g.png"), gray)
+    g = photo.load_image(tmp_path / "g.png")
+    assert g.shape == astronaut.shape and np.array_equal(g[..., 0], gray) and np.array_equal(g[..., 0], g[..., 2])
+
+    cv2.imwrite(str(tmp_path / "d.png"), (bgr.astype(np.uint16) * 257))          # 16 bit
+    assert np.array_equal(photo.load_image(tmp_path / "d.png"), astronaut)
+
+    rgba = np.dstack([bgr, np.full(gray.shape, 255, np.uint8)])
+    rgba[:100, :, 3] = 0                                                           # transparent top
+    cv2.imwrite(str(tmp_path / "t.png"), rgba)
+    t = photo.load_image(tmp_path / "t.png")
+    assert (t[:100] == photo.ALPHA_BACKGROUND).all() and np.array_equal(t[100:], astronaut[100:])
+
+
+def test_exif_orientation(tmp_path: Path, astronaut: np.ndarray) -> None:
+    from PIL import Image
+
+    raw = np.ascontiguousarray(np.rot90(astronaut[:, :400], 1))      # stored sideways (camera rotated)
+    im = Image.fromarray(raw)
+    exif = im.getexif()
+    exif[0x0112] = 6                                                  # "rotate 90° CW to display"
+    im.save(tmp_path / "exif.jpg", exif=exif, quality=95)
+    img = photo.load_image(tmp_path / "exif.jpg")
+    assert img.shape == (512, 400, 3)
+    assert np.abs(img.astype(int) - astronaut[:, :400]).mean() < 6
+    assert len(detect_faces(img)) == 1
+
+
+def test_bad_inputs(tmp_path: Path) -> None:
+    (tmp_path / "notes.jpg").write_text("not an image")
+    with pytest.raises(photo.ImageReadError, match="not a readable image"):
+        photo.load_image(tmp_path / "notes.jpg")
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(photo.ImageReadError):
+        photo.load_image(tmp_path / "empty.png")
+    with pytest.raises(FileNotFoundError):
+        photo.load_image(tmp_path / "missing.png")
+    cv2.imwrite(str(tmp_path / "tiny.png"), np.zeros((20, 30, 3), np.uint8))
+    with pytest.raises(photo.ImageTooSmallError, match="30×20"):
+        photo.load_image(tmp_path / "tiny.png")
+
+
+# -- crop geometry -------------------------------------------------------------------------------------
+def test_crop_square_pixel_convention() -> None:
+    # A single bright pixel at (i, j) has its centre at continuous (i + 0.5, j + 0.5).
+    img = np.zeros((400, 400, 3), np.uint8)
+    img[150, 210] = 255
+    ident = photo.crop_square(img, (0, 0, 400, 400), 400)
+    assert np.array_equal(ident, img)                                 # identity box = no resampling
+    shifted = photo.crop_square(img, (200.0, 140.0, 264.0, 204.0), 64)
+    assert shifted[10, 10, 0] == 255 and shifted.sum() == 255 * 3     # integer shift = exact
+    for side, size in ((128.0, 128), (300.0, 100), (400.0, 64)):      # incl. the area-average path
+        x0, y0 = 210.5 - side * 0.3, 150.5 - side * 0.6
+        crop = photo.crop_square(_blob(), (x0, y0, x0 + side, y0 + side), size)
+        ys, xs = np.nonzero(crop[..., 0] > 0)
+        w = crop[ys, xs, 0].astype(float)
+        cx, cy = (xs + 0.5) @ w / w.sum(), (ys + 0.5) @ w / w.sum()
+        assert abs(cx - 0.3 * size) < 0.1 and abs(cy - 0.6 * size) < 0.1, (side, size, cx, cy)
+
+
+def _blob() -> np.ndarray:
+    """A smooth blob centred at continuous (210.5, 150.5) in a 400² image."""
+    yy, xx = np.mgrid[0:400, 0:400] + 0.5
+    g = np.exp(-((xx - 210.5) ** 2 + (yy - 150.5) ** 2) / (2 * 6.0 ** 2))
+    return np.repeat((g * 255).astype(np.uint8)[..., None], 3, 2)
+
+
+def test_photo_camera_inverts_crop_camera() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        cam = np.array([rng.uniform(0.8, 3), rng.uniform(0.3, 0.7), rng.uniform(0.3, 0.7)], np.float32)
+        w, h = 640, 480
+        x0, y0 = rng.uniform(-50, 300), rng.uniform(-50, 200)
+        box = (x0, y0, x0 + 180.0, y0 + 180.0)
+        crop_cam = crop_camera(cam, w, h, box, 128, 128)
+        np.testing.assert_allclose(photo_camera(crop_cam, box, w, h), cam, rtol=1e-5, atol=1e-6)
+
+
+# -- detector -------------------------------------------------------------------------------------------
+def test_detect_demo_faces(astronaut: np.ndarray) -> None:
+    faces = detect_faces(astronaut)
+    assert len(faces) == 1
+    f = faces[0]
+    assert f.landmarks.shape == (68, 2) and 0.5 < f.score <= 1
+    x0, y0, x1, y1 = f.box
+    inner = f.landmarks[17:]
+    assert (inner[:, 0] > x0 - 5).all() and (inner[:, 0] < x1 + 5).all()
+    assert f.landmarks[8, 1] > f.landmarks[30, 1] > f.landmarks[19, 1]           # chin below nose below brow
+    assert f.landmarks[36, 0] < f.landmarks[45, 0]                               # subject's right eye on image left
+    assert sorted(set(FACEMESH_TO_68.tolist())) == sorted(FACEMESH_TO_68.tolist())
+    assert detect_faces(np.full((300, 300, 3), 128, np.uint8)) == []
+
+
+def test_detector_landmarks_match_ibug_annotation() -> None:
+    """The FaceMesh → 68 mapping against 300W-Helen annotations (5 images; full set: 2.9 % NME)."""
+    errors = []
+    for pts in sorted((FACES / "helen_test_68").glob("*.pts"))[:5]:
+        txt = pts.read_text().split("{")[1].split("}")[0]
+        gt = np.array(txt.split(), float).reshape(68, 2) - 0.5            # 1-based pixel centres → corner origin
+        faces = detect_faces(photo.load_image(pts.with_suffix(".jpg")))
+        best = min(faces, key=lambda f: np.linalg.norm(f.landmarks.mean(0) - gt.mean(0)))
+        size = np.sqrt(np.prod(gt.max(0) - gt.min(0)))
+        errors.append(np.linalg.norm(best.landmarks - gt, axis=1).mean() / size)
+    assert np.mean(errors) < 0.06, errors
+
+
+def test_several_faces_give_a_choice(astronaut: np.ndarray, regressor_path: Path) -> None:
+    grace = cv2.resize(photo.load_image(GRACE), (436, 512))
+    both = np.concatenate([astronaut, grace], axis=1)
+    faces = detect_faces(both)
+    assert len(faces) == 2
+    assert faces[0].area >= faces[1].area
+    centres = sorted(f.landmarks[:, 0].mean() for f in faces)
+    assert centres[0] < 512 < centres[1]
+    second = reconstruct_photo(both, face_index=1, model=regressor_path)
+    assert second.face_index == 1 and len(second.faces) == 2
+    with pytest.raises(ValueError, match="2 found: 0: box"):
+        reconstruct_photo(both, face_index=4, model=regressor_path)
+
+
+# -- regressor contract --------------------------------------------------------------------------------
+def test_regressor_contract(regressor_path: Path, face_model, tmp_path: Path) -> None:
+    reg = Regressor(regressor_path)
+    assert reg.input_size == 128 and reg.layout.n_identity == 40
+    assert reg.metadata["facerig.crop_scale"] == "1.6" and reg.model_version.startswith("0.0-constant+")
+    crops = np.random.default_rng(0).integers(0, 255, (3, 128, 128, 3), dtype=np.uint8)
+    p = reg.predict(crops)
+    assert p.batch_shape == (3,) and p.identity.shape == (3, 40)
+    np.testing.assert_allclose(p.to_vector()[0], plausible_params(face_model).to_vector(), atol=1e-6)
+    assert reg.predict(crops[0]).batch_shape == ()
+    with pytest.raises(ValueError, match="crops must be"):
+        reg.predict(np.zeros((1, 64, 64, 3), np.uint8))
+    with pytest.raises(FileNotFoundError, match="--model"):
+        Regressor(tmp_path / "nothing.onnx")
+    (tmp_path / "junk.onnx").write_bytes(b"junk")
+    with pytest.raises(RegressorError):
+        Regressor(tmp_path / "junk.onnx")
+
+
+def test_regressor_refuses_other_crop(face_model, tmp_path: Path) -> None:
+    import onnx
+
+    path = build_constant_regressor(tmp_path / "m.onnx", plausible_params(face_model))
+    m = onnx.load(str(path))
+    for prop in m.metadata_props:
+        if prop.key == "facerig.crop_scale":
+            prop.value = "1.4"
+    onnx.save(m, str(path))
+    with pytest.raises(RegressorError, match="crop_scale"):
+        Regressor(path)
+
+
+@pytest.mark.slow
+def test_untrained_learner_network_through_onnx(face_model, tmp_path: Path) -> None:
+    """If learner's network exists: export it untrained and run it through the add-on's Regressor."""
+    network = pytest.importorskip("learner.network")
+    import onnx
+    import torch
+
+    from blender_addon.testing import regressor_metadata
+    from learner.config import NetworkConfig
+
+    target = plausible_params(face_model, n_identity=20)
+    config = NetworkConfig(n_identity=20)
+    layout = target.layout
+    raw = network.params_to_raw(torch.as_tensor(target.to_vector()[None], dtype=torch.float64), layout)
+    stats = network.OutputStats(raw[0].numpy().astype(np.float32), np.full(raw.shape[1], 1e-3, np.float32))
+    net = network.FaceRegressor(config, stats).eval()
+    path = tmp_path / "untrained.onnx"
+    torch.onnx.export(net, (torch.rand(1, 3, 128, 128),), str(path), input_names=["image"], output_names=["params"],
+                      dynamic_axes={"image": {0: "N"}, "params": {0: "N"}}, opset_version=17, dynamo=False)
+    m = onnx.load(str(path))
+    for k, v in regressor_metadata(20, 128).items():
+        m.metadata_props.add(key=k, value=v)
+    onnx.save(m, str(path))
+    rec = reconstruct_photo(ASTRONAUT, model=path)
+    assert np.isfinite(rec.params.to_vector()).all()
+    np.testing.assert_allclose(rec.crop_params.translation, target.translation, rtol=0.05, atol=0.5)
+
+
+# -- end to end -----------------------------------------------------------------------------------------
+def test_reconstruct_photo_camera_maps_back(regressor_path: Path, face_model) -> None:
+    rec = reconstruct_photo(ASTRONAUT, model=regressor_path)
+    assert set(rec.timings) >= {"decode", "detect", "crop", "regress"}
+    assert rec.crop.shape == (128, 128, 3)
+    np.testing.assert_allclose(rec.crop_box, canonical_crop_box(rec.landmarks))
+    arrays = face_model.arrays.subset(face_model.landmark_indices())
+    verts = mesh_camera_space(arrays, rec.params)
+    in_photo = project(verts, rec.params.camera, rec.width, rec.height)
+    in_crop = project(verts, rec.crop_params.camera, 128, 128)
+    x0, y0, x1, _ = rec.crop_box
+    np.testing.assert_allclose(in_photo, np.array([x0, y0]) + in_crop * (x1 - x0) / 128, atol=1e-3)
+    np.testing.assert_array_equal(rec.params.rotation, rec.crop_params.rotation)
+    np.testing.assert_array_equal(rec.params.translation, rec.crop_params.translation)
+    json.dumps(rec.summary())
+    FaceParams.from_json(rec.params.to_json())
+
+
+def test_reconstruct_photo_errors(tmp_path: Path, regressor_path: Path) -> None:
+    cv2.imwrite(str(tmp_path / "grey.png"), np.full((256, 256, 3), 128, np.uint8))
+    with pytest.raises(NoFaceError, match="no face found"):
+        reconstruct_photo(tmp_path / "grey.png", model=regressor_path)
+    with pytest.raises(photo.ImageTooSmallError):
+        reconstruct_photo(np.zeros((16, 16, 3), np.uint8), model=regressor_path)
+
+
+def test_reconstruct_variants_of_one_photo(tmp_path: Path, astronaut: np.ndarray, regressor_path: Path) -> None:
+    """Grayscale, RGBA and 16-bit versions find the same face."""
+    ref = reconstruct_photo(astronaut, model=regressor_path).crop_box
+    bgr = cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR)
+    cv2.imwrite(str(tmp_path / "gray.png"), cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))
+    cv2.imwrite(str(tmp_path / "rgba.png"), np.dstack([bgr, np.full(bgr.shape[:2], 255, np.uint8)]))
+    cv2.imwrite(str(tmp_path / "deep.png"), bgr.astype(np.uint16) * 257)
+    for name in ("gray.png", "rgba.png", "deep.png"):
+        box = reconstruct_photo(tmp_path / name, model=regressor_path).crop_box
+        assert np.abs(np.subtract(box, ref)).max() < 6, name
+
+
+def test_photo_modules_import_without_bpy_or_torch() -> None:
+    """The photo pipeline runs outside Blender, and the add-on never pulls in torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import blender_addon, blender_addon.photo, blender_addon.detect, blender_addon.regressor, "
+            "blender_addon.pipeline, blender_addon.texture, blender_addon.rig, blender_addon.testing; "
+            "bad = [m for m in ('bpy', 'torch') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_detect_accepts_grayscale_array(astronaut: np.ndarray) -> None:
+    gray = cv2.cvtColor(astronaut, cv2.COLOR_RGB2GRAY)
+    assert len(detect_faces(gray)) == 1
