@@ -1,0 +1,295 @@
+"""``facerig eval landmarks``: 68-point accuracy on labelled photos, facerig or MediaPipe.
+
+Protocol (shared README "Metrics", AFLW2000-3D style): each image is cropped from the box of
+its ground-truth landmarks (``box='gt'``, the default; Helen photos hold several people and the
+annotated one is the one the box names) or from the detector box that overlaps that box most
+(``box='detect'``; no overlapping detection = a failure). Failures count in ``failed`` and in
+the cumulative error curve (as never reaching any threshold) but not in the NME means.
+
+Yaw for the bins comes from the prediction (the regressor's rotation, MediaPipe's PnP pose),
+not from annotation: Helen has no pose labels.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from tqdm import tqdm
+
+from facemodel import metrics
+from facemodel.crop import canonical_crop_box
+
+from .imaging import Box, box_iou, detect_faces, load_image, points_box
+from .pts import LabelledImage, list_labelled_images
+
+log = logging.getLogger(__name__)
+
+METHODS = ("facerig", "mediapipe")
+BOX_MODES = ("gt", "detect")
+DEFAULT_CONTOUR = "fixed"
+MIN_DETECTION_IOU = 0.3
+NME_KEYS = ("nme_bbox_68", "nme_bbox_51", "nme_io_68", "nme_io_51")
+FAILURE_THRESHOLD = 8.0  # % bbox NME above which an image counts as a failure in "failure_rate_8"
+
+
+@dataclass
+class Prediction:
+    """One method's output for one face, photo pixels."""
+
+    points68: np.ndarray                       # (68, 2), the reported variant
+    rotation: np.ndarray                       # (3,) yaw, pitch, roll radians
+    crop_box: Box
+    variants: dict[str, np.ndarray] = field(default_factory=dict)  # contour → (68, 2)
+
+
+class Landmarker(Protocol):
+    name: str
+
+    def predict(self, image: np.ndarray, crop_box: Box, ref_box: Box) -> Prediction | None:
+        """68 points of the face that ``crop_box`` frames and ``ref_box`` outlines, or None."""
+
+
+@dataclass
+class ImageResult:
+    name: str
+    gt: np.ndarray
+    prediction: Prediction | None
+    error: str = ""
+    box: Box | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.prediction is not None
+
+    @property
+    def yaw_deg(self) -> float:
+        return float(np.degrees(self.prediction.rotation[0])) if self.prediction is not None else math.nan
+
+    def nmes(self, points: np.ndarray | None = None) -> dict[str, float]:
+        pts = points if points is not None else (self.prediction.points68 if self.prediction else None)
+        if pts is None:
+            return {k: math.nan for k in NME_KEYS}
+        return {k: float(v) for k, v in metrics.landmark_nmes(pts, self.gt).items()}
+
+
+# -- predictors ---------------------------------------------------------------------------------------
+class MediaPipeLandmarker:
+    """Adapter: :class:`evaluation.mediapipe_baseline.MediaPipeLandmarks` → :class:`Prediction`."""
+
+    name = "mediapipe"
+
+    def __init__(self, model_path: str | None = None) -> None:
+        from .mediapipe_baseline import MediaPipeLandmarks
+
+        self.impl = MediaPipeLandmarks(model_path=model_path)
+
+    def predict(self, image: np.ndarray, crop_box: Box, ref_box: Box) -> Prediction | None:
+        out = self.impl.predict(image, crop_box, ref_box)
+        if out is None:
+            return None
+        return Prediction(out.points68, out.rotation, out.crop_box, {"facemesh": out.points68})
+
+
+class FacerigLandmarker:
+    """The ONNX regressor on facerig's canonical crop, landmarks projected for each contour."""
+
+    name = "facerig"
+
+    def __init__(self, onnx_path: Path | str, contour: str = DEFAULT_CONTOUR, model_path: str | None = None
+                 ) -> None:
+        from facemodel import FaceModel
+
+        from .contour import CONTOURS, ContourLandmarks
+        from .regressor import load_regressor, regressor_input_size
+
+        if contour not in CONTOURS:
+            raise ValueError(f"--contour must be one of {', '.join(CONTOURS)}")
+        self.contour = contour
+        self.regressor = load_regressor(onnx_path)
+        self.size = regressor_input_size(self.regressor)
+        self.projector = ContourLandmarks(FaceModel.load(model_path))
+
+    def predict(self, image: np.ndarray, crop_box: Box, ref_box: Box) -> Prediction | None:
+        from .imaging import crop_square, crop_to_photo
+
+        crop = crop_square(image, crop_box, self.size)
+        params = self.regressor.predict(crop[None])
+        p = params[0] if params.batch_shape else params
+        if not np.all(np.isfinite(np.asarray(p.to_vector()))):
+            return None
+        variants = {c: crop_to_photo(v, crop_box, self.size)
+                    for c, v in self.projector.all_variants(p, self.size, self.size).items()}
+        return Prediction(variants[self.contour], np.asarray(p.rotation, np.float64), crop_box, variants)
+
+
+def make_landmarker(method: str, onnx_path: Path | str | None, contour: str, model_path: str | None
+                    ) -> Landmarker:
+    if method == "mediapipe":
+        return MediaPipeLandmarker(model_path)
+    if method == "facerig":
+        from .regressor import default_onnx_path
+
+        return FacerigLandmarker(onnx_path or default_onnx_path(), contour, model_path)
+    raise ValueError(f"--method must be one of {', '.join(METHODS)}")
+
+
+# -- the run ---------------------------------------------------------------------------------------------
+def start_box(image: np.ndarray, gt: np.ndarray, box_mode: str) -> tuple[Box | None, Box | None, str]:
+    """(crop box, reference box) the method starts from, or (None, None, reason).
+
+    ``gt``: the canonical crop of the annotated landmarks. ``detect``: the detection whose box
+    overlaps the annotated face most (IoU ≥ 0.3), with the crop the photo pipeline derives.
+    """
+    gt_box = points_box(gt)
+    if box_mode == "gt":
+        return canonical_crop_box(gt), gt_box, ""
+    if box_mode != "detect":
+        raise ValueError(f"--box must be one of {', '.join(BOX_MODES)}")
+    dets = detect_faces(image)
+    if not dets:
+        return None, None, "no face detected"
+    ious = [box_iou(d.box, gt_box) for d in dets]
+    best = int(np.argmax(ious))
+    if ious[best] < MIN_DETECTION_IOU:
+        return None, None, f"no detection overlaps the annotated face (best IoU {ious[best]:.2f})"
+    return dets[best].crop_box, dets[best].box, ""
+
+
+def evaluate_images(items: list[LabelledImage], landmarker: Landmarker, box_mode: str = "gt",
+                    progress: bool = True) -> list[ImageResult]:
+    results = []
+    for item in tqdm(items, desc=f"eval {landmarker.name}", unit="img", disable=not progress):
+        gt = item.landmarks()
+        if gt.shape != (68, 2):
+            raise ValueError(f"{item.pts_path} has {len(gt)} points; the benchmark needs 68")
+        image = load_image(item.image_path)
+        crop_box, ref_box, reason = start_box(image, gt, box_mode)
+        if crop_box is None or ref_box is None:
+            results.append(ImageResult(item.name, gt, None, reason))
+            continue
+        pred = landmarker.predict(image, crop_box, ref_box)
+        results.append(ImageResult(item.name, gt, pred, "" if pred is not None else "method found no face",
+                                   crop_box))
+    return results
+
+
+def summarize(results: list[ImageResult], variant: str | None = None) -> dict[str, Any]:
+    """The JSON numbers (percent) for the reported points or for one named contour variant."""
+    def pts(r: ImageResult) -> np.ndarray | None:
+        if r.prediction is None:
+            return None
+        return r.prediction.variants.get(variant) if variant else r.prediction.points68
+
+    per = [r.nmes(pts(r)) if r.ok else {k: math.nan for k in NME_KEYS} for r in results]
+    cols = {k: np.array([p[k] for p in per]) for k in NME_KEYS}
+    yaw = np.array([r.yaw_deg for r in results])
+    ok = np.array([r.ok for r in results], bool)
+    out: dict[str, Any] = {"n": int(ok.sum()), "failed": int((~ok).sum())}
+    for k in NME_KEYS:
+        out[k] = metrics.nan_mean(cols[k][ok])
+    bins: dict[str, dict[str, Any]] = {}
+    for label, mask in metrics.yaw_bin_masks(yaw).items():
+        m = mask & ok
+        bins[label] = {"n": int(m.sum()), **{k: metrics.nan_mean(cols[k][m]) for k in NME_KEYS}}
+    out["nme_bbox_68_balanced"] = metrics.balanced_mean({b: v["nme_bbox_68"] for b, v in bins.items()})
+    out["nme_bbox_51_balanced"] = metrics.balanced_mean({b: v["nme_bbox_51"] for b, v in bins.items()})
+    out["yaw_bins"] = bins
+    if ok.any():  # diagnostic: where the error comes from (bbox NME over each part's points)
+        preds = np.stack([pts(r) for r, good in zip(results, ok) if good])
+        gts = np.stack([r.gt for r, good in zip(results, ok) if good])
+        out["nme_bbox_by_part"] = {k: float(v.mean()) for k, v in metrics.group_nme_bbox(preds, gts).items()}
+    e68 = np.where(ok, cols["nme_bbox_68"], np.inf)
+    out["auc_bbox_68_at_7"] = metrics.auc_at(e68, 7.0) if len(e68) else None
+    out["failure_rate_8"] = metrics.failure_rate(e68, FAILURE_THRESHOLD) if len(e68) else None
+    return out
+
+
+def build_report(results: list[ImageResult], method: str, box_mode: str, contour: str | None,
+                 images_dir: Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Full JSON: the stable keys first, then per-variant numbers and provenance."""
+    report: dict[str, Any] = {**summarize(results)}
+    report.update({"unit": "percent", "method": method, "box": box_mode, "contour": contour,
+                   "images": str(images_dir), "n_images": len(results),
+                   "failed_images": {r.name: r.error for r in results if not r.ok},
+                   "yaw_source": "predicted pose" + (" (PnP of ICT mean-face inner 51 points)" if method ==
+                                                     "mediapipe" else " (regressor rotation)")})
+    variants = sorted({v for r in results if r.prediction for v in r.prediction.variants})
+    if method == "facerig" and variants:
+        report["by_contour"] = {v: summarize(results, v) for v in variants}
+    if extra:
+        report.update(extra)
+    return report
+
+
+def write_csv(results: list[ImageResult], path: Path) -> Path:
+    """One row per image: NMEs (%), pose (degrees), status; variant NMEs for facerig."""
+    variants = sorted({v for r in results if r.prediction for v in r.prediction.variants})
+    header = ["image", "ok", "error", "yaw_deg", "pitch_deg", "roll_deg", *NME_KEYS]
+    header += [f"nme_bbox_68_{v}" for v in variants if len(variants) > 1]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        for r in results:
+            rot = np.degrees(r.prediction.rotation) if r.prediction is not None else [math.nan] * 3
+            n = r.nmes()
+            row = [r.name, int(r.ok), r.error, *(f"{a:.3f}" for a in rot), *(f"{n[k]:.4f}" for k in NME_KEYS)]
+            if len(variants) > 1:
+                for v in variants:
+                    p = r.prediction.variants.get(v) if r.prediction else None
+                    row.append(f"{r.nmes(p)['nme_bbox_68']:.4f}" if p is not None else "nan")
+            w.writerow(row)
+    return path
+
+
+def run(images_dir: Path, json_path: Path, method: str = "facerig", box_mode: str = "gt",
+        contour: str = DEFAULT_CONTOUR, onnx_path: Path | None = None, model_path: str | None = None,
+        limit: int | None = None, plot: bool = True, progress: bool = True) -> dict[str, Any]:
+    """Evaluate, then write ``json_path`` plus ``<stem>.csv`` and ``<stem>.png`` beside it."""
+    if method not in METHODS:
+        raise ValueError(f"--method must be one of {', '.join(METHODS)}")
+    if box_mode not in BOX_MODES:
+        raise ValueError(f"--box must be one of {', '.join(BOX_MODES)}")
+    items = list_labelled_images(images_dir, limit=limit)
+    landmarker = make_landmarker(method, onnx_path, contour, model_path)
+    results = evaluate_images(items, landmarker, box_mode, progress)
+    extra: dict[str, Any] = {}
+    if method == "mediapipe":
+        from .mediapipe_baseline import MEDIAPIPE_TO_68
+
+        extra["mediapipe_to_68"] = list(MEDIAPIPE_TO_68)
+        extra["mapping_provenance"] = ("evaluation.mediapipe_baseline: semantic groups of mediapipe "
+                                       "face_mesh_connections, positions from ICT-FaceKit's 68 vertices, "
+                                       "mean FaceMesh shape of non-benchmark images; not fitted to any labels")
+    else:
+        from .regressor import default_onnx_path
+
+        extra["model"] = str(onnx_path or default_onnx_path())
+        meta = getattr(getattr(landmarker, "regressor", None), "metadata", None)
+        if meta:
+            extra["model_card"] = meta.get("facerig.model_card")
+    report = build_report(results, method, box_mode, contour if method == "facerig" else None, images_dir, extra)
+    json_path = Path(json_path)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(report, indent=1, allow_nan=False, default=_json_default))
+    csv_path = write_csv(results, json_path.with_suffix(".csv"))
+    log.info("wrote %s and %s", json_path, csv_path)
+    if plot:
+        from .report import landmark_figure
+
+        png = landmark_figure(results, items, json_path.with_suffix(".png"),
+                              title=f"{method} ({box_mode} box) on {Path(images_dir).name}")
+        log.info("wrote %s", png)
+    return report
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    raise TypeError(f"{type(o).__name__} is not JSON serialisable")

@@ -1,0 +1,99 @@
+"""``facerig eval landmarks|synthetic`` and ``facerig bench``: the evaluation harness (issue 6).
+
+JSON keys written here are a stable interface (CI, the model card and docs read them); the
+work is done in the ``evaluation`` package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="evaluate a regressor: landmarks on labelled photos, synthetic corpora")
+    esub = p.add_subparsers(dest="eval_command", metavar="SET")
+
+    lm = esub.add_parser("landmarks", help="68-point NME on images with iBUG .pts files (e.g. 300W Helen test)")
+    lm.add_argument("--images", type=Path, required=True, help="folder of images with same-name .pts files")
+    lm.add_argument("--json", type=Path, required=True, help="report path; .csv and .png are written beside it")
+    lm.add_argument("--model", type=Path, help="regressor ONNX (default: blender_addon/models/facerig_regressor.onnx)")
+    lm.add_argument("--box", choices=("gt", "detect"), default="gt",
+                    help="start from the ground-truth landmark box (default) or from the face detector")
+    lm.add_argument("--method", choices=("facerig", "mediapipe"), default="facerig",
+                    help="facerig's regressor, or MediaPipe FaceMesh mapped to 68 points (peer baseline)")
+    lm.add_argument("--contour", choices=("fixed", "visible", "march"), default="fixed",
+                    help="jaw vertices for facerig's 68 points: fixed (default; ICT's landmarks_multipie68, "
+                         "what the regressor is trained on), visible (ICT's documented visible-contour set) "
+                         "or march (silhouette along horizontal lines); all three are in by_contour")
+    lm.add_argument("--face-model", dest="face_model", help="ICT-FaceKit npz (default: $FACERIG_FACE_MODEL/cache)")
+    lm.add_argument("--limit", type=int, help="only the first N images (sorted by name)")
+    lm.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    lm.set_defaults(func=cmd_landmarks)
+
+    sy = esub.add_parser("synthetic", help="3-D and landmark errors on a synthetic corpus with ground truth")
+    sy.add_argument("--corpus", type=Path, required=True)
+    sy.add_argument("--json", type=Path, required=True, help="report path; error-vs-yaw .png beside it")
+    sy.add_argument("--model", type=Path, help="regressor ONNX (default: blender_addon/models/facerig_regressor.onnx)")
+    sy.add_argument("--face-model", dest="face_model")
+    sy.add_argument("--limit", type=int, help="only the first N samples")
+    sy.add_argument("--no-plot", action="store_true")
+    sy.set_defaults(func=cmd_synthetic)
+    p.set_defaults(func=lambda a: p.print_help() or 2)
+
+    b = sub.add_parser("bench", help="speed: regressor, photo → params, photo → Blender, synthesis, training")
+    b.add_argument("--json", type=Path, required=True)
+    b.add_argument("--model", type=Path, help="regressor ONNX (default: blender_addon/models/facerig_regressor.onnx)")
+    b.add_argument("--photo", type=Path, help="photo for the end-to-end timings (default: the built-in astronaut)")
+    b.add_argument("--runs", type=int, default=200, help="timed regressor runs (median reported; ≥ 200 for the record)")
+    b.add_argument("--corpus", type=Path, help="corpus for train_images_per_s_128 (a short training run)")
+    b.add_argument("--only", nargs="*", help="measure only these keys (others are null with a reason)")
+    b.set_defaults(func=cmd_bench)
+
+
+def _check_positive(value: int | None, flag: str) -> None:
+    if value is not None and value < 1:
+        raise ValueError(f"{flag} must be at least 1")
+
+
+def cmd_landmarks(args: argparse.Namespace) -> int:
+    from evaluation.landmarks import run
+
+    _check_positive(args.limit, "--limit")
+    report = run(args.images, args.json, method=args.method, box_mode=args.box, contour=args.contour,
+                 onnx_path=args.model, model_path=args.face_model, limit=args.limit, plot=not args.no_plot)
+    _print_summary(report, ("n", "failed", "nme_bbox_68", "nme_bbox_51", "nme_io_68", "nme_io_51",
+                            "nme_bbox_68_balanced"))
+    return 0
+
+
+def cmd_synthetic(args: argparse.Namespace) -> int:
+    from evaluation.synthetic import run
+
+    _check_positive(args.limit, "--limit")
+    report = run(args.corpus, args.json, onnx_path=args.model, model_path=args.face_model, limit=args.limit,
+                 plot=not args.no_plot)
+    _print_summary(report, ("n", "vertex_mm_camera", "vertex_mm_aligned", "nme_bbox_68", "expression_mae",
+                            "rotation_deg"))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from evaluation.bench import KEYS, run
+
+    _check_positive(args.runs, "--runs")
+    report = run(args.json, onnx_path=args.model, photo=args.photo, runs=args.runs, only=args.only,
+                 corpus=args.corpus)
+    for k in KEYS:
+        v = report[k]
+        print(f"{k:24s} {v:.4g}" if v is not None else f"{k:24s} null ({report.get(k + '_reason', '')})")
+    return 0
+
+
+def _print_summary(report: dict, keys: tuple[str, ...]) -> None:
+    for k in keys:
+        v = report.get(k)
+        print(f"{k:22s} {v:.3f}" if isinstance(v, float) else f"{k:22s} {v}")

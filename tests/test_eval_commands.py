@@ -1,0 +1,178 @@
+"""``facerig eval landmarks|synthetic`` and ``facerig bench`` as a user runs them: JSON schemas.
+
+The JSON keys are a stable interface (other tooling reads them), so they are pinned here.
+The facerig-method runs use the add-on's contract-conforming constant ONNX stand-in
+(:mod:`blender_addon.testing`), since the trained model is not part of the repository.
+"""
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from .conftest import FACES
+
+FACERIG = [sys.executable, "-m", "facerig_cli.main"]
+HELEN = FACES / "helen_test_68"
+LANDMARK_KEYS = {"n", "failed", "nme_bbox_68", "nme_bbox_51", "nme_io_68", "nme_io_51", "nme_bbox_68_balanced",
+                 "yaw_bins"}
+BINS = {"0-30", "30-60", "60-90"}
+SYNTH_KEYS = {"n", "vertex_mm_camera", "vertex_mm_aligned", "nme_bbox_68", "expression_mae", "rotation_deg",
+              "yaw_bins", "balanced"}
+BENCH_KEYS = {"regressor_ms", "photo_to_params_ms", "photo_to_blender_s", "synth_images_per_s_128",
+              "train_images_per_s_128"}
+
+
+def run(*args, timeout=600):
+    return subprocess.run(FACERIG + [str(a) for a in args], capture_output=True, text=True, timeout=timeout)
+
+
+def needs_helen():
+    if not HELEN.is_dir():
+        pytest.skip(f"{HELEN} not present")
+
+
+@pytest.fixture(scope="module")
+def const_onnx(tmp_path_factory, face_model):
+    pytest.importorskip("onnx")
+    from blender_addon.testing import build_constant_regressor, plausible_params
+
+    params = plausible_params(face_model, n_identity=20)
+    return build_constant_regressor(tmp_path_factory.mktemp("onnx") / "const.onnx", params), params
+
+
+def check_landmark_report(path, n_images):
+    rep = json.loads(path.read_text())
+    assert LANDMARK_KEYS <= set(rep)
+    assert set(rep["yaw_bins"]) == BINS
+    assert all({"n", "nme_bbox_68"} <= set(b) for b in rep["yaw_bins"].values())
+    assert rep["n"] + rep["failed"] == n_images
+    assert sum(b["n"] for b in rep["yaw_bins"].values()) == rep["n"]
+    assert rep["unit"] == "percent"
+    rows = list(csv.DictReader(open(path.with_suffix(".csv"))))
+    assert len(rows) == n_images and {"image", "nme_bbox_68", "yaw_deg"} <= set(rows[0])
+    png = path.with_suffix(".png")
+    assert png.is_file() and png.read_bytes()[:4] == b"\x89PNG"
+    return rep
+
+
+def test_eval_landmarks_mediapipe_on_five_helen_images(tmp_path):
+    needs_helen()
+    out = run("eval", "landmarks", "--images", HELEN, "--json", tmp_path / "mp.json", "--method", "mediapipe",
+              "--limit", 5)
+    assert out.returncode == 0, out.stderr
+    rep = check_landmark_report(tmp_path / "mp.json", 5)
+    assert rep["method"] == "mediapipe" and rep["box"] == "gt" and rep["failed"] == 0
+    assert 1.0 < rep["nme_bbox_68"] < 6.0 and rep["nme_bbox_51"] < rep["nme_bbox_68"]
+    assert rep["nme_io_68"] > rep["nme_bbox_68"]  # inter-ocular distance < sqrt(w·h) of the box
+    assert len(rep["mediapipe_to_68"]) == 68 and "not fitted" in rep["mapping_provenance"]
+
+
+def test_eval_landmarks_facerig_with_an_onnx_fixture(tmp_path, const_onnx):
+    needs_helen()
+    onnx_path, _ = const_onnx
+    out = run("eval", "landmarks", "--images", HELEN, "--json", tmp_path / "fr.json", "--model", onnx_path,
+              "--limit", 3, "--contour", "march")
+    assert out.returncode == 0, out.stderr
+    rep = check_landmark_report(tmp_path / "fr.json", 3)
+    assert rep["method"] == "facerig" and rep["contour"] == "march"
+    assert set(rep["by_contour"]) == {"fixed", "visible", "march"}
+    assert rep["by_contour"]["march"]["nme_bbox_68"] == pytest.approx(rep["nme_bbox_68"])
+    # A constant mean face scores far worse than a landmark detector, but it is a face in the box.
+    assert 3.0 < rep["nme_bbox_68"] < 30.0
+    # Inner points do not depend on the contour variant.
+    assert len({round(v["nme_bbox_51"], 9) for v in rep["by_contour"].values()}) == 1
+    header = open(tmp_path / "fr.csv").readline()
+    assert "nme_bbox_68_visible" in header and "nme_bbox_68_march" in header
+
+
+def test_eval_landmarks_user_errors_are_one_line(tmp_path):
+    out = run("eval", "landmarks", "--images", tmp_path / "nowhere", "--json", tmp_path / "x.json",
+              "--method", "mediapipe")
+    assert out.returncode == 2 and out.stderr.startswith("facerig: error:") and "Traceback" not in out.stderr
+    if HELEN.is_dir():
+        out = run("eval", "landmarks", "--images", HELEN, "--json", tmp_path / "x.json",
+                  "--model", tmp_path / "missing.onnx", "--limit", 1)
+        assert out.returncode == 2 and "Traceback" not in out.stderr
+    out = run("eval", "landmarks", "--images", tmp_path, "--json", tmp_path / "x.json", "--limit", 0)
+    assert out.returncode == 2 and "--limit" in out.stderr
+
+
+def make_corpus(path, face_model, params, n=6):
+    """A tiny corpus in the DEVELOPERS.md format: the fixture's face at several yaws."""
+    from facemodel import FaceParams
+    from facemodel.formation import landmarks_2d
+    from facemodel.priors import place_in_crop
+    from synth.corpus import CorpusWriter
+
+    size = 64
+    yaws = np.array([0.0, 10.0, -20.0, 45.0, -50.0, 70.0])[:n]
+    gt = FaceParams.stack([params] * n)
+    gt.rotation = np.stack([np.radians([y, 0.0, 0.0]) for y in yaws]).astype(np.float32)
+    arrays = face_model.arrays.subset(face_model.landmark_indices())
+    gt.translation = place_in_crop(arrays, gt)
+    lm = np.asarray(landmarks_2d(arrays, gt, size, size), np.float32)
+    vis = face_model.arrays.subset(face_model.landmark_indices("visible"))
+    shard = {"images": np.full((n, size, size, 3), 100, np.uint8),
+             "params": np.asarray(gt.to_vector(), np.float32), "landmarks": lm,
+             "landmarks_visible_jaw": np.asarray(landmarks_2d(vis, gt, size, size), np.float32),
+             "visibility": np.ones((n, 68), bool), "masks": np.zeros((n, size, size), np.uint8),
+             "pose_deg": np.stack([yaws, np.zeros(n), np.zeros(n)], -1).astype(np.float32),
+             "seeds": np.arange(n, dtype=np.int64)}
+    with CorpusWriter(path, size, gt.layout, shard_size=n, settings={"test": True}) as w:
+        w.set_requested(n)
+        w.write_shard(0, shard)
+    return yaws
+
+
+def test_eval_synthetic_schema_and_known_answers(tmp_path, const_onnx, face_model):
+    pytest.importorskip("synth.corpus")
+    onnx_path, params = const_onnx
+    yaws = make_corpus(tmp_path / "corpus", face_model, params)
+    out = run("eval", "synthetic", "--corpus", tmp_path / "corpus", "--json", tmp_path / "syn.json",
+              "--model", onnx_path)
+    assert out.returncode == 0, out.stderr
+    rep = json.loads((tmp_path / "syn.json").read_text())
+    assert SYNTH_KEYS <= set(rep) and set(rep["yaw_bins"]) == BINS
+    assert rep["n"] == len(yaws)
+    assert [rep["yaw_bins"][b]["n"] for b in ("0-30", "30-60", "60-90")] == [3, 2, 1]
+    # The constant model predicts the frontal sample exactly: zero error at yaw 0, the pose error
+    # equals |yaw| (only rotation differs), and shape alone (aligned) is exact everywhere.
+    assert rep["expression_mae"] == pytest.approx(0.0, abs=1e-6)
+    assert rep["vertex_mm_aligned"] == pytest.approx(0.0, abs=1e-3)
+    assert rep["rotation_deg"] == pytest.approx(np.abs(yaws).mean(), abs=1e-3)
+    assert rep["yaw_bins"]["60-90"]["rotation_deg"] == pytest.approx(70.0, abs=1e-3)
+    assert rep["balanced"]["rotation_deg"] == pytest.approx(np.mean([10.0, 47.5, 70.0]), abs=1e-3)
+    assert rep["vertex_mm_camera"] > 1.0 and rep["nme_bbox_68"] > 0.0
+    assert (tmp_path / "syn.png").is_file()
+
+
+def test_bench_records_measurements_or_reasons(tmp_path, const_onnx):
+    onnx_path, _ = const_onnx
+    out = run("bench", "--json", tmp_path / "b.json", "--model", onnx_path, "--runs", 20,
+              "--only", "regressor_ms", "synth_images_per_s_128")
+    assert out.returncode == 0, out.stderr
+    rep = json.loads((tmp_path / "b.json").read_text())
+    assert BENCH_KEYS <= set(rep)
+    assert isinstance(rep["regressor_ms"], float) and 0 < rep["regressor_ms"] < 1000
+    for k in BENCH_KEYS - {"regressor_ms"}:
+        assert rep[k] is None or isinstance(rep[k], float)
+        if rep[k] is None:
+            assert rep[f"{k}_reason"], k
+    out = run("bench", "--json", tmp_path / "c.json", "--only", "bogus")
+    assert out.returncode == 2 and "unknown bench keys" in out.stderr
+
+
+@pytest.mark.slow
+def test_mediapipe_baseline_on_all_helen_test_images(tmp_path):
+    """The peer baseline on the full set (≈10 s): the team's reference is 3.06 % / 2.20 %."""
+    needs_helen()
+    out = run("eval", "landmarks", "--images", HELEN, "--json", tmp_path / "mp.json", "--method", "mediapipe",
+              "--no-plot")
+    assert out.returncode == 0, out.stderr
+    rep = json.loads((tmp_path / "mp.json").read_text())
+    assert rep["n"] + rep["failed"] == 330 and rep["failed"] <= 3
+    assert rep["nme_bbox_68"] < 4.0 and rep["nme_bbox_51"] < 2.8
