@@ -197,22 +197,15 @@ PUPIL_RGB = np.array([0.03, 0.03, 0.03], np.float32)
 def eye_colours(model: "facemodel.FaceModel", iris_rgb: np.ndarray) -> np.ndarray:
     """(V, 3) sRGB eye colours: white sclera, iris disc, pupil.
 
-    ICT's sclera shell also covers the iris as a clear cornea, and an opaque material would hide
-    the iris behind it, so both shells are coloured by radius from the optical axis (as
-    ``facemodel.albedo`` does for the renderer).
+    Both eye shells are coloured by radius from the optical axis, as ``facemodel.albedo`` does for
+    the renderer (``eye_disc_coordinates``).
     """
-    v = model.neutral
+    idx, r, front = facemodel.albedo.eye_disc_coordinates(model)
     out = np.tile(SCLERA_RGB, (model.n_vertices, 1))
-    for side in ("Left", "Right"):
-        iris_idx = model.material_vertices(f"M_Iris{side}")
-        apex = v[iris_idx[np.argmax(v[iris_idx, 2])]]
-        idx = np.concatenate([iris_idx, model.material_vertices(f"M_Sclera{side}")])
-        r = np.linalg.norm(v[idx, :2] - apex[:2], axis=1)
-        front = v[idx, 2] > apex[2] - 1.0
-        t = np.clip((0.6 - r) / 0.08, 0, 1)[:, None] * front[:, None]        # soft iris edge
-        col = SCLERA_RGB * (1 - t) + np.asarray(iris_rgb, np.float32) * t
-        p = np.clip((0.22 - r) / 0.04, 0, 1)[:, None] * front[:, None]
-        out[idx] = col * (1 - p) + PUPIL_RGB * p
+    t = np.clip((facemodel.albedo.IRIS_RADIUS - r) / 0.08, 0, 1)[:, None] * front[:, None]   # soft iris edge
+    col = SCLERA_RGB * (1 - t) + np.asarray(iris_rgb, np.float32) * t
+    p = np.clip((facemodel.albedo.PUPIL_RADIUS - r) / 0.04, 0, 1)[:, None] * front[:, None]
+    out[idx] = col * (1 - p) + PUPIL_RGB * p
     return out
 
 

@@ -111,20 +111,36 @@ def region_weights(model: "FaceModel") -> dict[str, np.ndarray]:
     return out
 
 
-def _iris_and_pupil(model: "FaceModel") -> tuple[np.ndarray, np.ndarray]:
-    """Masks of the visible iris disc and the pupil on each eyeball (radius from the optical axis)."""
+IRIS_RADIUS = 0.6    # cm from the optical axis
+PUPIL_RADIUS = 0.22
+
+
+def eye_disc_coordinates(model: "FaceModel") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Eye vertices (iris and sclera shells of both eyes), their radius from the eye's optical
+    axis (cm, neutral face) and whether they are on the front of the eye.
+
+    ICT's sclera shell also covers the iris as a clear cornea, and an opaque material would hide
+    the iris behind it, so renderer and add-on colour both shells by this radius.
+    """
     v = model.neutral
-    iris = np.zeros(model.n_vertices, bool)
-    pupil = np.zeros(model.n_vertices, bool)
+    out_idx, out_r, out_front = [], [], []
     for side in ("Left", "Right"):
         iris_idx = model.material_vertices(f"M_Iris{side}")
         apex = v[iris_idx[np.argmax(v[iris_idx, 2])]]
-        # ICT's sclera shell also covers the iris as a clear cornea: colour both by radius.
         idx = np.concatenate([iris_idx, model.material_vertices(f"M_Sclera{side}")])
-        r = np.linalg.norm(v[idx, :2] - apex[:2], axis=1)
-        front = v[idx, 2] > apex[2] - 1.0
-        iris[idx[front & (r < 0.6)]] = True
-        pupil[idx[front & (r < 0.22)]] = True
+        out_idx.append(idx)
+        out_r.append(np.linalg.norm(v[idx, :2] - apex[:2], axis=1))
+        out_front.append(v[idx, 2] > apex[2] - 1.0)
+    return np.concatenate(out_idx), np.concatenate(out_r), np.concatenate(out_front)
+
+
+def _iris_and_pupil(model: "FaceModel") -> tuple[np.ndarray, np.ndarray]:
+    """Masks of the visible iris disc and the pupil on each eyeball (radius from the optical axis)."""
+    idx, r, front = eye_disc_coordinates(model)
+    iris = np.zeros(model.n_vertices, bool)
+    pupil = np.zeros(model.n_vertices, bool)
+    iris[idx[front & (r < IRIS_RADIUS)]] = True
+    pupil[idx[front & (r < PUPIL_RADIUS)]] = True
     return iris, pupil
 
 
