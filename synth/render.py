@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import sys
 import queue
 import signal
 import tempfile
@@ -405,6 +406,9 @@ def _worker_main(worker_id: int, settings: RenderSettings, out_dir: str, log_pat
     _die_with_parent()
     if os.getppid() != parent_pid:
         return
+    # A spawned child inherits the parent's sys.path; if the parent had imported bpy, that holds
+    # Blender's scripts/modules folder, whose inner ``bpy`` would shadow the real module here.
+    sys.path[:] = [p for p in sys.path if not (os.sep + "bpy" + os.sep in p and "scripts" in p)]
     # Blender prints per-frame lines and EGL warnings: keep them out of the user's terminal.
     with open(log_path, "ab", buffering=0) as fh:
         os.dup2(fh.fileno(), 2)
