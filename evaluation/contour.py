@@ -4,7 +4,7 @@ Annotators place jaw points 0–16 on the *visible* outline of the face. A 3-D m
 vertices sit on the physical jawline, which leaves the outline as soon as the head turns: on
 the side turned away from the camera the cheek becomes the silhouette. Three variants:
 
-``fixed`` (the default of ``facerig eval landmarks``)
+``fixed``
     ICT-FaceKit's ``landmarks_multipie68``: the points the regressor is trained against (the
     corpus' ``landmarks``; ``landmarks_visible_jaw`` is optional supervision), so it measures
     what the network learned. The JSON always carries all three variants under ``by_contour``.
@@ -17,6 +17,11 @@ the side turned away from the camera the cheek becomes the silhouette. Three var
     point's side of the face) is taken, i.e. the silhouette along that line — the landmark
     marching of 3DDFA (Zhu et al., CVPR 2016), simplified to horizontal lines on the mean face.
     On the side facing the camera the fixed vertex remains outermost, so it is kept there.
+
+The default of ``facerig eval landmarks`` is ``march``, chosen by measurement on
+Helen (330 photos, ground-truth box, shipped synthetic-only model): NME bbox 68 = 6.83 % (march),
+6.93 % (fixed), 7.41 % (visible); yaw-balanced 6.69 / 7.19 / 7.50 %. The 51 inner points are the
+same in all three.
 """
 
 from __future__ import annotations

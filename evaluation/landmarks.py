@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 METHODS = ("facerig", "mediapipe")
 BOX_MODES = ("gt", "detect")
-DEFAULT_CONTOUR = "fixed"
+DEFAULT_CONTOUR = "march"  # best measured on Helen; see evaluation/contour.py
 MIN_DETECTION_IOU = 0.3
 NME_KEYS = ("nme_bbox_68", "nme_bbox_51", "nme_io_68", "nme_io_51")
 FAILURE_THRESHOLD = 8.0  # % bbox NME above which an image counts as a failure in "failure_rate_8"

@@ -150,12 +150,20 @@ def place_in_crop(landmark_arrays: ModelArrays, params: FaceParams, scale: np.nd
 
 def sample_params(rng: np.random.Generator, n: int, expression_names: tuple[str, ...],
                   landmark_arrays: ModelArrays, n_identity: int = 100, pose: PoseRange = PoseRange(),
-                  scale_jitter: float = 0.1, shift_jitter: float = 0.05) -> FaceParams:
-    """``n`` random faces placed like jittered detector crops (camera = ``DEFAULT_CAMERA``)."""
-    identity = np.clip(rng.normal(0, 1, (n, n_identity)), -3, 3).astype(np.float32)
+                  scale_jitter: float = 0.1, shift_jitter: float = 0.05, identity: np.ndarray | None = None,
+                  albedo: np.ndarray | None = None) -> FaceParams:
+    """``n`` random faces placed like jittered detector crops (camera = ``DEFAULT_CAMERA``).
+
+    ``identity`` (n, n_identity) / ``albedo`` (n, 7) given: those people, in new poses,
+    expressions and lighting (multi-view sets of one person).
+    """
+    if identity is None:
+        identity = np.clip(rng.normal(0, 1, (n, n_identity)), -3, 3).astype(np.float32)
+    identity = np.asarray(identity, np.float32).reshape(n, -1)
     params = FaceParams(identity=identity, expression=sample_expressions(rng, n, expression_names),
                         rotation=sample_rotation(rng, n, pose), translation=np.zeros((n, 3), np.float32),
-                        sh=sample_sh(rng, n), albedo=sample_albedo(rng, n),
+                        sh=sample_sh(rng, n),
+                        albedo=sample_albedo(rng, n) if albedo is None else np.asarray(albedo, np.float32).reshape(n, -1),
                         camera=np.tile(np.asarray(DEFAULT_CAMERA, np.float32), (n, 1)))
     scale = rng.uniform(1 - scale_jitter, 1 + scale_jitter, n)
     shift = rng.uniform(-shift_jitter, shift_jitter, (n, 2))

@@ -25,10 +25,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="start from the ground-truth landmark box (default) or from the face detector")
     lm.add_argument("--method", choices=("facerig", "mediapipe"), default="facerig",
                     help="facerig's regressor, or MediaPipe FaceMesh mapped to 68 points (peer baseline)")
-    lm.add_argument("--contour", choices=("fixed", "visible", "march"), default="fixed",
-                    help="jaw vertices for facerig's 68 points: fixed (default; ICT's landmarks_multipie68, "
-                         "what the regressor is trained on), visible (ICT's documented visible-contour set) "
-                         "or march (silhouette along horizontal lines); all three are in by_contour")
+    lm.add_argument("--contour", choices=("fixed", "visible", "march"), default="march",
+                    help="jaw vertices for facerig's 68 points: march (default, best measured: silhouette "
+                         "along horizontal lines), fixed (ICT's landmarks_multipie68, what the regressor is "
+                         "trained on) or visible (ICT's documented visible-contour set); all three are in "
+                         "by_contour")
     lm.add_argument("--face-model", dest="face_model", help="ICT-FaceKit npz (default: $FACERIG_FACE_MODEL/cache)")
     lm.add_argument("--limit", type=int, help="only the first N images (sorted by name)")
     lm.add_argument("--no-plot", action="store_true", help="skip the PNG")

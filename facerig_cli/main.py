@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "facerig_cli.model_cmd",
     "facerig_cli.synth_cmd",
     "facerig_cli.train_cmd",
+    "facerig_cli.photos_cmd",
     "facerig_cli.reconstruct_cmd",
     "facerig_cli.eval_cmd",
 )

@@ -34,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--cycles-samples", type=int, default=8, help="Cycles samples per pixel (default 8)")
     r.add_argument("--shard-size", type=int, default=256, help="images per shard file (default 256)")
     r.add_argument("--n-identity", type=int, default=100, help="identity modes sampled and stored (≤ 100)")
+    r.add_argument("--views-per-identity", type=int, default=1, metavar="K",
+                   help="K consecutive images show one person (same identity and skin; new pose, expression, "
+                        "light, occluders): multi-view sets for the aggregation network (default 1)")
     r.add_argument("--backgrounds", type=Path, help="folder of photos for background crops (no faces)")
     r.add_argument("--no-augment", action="store_true", help="clean renders on black: no augmentation")
     r.add_argument("--disable", action="append", default=[], choices=AUGMENT_STEPS, metavar="STEP",
@@ -41,6 +44,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--model", type=Path, help="face model npz (default: $FACERIG_FACE_MODEL, then the cache)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_render)
+
+    vw = ssub.add_parser("views", help="render rotated (VRN) and resampled/relit (InverseFaceNet) views of "
+                                       "reconstructed photos, with exact labels (resumable)")
+    vw.add_argument("--from", dest="source", type=Path, required=True, metavar="RECON_DIR",
+                    help="reconstructions (manifest.json + recon.npz, e.g. from facerig bootstrap)")
+    vw.add_argument("--out", type=Path, required=True, help="corpus directory (created, or resumed)")
+    vw.add_argument("--yaw-offsets", default="-60,-45,-30,-15,15,30,45,60",
+                    help="yaw offsets in degrees the rotated views draw from (default ±15…±60)")
+    vw.add_argument("--rotations", type=int, default=2, help="rotated views per photo (default 2)")
+    vw.add_argument("--relight", type=int, default=1, help="resampled + relit renders per photo (default 1)")
+    vw.add_argument("--perturb", default="5,0.05,0.2,0.1,0.02", metavar="SIGMAS",
+                    help="InverseFaceNet resampling ROT°,IDENTITY,ALBEDO,EXPRESSION,SH (default 5,0.05,0.2,0.1,0.02)")
+    vw.add_argument("--pitch-jitter", type=float, default=10.0, help="± pitch change of rotated views (default 10°)")
+    vw.add_argument("--workers", type=int, default=2)
+    vw.add_argument("--seed", type=int, default=0)
+    vw.add_argument("--no-augment", action="store_true", help="no blur/noise/occluders/JPEG")
+    vw.add_argument("--model", type=Path, help="face model npz (default: $FACERIG_FACE_MODEL, then the cache)")
+    vw.add_argument("--no-progress", action="store_true")
+    vw.set_defaults(func=cmd_views)
 
     pv = ssub.add_parser("preview", help="contact sheet PNG with landmarks and parameter histograms")
     pv.add_argument("corpus", type=Path)
@@ -88,7 +110,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         roll_max=args.roll_max, engine=args.engine, supersample=args.supersample,
         workbench_aa=str(args.workbench_aa).upper(), cycles_samples=args.cycles_samples,
         shard_size=args.shard_size, n_identity=args.n_identity, augment=_augment_config(args),
-        backgrounds=args.backgrounds, model_path=args.model)
+        backgrounds=args.backgrounds, model_path=args.model, views_per_identity=args.views_per_identity)
     settings.validate()
     try:
         report = render_corpus(settings, args.out, workers=args.workers, progress=not args.no_progress)
@@ -99,6 +121,29 @@ def cmd_render(args: argparse.Namespace) -> int:
               f"({report.images_per_second:.1f} images/s); corpus holds {report.total_images}")
     else:
         print(f"{report.out}: already complete ({report.total_images} images); nothing to render")
+    return 0
+
+
+def cmd_views(args: argparse.Namespace) -> int:
+    from synth.augment import AugmentConfig
+    from synth.corpus import CorpusError
+    from synth.render import RenderError
+    from synth.views import Perturbation, ReconstructionError, ViewSettings, render_views
+
+    try:
+        offsets = tuple(float(v) for v in args.yaw_offsets.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"--yaw-offsets must be comma-separated degrees, got {args.yaw_offsets!r}") from None
+    views = ViewSettings(source=args.source, yaw_offsets=offsets, rotations=args.rotations, relight=args.relight,
+                         pitch_jitter_deg=args.pitch_jitter, perturb=Perturbation.parse(args.perturb))
+    try:
+        report = render_views(views, args.out, workers=args.workers, seed=args.seed,
+                              augment=AugmentConfig(enabled=not args.no_augment), progress=not args.no_progress,
+                              model_path=args.model)
+    except (CorpusError, RenderError, ReconstructionError) as exc:
+        raise CommandError(str(exc)) from None
+    print(f"{report.out}: rendered {report.rendered_images} views in {report.seconds:.1f} s "
+          f"({report.images_per_second:.1f} images/s); corpus holds {report.total_images}")
     return 0
 
 

@@ -16,8 +16,50 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
     t.add_argument("--steps", type=int, help="override train.steps")
     t.add_argument("--batch-size", type=int, help="override train.batch_size (new runs only)")
+    t.add_argument("--init", type=Path, metavar="MODEL",
+                   help="start from these weights (.pt checkpoint or .onnx export, e.g. the shipped model; "
+                        "an .onnx also sets train.freeze_batchnorm); new runs only")
     t.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     t.set_defaults(func=cmd_train)
+
+    b = sub.add_parser("bootstrap", help="bootstrap on real photos: reconstruct, render rotated/relit views, "
+                                         "retrain, evaluate — N rounds (resumable)")
+    b.add_argument("--real", type=Path, action="append", required=True, metavar="DIR",
+                   help="photo corpus from `facerig photos prepare` (repeat for several)")
+    b.add_argument("--synthetic", type=Path, action="append", required=True, metavar="DIR",
+                   help="original rendered corpus mixed into every round (repeat for several)")
+    b.add_argument("--init", type=Path, required=True, metavar="MODEL",
+                   help="starting network: .onnx (e.g. the shipped model) or a run's .pt checkpoint")
+    b.add_argument("--rounds", type=int, default=2)
+    b.add_argument("--out", type=Path, required=True, metavar="RUN2", help="bootstrap directory (resumable)")
+    b.add_argument("--config", type=Path, help="training config for the rounds (TOML/JSON)")
+    b.add_argument("--steps-per-round", type=int, default=3000)
+    b.add_argument("--no-rotate", action="store_true", help="without VRN rotated views")
+    b.add_argument("--no-resample", action="store_true", help="without InverseFaceNet resampled/relit views")
+    b.add_argument("--no-landmarks", action="store_true", help="without the photos' detector landmarks")
+    b.add_argument("--rotations", type=int, default=2, help="rotated views per seed photo (default 2)")
+    b.add_argument("--relight", type=int, default=1, help="resampled views per seed photo (default 1)")
+    b.add_argument("--max-seed-yaw", type=float, default=30.0, help="seed filter: |yaw| in degrees (default 30)")
+    b.add_argument("--max-seed-nme", type=float, default=5.0,
+                   help="seed filter: 51-point NME (bbox, %%) against the detector (default 5)")
+    b.add_argument("--max-seeds", type=int, default=8000, help="most confident seeds per round (default 8000)")
+    b.add_argument("--workers", type=int, default=2, help="render workers")
+    b.add_argument("--helen", type=Path, help="68-point evaluation folder, evaluated after every round")
+    b.add_argument("--synthetic-test", type=Path, help="held-out rendered corpus, evaluated after every round")
+    b.add_argument("--no-progress", action="store_true")
+    b.set_defaults(func=cmd_bootstrap)
+
+    c = sub.add_parser("cnet", help="confidence network for several photos of one person (Deep3DFaceRecon C-Net)")
+    csub = c.add_subparsers(dest="cnet_command", metavar="ACTION", required=True)
+    ct = csub.add_parser("train", help="train on synthetic multi-view sets with the regressor frozen; writes "
+                                       "cnet.onnx, report.json and the Table-5 comparison")
+    ct.add_argument("--train", type=Path, required=True, metavar="DIR",
+                    help="corpus rendered with --views-per-identity K")
+    ct.add_argument("--test", type=Path, required=True, metavar="DIR", help="held-out multi-view corpus")
+    ct.add_argument("--regressor", type=Path, default=Path("blender_addon/models/facerig_regressor.onnx"))
+    ct.add_argument("--out", type=Path, required=True, metavar="DIR")
+    ct.add_argument("--steps", type=int, default=3000)
+    ct.set_defaults(func=cmd_cnet_train)
 
     e = sub.add_parser("export", help="export a trained run to ONNX for the add-on")
     e.add_argument("run", type=Path, help="run directory or checkpoint file")
@@ -35,9 +77,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from learner.train import train
 
     config = Config.load(args.config) if args.config else None
-    if args.steps is not None or args.batch_size is not None:
-        if args.resume and args.batch_size is not None:
-            raise ValueError("--batch-size cannot change on --resume")
+    if args.steps is not None or args.batch_size is not None or args.init is not None:
+        if args.resume and (args.batch_size is not None or args.init is not None):
+            raise ValueError("--batch-size and --init cannot change on --resume")
         if config is None and args.resume:
             from learner.checkpoint import load_checkpoint
 
@@ -47,6 +89,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             config.train.steps = args.steps
         if args.batch_size is not None:
             config.train.batch_size = args.batch_size
+        if args.init is not None:
+            if not args.init.is_file():
+                raise FileNotFoundError(f"--init model not found: {args.init}")
+            config.train.init = str(args.init.resolve())
+            config.train.freeze_batchnorm = config.train.freeze_batchnorm or args.init.suffix == ".onnx"
     from synth.corpus import CorpusError
 
     from .errors import CommandError
@@ -60,9 +107,58 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from None
     m = summary["metrics"]
     print(f"trained to step {summary['step']} ({summary['images_per_s']:.0f} images/s); "
-          f"val vertex {m.get('val/vertex_mm', float('nan')):.2f} mm, aligned "
-          f"{m.get('val/vertex_aligned_mm', float('nan')):.2f} mm, NME {m.get('val/nme_bbox_68', float('nan')):.2f} %; "
-          f"run in {args.out}")
+          f"val vertex {m.get('val/vertex_mm_camera', float('nan')):.2f} mm, aligned "
+          f"{m.get('val/vertex_mm_aligned', float('nan')):.2f} mm, NME {m.get('val/nme_bbox_68', float('nan')):.2f} %, "
+          f"photo NME {m.get('val/photo_nme_bbox_68', float('nan')):.2f} %; run in {args.out}")
+    return 0
+
+
+def cmd_bootstrap(args: argparse.Namespace) -> int:
+    from learner.runtime import tune_malloc
+
+    tune_malloc()
+    from learner.bootstrap import Bootstrap, BootstrapSettings
+    from learner.config import Config
+    from learner.photo_corpus import PhotoCorpusError
+    from synth.corpus import CorpusError
+    from synth.render import RenderError
+    from synth.views import ReconstructionError
+
+    from .errors import CommandError
+
+    if not args.init.is_file():
+        raise FileNotFoundError(f"--init model not found: {args.init}")
+    settings = BootstrapSettings(
+        real=[p.resolve() for p in args.real], synthetic=[p.resolve() for p in args.synthetic],
+        init=args.init.resolve(), rounds=args.rounds, steps_per_round=args.steps_per_round,
+        rotate=not args.no_rotate, resample=not args.no_resample, landmarks=not args.no_landmarks,
+        rotations=args.rotations, relight=args.relight, max_seed_yaw=args.max_seed_yaw,
+        max_seed_nme=args.max_seed_nme, max_seeds=args.max_seeds, workers=args.workers,
+        helen=args.helen.resolve() if args.helen else None,
+        synthetic_test=args.synthetic_test.resolve() if args.synthetic_test else None)
+    config = Config.load(args.config) if args.config else None
+    try:
+        summary = Bootstrap(settings, args.out, config, progress=not args.no_progress).run()
+    except KeyboardInterrupt as exc:
+        print(f"facerig: {exc or 'interrupted'}; rerun the same command to resume")
+        return 130
+    except (CorpusError, RenderError, ReconstructionError, PhotoCorpusError) as exc:
+        raise CommandError(str(exc)) from None
+    print((args.out / "report.md").read_text())
+    print(f"final model: {summary['model']}")
+    return 0
+
+
+def cmd_cnet_train(args: argparse.Namespace) -> int:
+    from learner.runtime import configure_runtime, tune_malloc
+
+    tune_malloc()
+    configure_runtime(2)
+    from learner.aggregate import CNetConfig, train_cnet
+
+    report = train_cnet(args.train, args.test, args.regressor, args.out, CNetConfig(steps=args.steps))
+    print((args.out / "table5.md").read_text())
+    print(json.dumps(report["same_person"]))
     return 0
 
 

@@ -105,6 +105,11 @@ class TrainConfig:
     log_every: int = 50
     threads: int = 2
     max_bad_steps: int = 20      # consecutive non-finite losses before training aborts
+    # Start from trained weights instead of random ones: a run's checkpoint (.pt) or an exported
+    # model (.onnx, e.g. the shipped default). ONNX exports have batch norm folded into the
+    # convolutions, so they need freeze_batchnorm (learner.onnx_import).
+    init: str = ""
+    freeze_batchnorm: bool = False  # batch norms use their running statistics and do not update them
 
 
 @dataclass
@@ -150,6 +155,10 @@ class Config:
             raise ValueError("train.val_fraction must be in (0, 1)")
         if lo.vertex3d_space not in ("rotated", "camera", "model"):
             raise ValueError(f"loss.vertex3d_space must be rotated, camera or model, not {lo.vertex3d_space!r}")
+        if t.init and not t.init.endswith((".onnx", ".pt")):
+            raise ValueError(f"train.init must be a .pt checkpoint or an .onnx model, got {t.init!r}")
+        if t.init.endswith(".onnx") and not t.freeze_batchnorm:
+            raise ValueError("train.init is an ONNX model (batch norm folded): set train.freeze_batchnorm = true")
         bad = set(lo.omega) - {"identity", "expression", "rotation", "translation", "sh", "albedo"}
         if bad:
             raise ValueError(f"loss.omega has unknown groups {sorted(bad)}")

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from facemodel import ParamLayout
+from facemodel import FaceParams, ParamLayout
 
 from .losses import N_UNIFIED, Batch, to_unified
 
@@ -63,6 +63,25 @@ class FaceData:
                    pose_deg=torch.from_numpy(np.asarray(pose_deg, np.float32)), layout=layout,
                    sources=sources or [],
                    appearance_ok=None if appearance_ok is None else torch.from_numpy(np.asarray(appearance_ok, bool)))
+
+    @classmethod
+    def from_photo_landmarks(cls, images: np.ndarray, landmarks: np.ndarray, scheme: str,
+                             sources: list[dict[str, Any]] | None = None) -> "FaceData":
+        """Samples without parameter labels (photos with 2-D landmarks only).
+
+        Their params are a neutral placeholder (mean face 1 m in front of the camera): never a
+        target (``has_params`` is false) but finite, so masked loss terms stay finite and the
+        roll augmentation has a valid camera to rotate about.
+        """
+        n = len(images)
+        layout = ParamLayout(n_identity=0)
+        params = np.broadcast_to(FaceParams.neutral(n_identity=0).to_vector(), (n, layout.size)).copy()
+        target, mask = to_unified(landmarks, scheme)
+        return cls(images=torch.from_numpy(np.ascontiguousarray(images, np.uint8)),
+                   params=torch.from_numpy(params.astype(np.float32)), landmarks=torch.from_numpy(target),
+                   landmark_mask=torch.from_numpy(mask), has_params=torch.zeros(n, dtype=torch.bool),
+                   pose_deg=torch.full((n, 3), float("nan")), layout=layout, sources=sources or [],
+                   appearance_ok=torch.zeros(n, dtype=torch.bool))
 
     @classmethod
     def concatenate(cls, parts: list["FaceData"]) -> "FaceData":
@@ -113,21 +132,33 @@ def _widen_identity(params: np.ndarray, layout: ParamLayout, n_identity: int) ->
 
 
 def load_corpora(paths: Sequence[Path | str], visible_jaw: bool = False) -> FaceData:
-    """Read whole corpora with ``synth.corpus.open_corpus`` and stack them in memory."""
+    """Read whole corpora and stack them in memory: rendered corpora (``synth.corpus``) with
+    full labels, and photo corpora (:mod:`learner.photo_corpus`) with landmarks only."""
     from synth.corpus import open_corpus
+
+    from .photo_corpus import SCHEME, is_photo_corpus, load_photo_corpus
 
     if not paths:
         raise ValueError("no corpus given (--corpus DIR)")
-    corpora = []
+    corpora, photos = [], []
     for p in paths:
         if not Path(p).exists():
             raise FileNotFoundError(f"corpus not found: {p}")
-        corpora.append(open_corpus(p))
-    sizes = {int(c.image_size) for c in corpora}
+        (photos if is_photo_corpus(p) else corpora).append(p)
+    corpora = [open_corpus(p) for p in corpora]
+    photo_data = [load_photo_corpus(p) for p in photos]
+    sizes = {int(c.image_size) for c in corpora} | {int(d.images.shape[1]) for d in photo_data}
     if len(sizes) != 1:
         raise ValueError(f"corpora have different image sizes {sorted(sizes)}; render them at one size")
     parts = []
-    for path, c in zip(paths, corpora):
+    for path, d in zip(photos, photo_data):
+        log.info("photo corpus %s: %d faces with %s landmarks (no parameter labels)", path, len(d.images),
+                 d.manifest.get("scheme"))
+        source = {"path": str(Path(path).resolve()), "count": int(len(d.images)), "kind": "photo_landmarks",
+                  "manifest": _jsonable({k: v for k, v in d.manifest.items() if k != "shards"})}
+        parts.append(FaceData.from_photo_landmarks(d.images, d.landmarks, d.manifest.get("scheme", SCHEME),
+                                                   [source]))
+    for path, c in zip([p for p in paths if p not in photos], corpora):
         keys = list(KEYS) + (["aug_flags"] if "aug_flags" in getattr(c, "keys", {}) else [])
         data = c.load_all(keys)
         appearance_ok = None
@@ -135,6 +166,8 @@ def load_corpora(paths: Sequence[Path | str], visible_jaw: bool = False) -> Face
             from synth.augment import FLAG
 
             appearance_ok = (data["aug_flags"].astype(np.int64) & FLAG["color_jitter"]) == 0
+        if not _generator(c).get("appearance_labels", True):   # views of photos (synth.views)
+            appearance_ok = np.zeros(len(data["images"]), bool)
         log.info("corpus %s: %d images, %d identity modes", path, len(data["images"]), c.layout.n_identity)
         source = {"path": str(Path(path).resolve()), "count": int(len(data["images"])),
                   "manifest": _jsonable(getattr(c, "manifest", {}))}
@@ -143,6 +176,11 @@ def load_corpora(paths: Sequence[Path | str], visible_jaw: bool = False) -> Face
                                           [source], appearance_ok))
         del data
     return FaceData.concatenate(parts)
+
+
+def _generator(corpus: Any) -> dict[str, Any]:
+    manifest = getattr(corpus, "manifest", {}) or {}
+    return manifest.get("generator", {}) or {}
 
 
 def _jsonable(x: Any) -> Any:

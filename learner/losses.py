@@ -16,7 +16,7 @@ Terms (each weighted by :class:`learner.config.LossConfig`; weight 0 = not compu
   point sets (synthetic fixed-jaw 68, photo annotations with a visible jaw contour) are fused:
   each dataset fills its slots of the target vector and the mask.
 * priors on identity (‖α‖²), expression (L1: sparse activations) and albedo (standardised ‖·‖²),
-  meant for samples without parameter labels.
+  averaged over the samples without parameter labels only.
 
 Samples without parameter labels (``has_params`` false, e.g. photos with landmarks only) only
 contribute to the landmark and prior terms.
@@ -50,6 +50,9 @@ LANDMARK_SCHEMES: dict[str, np.ndarray] = {
     "ibug68": np.array([68 + i for i in range(8)] + [8] + [76 + i for i in range(8)] + list(range(17, 68))),
     # the 16 contour points of a 68-point set (corpus ``landmarks_visible_jaw``); others ignored
     "visible_jaw68": np.array([68 + i for i in range(8)] + [-1] + [76 + i for i in range(8)] + [-1] * 51),
+    # MediaPipe FaceMesh mapped to 68 (facemodel.landmark_maps): its jaw is FACE_OVAL, fixed mesh
+    # vertices like the model's own fixed jaw, so all 68 fill the fixed slots
+    "mediapipe68": np.arange(68),
 }
 
 
@@ -210,12 +213,16 @@ class FaceLoss:
             has_lm = batch.landmark_mask.any(1).to(pred_vec.dtype)
             terms["landmark"] = (self.landmark_loss(pred, batch.landmarks, batch.landmark_mask) * has_lm
                                  ).sum() / has_lm.sum().clamp_min(1)
+        # Priors only where no parameter label pins the face (labelled samples have exact targets).
+        unl = 1.0 - has
+        n_unl = unl.sum().clamp_min(1)
         if c.prior_identity:
-            terms["prior_identity"] = pred.identity.square().mean(1).mean()
+            terms["prior_identity"] = (pred.identity.square().mean(1) * unl).sum() / n_unl
         if c.prior_expression:
-            terms["prior_expression"] = pred.expression.abs().mean(1).mean()
+            terms["prior_expression"] = (pred.expression.abs().mean(1) * unl).sum() / n_unl
         if c.prior_albedo:
-            terms["prior_albedo"] = ((pred.albedo - self.albedo_mean) / self.albedo_std).square().mean(1).mean()
+            terms["prior_albedo"] = (((pred.albedo - self.albedo_mean) / self.albedo_std).square().mean(1) * unl
+                                     ).sum() / n_unl
         for name, value in terms.items():
             total = total + getattr(c, name) * value
         return total, {k: float(v.detach()) for k, v in terms.items()}

@@ -31,6 +31,7 @@ from .data import BatchOrder, FaceData, load_corpora, split_indices
 from .evaluate import evaluate_synthetic, flatten_metrics, predict
 from .losses import Batch, FaceLoss
 from .network import FaceRegressor, OutputStats, build_network
+from .onnx_import import freeze_batchnorm
 from .plots import plot_curves, read_log, write_csvs
 from .runtime import configure_runtime
 
@@ -146,6 +147,8 @@ class Trainer:
         stats = OutputStats.from_params(self._net_layout_params(data, labelled), self.layout)
         torch.manual_seed(cfg.train.seed)  # reproducible initial weights
         self.net: FaceRegressor = build_network(cfg.network, stats)
+        if cfg.train.init and not state:
+            self._load_init(Path(cfg.train.init))
         self.optimizer = make_optimizer(self.net, cfg)
         self.order = BatchOrder(len(train_idx), cfg.train.batch_size, cfg.train.seed)
         self.step = 0
@@ -188,6 +191,23 @@ class Trainer:
                                  "(only train.steps may change on --resume)")
             state["config"]["train"]["steps"] = steps
         return state
+
+    def _load_init(self, path: Path) -> None:
+        """Initial weights (and output statistics) from a checkpoint or an exported ONNX model."""
+        if path.suffix == ".onnx":
+            from .onnx_import import load_onnx_weights, network_config_from_onnx
+
+            theirs = network_config_from_onnx(path, self.config.network)
+            if (theirs.input_size, theirs.n_identity) != (self.size, self.layout.n_identity):
+                raise ValueError(f"train.init {path}: input {theirs.input_size}, {theirs.n_identity} identity modes; "
+                                 f"the configured network has {self.size}, {self.layout.n_identity}")
+            load_onnx_weights(self.net, path)
+        else:
+            state = load_checkpoint(path)
+            if ParamLayout.from_dict(state["layout"]) != self.layout:
+                raise ValueError(f"train.init {path}: its layout differs from the configured network")
+            self.net.load_state_dict(state["model"])
+        log.info("initial weights from %s", path)
 
     def _load_state(self, state: dict[str, Any]) -> None:
         if ParamLayout.from_dict(state["layout"]) != self.layout:
@@ -248,6 +268,8 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(step, cfg)
         self.net.train()
+        if cfg.train.freeze_batchnorm:
+            freeze_batchnorm(self.net)
         pred = self.net(batch.images)
         total, terms = self.loss(pred, batch)
         self.optimizer.zero_grad(set_to_none=True)
@@ -270,10 +292,18 @@ class Trainer:
         t0 = time.perf_counter()
         val = self.val_data
         pred = predict(self.net, val.images, self.size)
+        lab = val.has_params.numpy()
         lm68 = (val.landmarks[:, :68] * (self.size / val.image_size)).numpy()
-        summary = evaluate_synthetic(self.face_model, pred, self.layout, val.params.numpy(), self.gt_layout,
-                                     self.size, lm68)
-        metrics = flatten_metrics(summary)
+        metrics: dict[str, float] = {}
+        if lab.any():
+            summary = evaluate_synthetic(self.face_model, pred[lab], self.layout, val.params.numpy()[lab],
+                                         self.gt_layout, self.size, lm68[lab])
+            metrics.update(flatten_metrics(summary))
+        if (~lab).any():   # photos: 68-point NME (bbox) against their detector landmarks
+            metrics["val/photo_nme_bbox_68"] = photo_landmark_nme(
+                self.loss, pred[~lab], val.landmarks[~lab].numpy() * (self.size / val.image_size),
+                val.landmark_mask[~lab].numpy())
+            metrics["val/photo_n"] = float((~lab).sum())
         losses = []
         for i in range(0, len(val), 256):
             idx = torch.arange(i, min(i + 256, len(val)))
@@ -323,9 +353,12 @@ class Trainer:
                             self.best["value"] is None or value < self.best["value"]):
                         self.best = {"metric": BEST_METRIC, "value": value, "step": self.step}
                         is_best = True
-                    log.info("step %d: val vertex %.2f mm (aligned %.2f), NME %.2f %%, rot %.1f°", self.step,
-                             self.last_val["val/vertex_mm_camera"], self.last_val["val/vertex_mm_aligned"],
-                             self.last_val["val/nme_bbox_68"], self.last_val["val/rotation_deg"])
+                    log.info("step %d: val vertex %.2f mm (aligned %.2f), NME %.2f %%, rot %.1f°, photo NME %.2f %%",
+                             self.step, self.last_val.get("val/vertex_mm_camera", math.nan),
+                             self.last_val.get("val/vertex_mm_aligned", math.nan),
+                             self.last_val.get("val/nme_bbox_68", math.nan),
+                             self.last_val.get("val/rotation_deg", math.nan),
+                             self.last_val.get("val/photo_nme_bbox_68", math.nan))
                     self.write_reports()
                 if is_val or self.step % cfg.checkpoint_every == 0 or self.step == end or flag.stop:
                     self.save(best=is_best)
@@ -349,6 +382,21 @@ class Trainer:
             plot_curves(rows, self.paths.plot)
         except Exception as exc:  # noqa: BLE001 — a plotting failure must never stop training
             log.warning("could not plot curves: %s", exc)
+
+
+def photo_landmark_nme(loss: FaceLoss, pred: np.ndarray, landmarks: np.ndarray, mask: np.ndarray) -> float:
+    """Mean 68-point NME (percent of the target landmark box, ``facemodel.metrics``) of predictions
+    against unified-slot landmark targets, over the samples whose 68 fixed slots are all present."""
+    from facemodel import FaceParams
+    from facemodel.metrics import nme_bbox
+
+    ok = mask[:, :68].all(1)
+    if not ok.any():
+        return math.nan
+    with torch.no_grad():
+        params = FaceParams.from_vector(torch.as_tensor(pred[ok]), loss.layout)
+        points = loss.predicted_landmarks(params)[:, :68].numpy()
+    return float(np.nanmean(nme_bbox(points, landmarks[ok, :68])))
 
 
 def train(corpora: Sequence[Path | str], out: Path | str, config: Config | None = None, resume: bool = False,

@@ -287,11 +287,15 @@ class Augmenter:
         img = mean + (img - mean) * rng.uniform(0.75, 1.25)              # contrast
         return img * rng.uniform(0.75, 1.25)                             # brightness
 
-    def __call__(self, rng: np.random.Generator, rgba_linear: np.ndarray, face_box: np.ndarray) -> Augmented:
-        """``rgba_linear`` (S, S, 4) premultiplied linear render; ``face_box`` landmark bbox (px)."""
+    def __call__(self, rng: np.random.Generator, rgba_linear: np.ndarray, face_box: np.ndarray,
+                 background: np.ndarray | None = None) -> Augmented:
+        """``rgba_linear`` (S, S, 4) premultiplied linear render; ``face_box`` landmark bbox (px);
+        ``background`` (S, S, 3) sRGB in [0, 1] replaces the sampled one (a photo backplane)."""
         cfg = self.config
         rgb, alpha = rgba_linear[..., :3], rgba_linear[..., 3:4]
-        if not cfg.enabled:
+        if background is not None:
+            bg_lin, flags = _SRGB_DECODE_LUT[(np.clip(background, 0, 1) * 255 + 0.5).astype(np.uint8)], 0
+        elif not cfg.enabled:
             bg_lin, flags = np.zeros_like(rgb), 0
         else:
             bg, flags = self.background(rng)

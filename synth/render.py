@@ -37,7 +37,7 @@ from facemodel.albedo import vertex_albedo
 from facemodel.formation import mesh_camera_space, project_to_image
 from facemodel.geometry import face_normals
 from facemodel.lighting import radiance
-from facemodel.priors import PoseRange, sample_params
+from facemodel.priors import PoseRange, sample_albedo, sample_params
 from facemodel.xp import normalize
 
 from .augment import AugmentConfig, Augmenter, list_photos
@@ -82,6 +82,8 @@ class RenderSettings:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     backgrounds: Path | None = None
     model_path: Path | None = None
+    views: Any = None     # synth.views.ViewSettings: render views of reconstructions, not prior samples
+    views_per_identity: int = 1   # > 1: images i·K … i·K+K−1 show one person (same identity and skin)
 
     def validate(self) -> None:
         """Reject bad values with a message naming the option (CLI users see it as one line)."""
@@ -109,6 +111,10 @@ class RenderSettings:
             raise ValueError(f"--n-identity must be in [0, 100], got {self.n_identity}")
         if not 0 <= self.seed < 2**63:
             raise ValueError(f"--seed must be a non-negative integer, got {self.seed}")
+        if self.views is not None:
+            self.views.validate()
+        if not 1 <= self.views_per_identity <= 1000:
+            raise ValueError(f"--views-per-identity must be 1…1000, got {self.views_per_identity}")
 
     @property
     def layout(self) -> ParamLayout:
@@ -126,8 +132,17 @@ class RenderSettings:
         from facemodel.params import LAYOUT_VERSION
 
         d = asdict(self)
-        for k in ("count", "model_path", "backgrounds", "augment"):
+        for k in ("count", "model_path", "backgrounds", "augment", "views"):
             d.pop(k)
+        if self.views_per_identity == 1:   # the default: keeps manifests of earlier corpora comparable
+            d.pop("views_per_identity")
+        if self.views is not None:
+            from .views import read_reconstructions
+
+            d["views"] = self.views.to_dict()
+            d["views"]["source_sha256"] = read_reconstructions(self.views.source)[1]["sha256"]
+            # pixels come from photos: SH/albedo labels do not describe them (geometry labels do)
+            d["appearance_labels"] = False
         d["augment"] = self.augment.to_dict()
         d["pose_prior_deg"] = {"yaw": self.yaw_max, "pitch": self.pitch_max, "roll": self.roll_max}
         d["backgrounds"] = {"dir": str(Path(self.backgrounds).resolve()) if self.backgrounds else None,
@@ -318,9 +333,15 @@ class ShardRenderer:
     def sample(self, index: int) -> tuple[FaceParams, int, np.random.Generator]:
         seed = image_seed(self.s.seed, index)
         rng_params, rng_aug = image_rngs(seed)
+        identity = albedo = None
+        if self.s.views_per_identity > 1:   # one person per group: identity and skin from the group's stream
+            group = np.random.default_rng([self.s.seed, index // self.s.views_per_identity, 7])
+            identity = np.clip(group.normal(0, 1, (1, self.s.n_identity)), -3, 3)
+            albedo = sample_albedo(group, 1)
         p = sample_params(rng_params, 1, self.model.expression_names, self.lm_arrays,
                           n_identity=self.s.n_identity, pose=self.pose,
-                          scale_jitter=self.s.scale_jitter, shift_jitter=self.s.shift_jitter)
+                          scale_jitter=self.s.scale_jitter, shift_jitter=self.s.shift_jitter,
+                          identity=identity, albedo=albedo)
         return p, seed, rng_aug
 
     def render_images(self, indices: range) -> Iterator[dict[str, Any]]:
@@ -417,7 +438,12 @@ def _worker_main(worker_id: int, settings: RenderSettings, out_dir: str, log_pat
     logging.basicConfig(level=logging.INFO, format=f"worker{worker_id} %(levelname)s %(name)s: %(message)s")
     renderer = None
     try:
-        renderer = ShardRenderer(settings, scratch_parent=Path(log_path).parent)
+        if settings.views is not None:
+            from .views import ViewShardRenderer
+
+            renderer = ViewShardRenderer(settings, scratch_parent=Path(log_path).parent)
+        else:
+            renderer = ShardRenderer(settings, scratch_parent=Path(log_path).parent)
         results.put(("ready", worker_id, None))
         while True:
             k = tasks.get()
