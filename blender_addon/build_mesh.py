@@ -28,9 +28,10 @@ import bpy
 import numpy as np
 from mathutils import Matrix, Vector
 
+from .aggregate import SamePersonReconstruction
 from .fm import facemodel
 from .rig import BONES, rig_layout
-from .texture import bake_texture
+from .texture import bake_texture, bake_texture_views
 
 log = logging.getLogger(__name__)
 
@@ -297,10 +298,31 @@ def store_properties(target: Any, recon: Any, params: "facemodel.FaceParams") ->
     target[PROP_PREFIX + "units"] = "m (model cm × 0.01)"
 
 
+def store_same_person(target: Any, same: SamePersonReconstruction) -> None:
+    """Which photos made the head, how much each counted, which looked like someone else."""
+    summary = same.summary()
+    target[PROP_PREFIX + "same_person"] = json.dumps(summary)
+    target[PROP_PREFIX + "photos"] = json.dumps(same.sources)
+    target[PROP_PREFIX + "photo_count"] = len(same.photos)
+    target[PROP_PREFIX + "outliers"] = json.dumps([p["source"] for p in summary["photos"] if p["different_person"]])
+    target[PROP_PREFIX + "cnet_version"] = same.cnet_version
+
+
+def bake_views(model: "facemodel.FaceModel", recon: Any, size: int) -> Any:
+    """One photo: the single-photo bake; several: all photos blended by visibility."""
+    if isinstance(recon, SamePersonReconstruction) and len(recon.photos) > 1:
+        return bake_texture_views(model, [(p.params, p.image) for p in recon.photos], size)
+    photo = recon.primary if isinstance(recon, SamePersonReconstruction) else recon
+    return bake_texture(model, photo.params, photo.image, size)
+
+
 def build_face(model: "facemodel.FaceModel", recon: Any, options: BuildOptions | None = None,
                context: Any = None, progress: ProgressFn | None = None) -> BuildResult:
     """Create the rigged, textured head (and camera) of ``recon`` in the current scene.
 
+    ``recon`` is a :class:`pipeline.PhotoReconstruction` or, for several photos of one person, a
+    :class:`aggregate.SamePersonReconstruction`: aggregated identity, texture merged from every
+    photo, pose/expression/camera of its primary (most frontal) photo.
     All-or-nothing: on any error every datablock made so far is removed and the error re-raised.
     """
     options = options or BuildOptions()
@@ -308,7 +330,9 @@ def build_face(model: "facemodel.FaceModel", recon: Any, options: BuildOptions |
     progress = progress or (lambda f, m: None)
     created = _Created()
     timings: dict[str, float] = {}
-    params = recon.params
+    same = recon if isinstance(recon, SamePersonReconstruction) else None
+    photo = same.primary if same is not None else recon
+    params = photo.params
     try:
         t = time.perf_counter()
         progress(0.05, "mesh")
@@ -322,7 +346,7 @@ def build_face(model: "facemodel.FaceModel", recon: Any, options: BuildOptions |
         t = _timed(timings, "shape_keys", t)
 
         progress(0.45, "texture")
-        baked = bake_texture(model, params, recon.image, options.texture_size)
+        baked = bake_views(model, recon, options.texture_size)
         t = _timed(timings, "texture_bake", t)
         images = {m: image_from_array(created, f"{options.name}_{m}", tex) for m, tex in baked.images.items()}
         iris = tuple(float(c) ** 2.2 for c in baked.iris_color)
@@ -349,7 +373,9 @@ def build_face(model: "facemodel.FaceModel", recon: Any, options: BuildOptions |
             add_vertex_groups(obj, layout.weights)
             mod = obj.modifiers.new("Armature", "ARMATURE")
             mod.object = arm
-            store_properties(arm, recon, params)
+            store_properties(arm, photo, params)
+            if same is not None:
+                store_same_person(arm, same)
         else:
             obj.matrix_world = head_matrix(params)
         t = _timed(timings, "armature", t)
@@ -357,15 +383,17 @@ def build_face(model: "facemodel.FaceModel", recon: Any, options: BuildOptions |
         cam = None
         if options.add_camera:
             progress(0.85, "camera")
-            photo = _photo_image(created, f"{options.name}_photo", recon.image)
-            cam = add_camera(created, options.name, params, photo, recon.width, recon.height, context,
+            photo_img = _photo_image(created, f"{options.name}_photo", photo.image)
+            cam = add_camera(created, options.name, params, photo_img, photo.width, photo.height, context,
                              options.make_active_camera)
             coll.objects.link(cam)
-        store_properties(obj, recon, params)
+        store_properties(obj, photo, params)
+        if same is not None:
+            store_same_person(obj, same)
         obj["facerig_texture_coverage"] = json.dumps(baked.coverage)
         from .pipeline import overlay_error
 
-        obj["facerig_overlay_nme"] = overlay_error(model, recon)   # vs the detected landmarks
+        obj["facerig_overlay_nme"] = overlay_error(model, photo)   # vs the detected landmarks (primary photo)
         _timed(timings, "camera", t)
         progress(1.0, "done")
     except BaseException:

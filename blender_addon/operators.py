@@ -3,6 +3,8 @@
 ``bpy.ops.facerig.reconstruct(filepath=...)`` is the single entry point the panel, scripts and
 the command line share. It is one undo step (``UNDO`` option) and all-or-nothing: errors
 become Blender reports and :func:`build_mesh.build_face` removes whatever it had created.
+More photos of the same person (``extra_filepaths=[{"name": path}, ...]``, or the panel's
+list) make it build one head from all of them (:func:`aggregate.reconstruct_same_person`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import bpy
-from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
+from bpy.props import BoolProperty, CollectionProperty, EnumProperty, IntProperty, StringProperty
 
 from .fm import facemodel
 
@@ -55,16 +57,30 @@ class FACERIG_AddonPreferences(bpy.types.AddonPreferences):
         name="Face model", subtype="FILE_PATH",
         description="ICT-FaceKit npz; empty = $FACERIG_FACE_MODEL, then ~/.cache/facerig "
                     "(`facerig model fetch` downloads it)")
+    cnet_path: StringProperty(  # type: ignore[valid-type]
+        name="Confidence network", subtype="FILE_PATH",
+        description="C-Net ONNX for several photos of one person; empty = $FACERIG_CNET, then the extension's "
+                    "models/ folder; none found = plain averaging")
 
     def draw(self, context: Any) -> None:
         self.layout.prop(self, "regressor_path")
         self.layout.prop(self, "face_model_path")
+        self.layout.prop(self, "cnet_path")
+
+
+class FaceRigPhotoPath(bpy.types.PropertyGroup):
+    """One more photo of the same person; its path is ``name`` (as in the file browser's ``files``,
+    and because Blender turns ``[{"name": path}, ...]`` into a collection only with that key)."""
+
+    name: StringProperty(name="Photo", subtype="FILE_PATH")  # type: ignore[valid-type]
 
 
 class FaceRigSettings(bpy.types.PropertyGroup):
     """Panel state stored on the scene."""
 
     filepath: StringProperty(name="Photo", subtype="FILE_PATH")  # type: ignore[valid-type]
+    extra_photos: CollectionProperty(type=FaceRigPhotoPath)  # type: ignore[valid-type]
+    extra_photos_index: IntProperty(default=0)  # type: ignore[valid-type]
     face: EnumProperty(name="Face", items=_face_items)  # type: ignore[valid-type]
     texture_size: EnumProperty(name="Texture", items=TEXTURE_SIZES, default="1024")  # type: ignore[valid-type]
     build_armature: BoolProperty(name="Build armature", default=True)  # type: ignore[valid-type]
@@ -77,6 +93,19 @@ def _resolve_paths(context: Any, model_path: str) -> tuple[str | None, str | Non
     face_model = (prefs.face_model_path if prefs else "") or None
     return (bpy.path.abspath(regressor) if regressor else None,
             bpy.path.abspath(face_model) if face_model else None)
+
+
+def _resolve_cnet(context: Any, cnet_path: str) -> str | None:
+    """Operator argument, then the preference; None lets ``aggregate`` try $FACERIG_CNET and models/."""
+    prefs = addon_prefs(context)
+    path = cnet_path or (prefs.cnet_path if prefs else "") or None
+    return bpy.path.abspath(path) if path else None
+
+
+def _photo_list(main: str, extras: Any) -> list[str]:
+    """Main photo first, then the extra ones; blanks and repeats dropped (a repeat would count twice)."""
+    paths = [main] + [bpy.path.abspath(e.name) for e in extras if e.name]
+    return list(dict.fromkeys(str(Path(p).resolve()) if p else p for p in paths))
 
 
 class FACERIG_OT_detect_faces(bpy.types.Operator):
@@ -122,10 +151,18 @@ class FACERIG_OT_reconstruct(bpy.types.Operator):
     build_armature: BoolProperty(name="Build armature", default=True)  # type: ignore[valid-type]
     add_camera: BoolProperty(name="Add camera", default=True)  # type: ignore[valid-type]
     model_path: StringProperty(name="Regressor", subtype="FILE_PATH", options={"SKIP_SAVE"})  # type: ignore[valid-type]
+    extra_filepaths: CollectionProperty(  # type: ignore[valid-type]
+        type=FaceRigPhotoPath, options={"SKIP_SAVE"},
+        description="more photos of the same person: one head from all (the panel's list when invoked from the UI)")
+    cnet_path: StringProperty(name="Confidence network", subtype="FILE_PATH",  # type: ignore[valid-type]
+                              options={"SKIP_SAVE"}, description="C-Net ONNX; empty = the preference")
 
     def invoke(self, context: Any, event: Any) -> set[str]:
         settings = context.scene.facerig
         self.filepath = self.filepath or settings.filepath
+        if not len(self.extra_filepaths):
+            for extra in settings.extra_photos:
+                self.extra_filepaths.add().name = extra.name
         self.build_armature, self.add_camera = settings.build_armature, settings.add_camera
         self.texture_size = self.texture_size or int(settings.texture_size)
         if self.face_index < 0 and _DETECTED["faces"] and _DETECTED["path"] == bpy.path.abspath(self.filepath):
@@ -133,6 +170,7 @@ class FACERIG_OT_reconstruct(bpy.types.Operator):
         return self.execute(context)
 
     def execute(self, context: Any) -> set[str]:
+        from .aggregate import reconstruct_same_person
         from .build_mesh import BuildOptions, build_face
         from .pipeline import reconstruct_photo
 
@@ -140,6 +178,8 @@ class FACERIG_OT_reconstruct(bpy.types.Operator):
         if not path:
             self.report({"ERROR"}, "choose a photo first")
             return {"CANCELLED"}
+        paths = _photo_list(path, self.extra_filepaths)
+        face_index = None if self.face_index < 0 else self.face_index
         wm = context.window_manager
         wm.progress_begin(0, 100)
         t0 = time.perf_counter()
@@ -147,9 +187,14 @@ class FACERIG_OT_reconstruct(bpy.types.Operator):
             regressor_path, face_model_path = _resolve_paths(context, self.model_path)
             wm.progress_update(5)
             model = load_face_model(face_model_path)
-            faces = _DETECTED["faces"] if _DETECTED["path"] == path and _DETECTED["faces"] else None
-            recon = reconstruct_photo(path, None if self.face_index < 0 else self.face_index,
-                                      regressor_path, faces=faces)
+            if len(paths) > 1:   # the face choice is the main photo's; the others use their largest face
+                recon = reconstruct_same_person(paths, [face_index] + [None] * (len(paths) - 1), regressor_path,
+                                                _resolve_cnet(context, self.cnet_path), model)
+                for warning in recon.warnings:
+                    self.report({"WARNING"}, warning)
+            else:
+                faces = _DETECTED["faces"] if _DETECTED["path"] == path and _DETECTED["faces"] else None
+                recon = reconstruct_photo(path, face_index, regressor_path, faces=faces)
             wm.progress_update(30)
             options = BuildOptions(texture_size=self.texture_size or int(context.scene.facerig.texture_size),
                                    build_armature=self.build_armature, add_camera=self.add_camera,
@@ -165,9 +210,71 @@ class FACERIG_OT_reconstruct(bpy.types.Operator):
             obj.select_set(False)
         result.mesh_object.select_set(True)
         context.view_layer.objects.active = result.mesh_object
-        extra = f"; {len(recon.faces)} faces in the photo, used {recon.face_index}" if len(recon.faces) > 1 else ""
-        self.report({"INFO"}, f"reconstructed {result.mesh_object.name} in {time.perf_counter() - t0:.2f} s{extra}")
+        self.report({"INFO"}, f"reconstructed {result.mesh_object.name}{_describe(recon)} in "
+                              f"{time.perf_counter() - t0:.2f} s")
         log.info("timings photo %s build %s", recon.timings, result.timings)
+        return {"FINISHED"}
+
+
+def _describe(recon: Any) -> str:
+    """What the report adds after the object's name: photo count or the face choice."""
+    photos = getattr(recon, "photos", None)
+    if photos is not None:
+        flagged = int(recon.outliers.sum())
+        return (f" from {len(photos)} photos (C-Net {recon.cnet_version}"
+                + (f"; {flagged} look like a different person" if flagged else "")
+                + (f"; {len(recon.skipped)} skipped" if recon.skipped else "") + ")")
+    return f" ({len(recon.faces)} faces in the photo, used {recon.face_index})" if len(recon.faces) > 1 else ""
+
+
+class FACERIG_OT_extra_photo_add(bpy.types.Operator):
+    """Add more photos of the same person (one head is built from all of them)"""
+
+    bl_idname = "facerig.extra_photo_add"
+    bl_label = "Add Photos"
+    bl_options = {"REGISTER", "UNDO", "INTERNAL"}
+
+    filepath: StringProperty(subtype="FILE_PATH", options={"SKIP_SAVE"})  # type: ignore[valid-type]
+    directory: StringProperty(subtype="DIR_PATH", options={"HIDDEN", "SKIP_SAVE"})  # type: ignore[valid-type]
+    files: CollectionProperty(type=bpy.types.OperatorFileListElement,  # type: ignore[valid-type]
+                              options={"HIDDEN", "SKIP_SAVE"})
+    filter_image: BoolProperty(default=True, options={"HIDDEN", "SKIP_SAVE"})  # type: ignore[valid-type]
+    filter_folder: BoolProperty(default=True, options={"HIDDEN", "SKIP_SAVE"})  # type: ignore[valid-type]
+
+    def invoke(self, context: Any, event: Any) -> set[str]:
+        context.window_manager.fileselect_add(self)
+        return {"RUNNING_MODAL"}
+
+    def execute(self, context: Any) -> set[str]:
+        chosen = [str(Path(self.directory) / f.name) for f in self.files if f.name] if self.directory else []
+        chosen = chosen or ([self.filepath] if self.filepath else [])
+        if not chosen:
+            self.report({"ERROR"}, "no photo chosen")
+            return {"CANCELLED"}
+        settings = context.scene.facerig
+        for path in chosen:
+            settings.extra_photos.add().name = path
+        settings.extra_photos_index = len(settings.extra_photos) - 1
+        return {"FINISHED"}
+
+
+class FACERIG_OT_extra_photo_remove(bpy.types.Operator):
+    """Remove the selected extra photo from the list"""
+
+    bl_idname = "facerig.extra_photo_remove"
+    bl_label = "Remove Photo"
+    bl_options = {"REGISTER", "UNDO", "INTERNAL"}
+
+    index: IntProperty(default=-1, min=-1, options={"SKIP_SAVE"},  # type: ignore[valid-type]
+                       description="-1 = the list's selected entry")
+
+    def execute(self, context: Any) -> set[str]:
+        settings = context.scene.facerig
+        index = settings.extra_photos_index if self.index < 0 else self.index
+        if not 0 <= index < len(settings.extra_photos):
+            return {"CANCELLED"}
+        settings.extra_photos.remove(index)
+        settings.extra_photos_index = max(0, min(index, len(settings.extra_photos) - 1))
         return {"FINISHED"}
 
 
@@ -215,7 +322,8 @@ def _pack_before_save(*_args: Any) -> None:
     pack_generated_images()
 
 
-CLASSES = (FACERIG_AddonPreferences, FaceRigSettings, FACERIG_OT_detect_faces, FACERIG_OT_reconstruct,
+CLASSES = (FACERIG_AddonPreferences, FaceRigPhotoPath, FaceRigSettings, FACERIG_OT_detect_faces,
+           FACERIG_OT_reconstruct, FACERIG_OT_extra_photo_add, FACERIG_OT_extra_photo_remove,
            FACERIG_OT_fetch_face_model)
 
 

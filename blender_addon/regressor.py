@@ -52,18 +52,9 @@ class Regressor:
     """onnxruntime session around a facerig regressor; thread-safe ``predict``."""
 
     def __init__(self, onnx_path: str | Path | None = None, threads: int | None = None) -> None:
-        import onnxruntime as ort
-
         self.path = resolve_regressor_path(onnx_path)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
-        options.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
-            raise RegressorError(f"{self.path.name} is not a loadable ONNX model: {exc}") from None
-        meta = self.session.get_modelmeta()
-        self.metadata: dict[str, str] = dict(meta.custom_metadata_map)
+        self.session = open_session(self.path, threads, RegressorError)
+        self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
         inputs = {i.name: i for i in self.session.get_inputs()}
         outputs = {o.name: o for o in self.session.get_outputs()}
         if INPUT_NAME not in inputs or OUTPUT_NAME not in outputs:
@@ -78,19 +69,7 @@ class Regressor:
 
     # -- contract checks ----------------------------------------------------------------------
     def _input_size(self, shape: list[Any]) -> int:
-        meta = self.metadata.get("facerig.input_size")
-        static = [d for d in shape[2:] if isinstance(d, int)]
-        if meta is not None:
-            size = int(meta)
-        elif static:
-            size = int(static[0])
-        else:
-            raise RegressorError("the model declares no input size (metadata facerig.input_size)")
-        if static and any(d != size for d in static):
-            raise RegressorError(f"input shape {shape} disagrees with facerig.input_size={size}")
-        if len(shape) != 4 or (isinstance(shape[1], int) and shape[1] != 3):
-            raise RegressorError(f"input {INPUT_NAME!r} must be (N, 3, S, S), is {shape}")
-        return size
+        return declared_input_size(self.metadata, shape, RegressorError)
 
     def _layout(self, shape: list[Any]) -> "facemodel.ParamLayout":
         version = int(self.metadata.get("facerig.layout_version", facemodel.LAYOUT_VERSION))
@@ -116,29 +95,13 @@ class Regressor:
                                      f"this facerig crops with {expected}")
 
     def _version(self) -> str:
-        card = self.metadata.get("facerig.model_card", "")
-        try:
-            card_version = json.loads(card).get("version") if card.strip().startswith("{") else None
-        except json.JSONDecodeError:
-            card_version = None
-        digest = hashlib.sha256(self.path.read_bytes()).hexdigest()[:12]
-        return f"{card_version}+{digest}" if card_version else digest
+        return model_version(self.path, self.metadata)
 
     # -- inference -------------------------------------------------------------------------------
     def predict(self, crops: np.ndarray) -> "facemodel.FaceParams":
         """uint8 (N, S, S, 3) RGB crops (or one (S, S, 3)) → batched FaceParams in the crop camera."""
-        arr = np.asarray(crops)
-        single = arr.ndim == 3
-        if single:
-            arr = arr[None]
-        s = self.input_size
-        if arr.ndim != 4 or arr.shape[1:] != (s, s, 3):
-            raise ValueError(f"crops must be (N, {s}, {s}, 3) RGB, got {arr.shape}")
-        if arr.dtype == np.uint8:
-            x = arr.astype(np.float32) * (1.0 / 255.0)
-        else:
-            x = np.clip(arr.astype(np.float32), 0.0, 1.0)
-        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        single = np.ndim(crops) == 3
+        x = network_input(crops, self.input_size)
         (out,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: x})
         out = np.asarray(out, np.float32)
         if out.shape != (len(x), self.layout.size):
@@ -149,3 +112,60 @@ class Regressor:
     def describe(self) -> dict[str, Any]:
         return {"path": str(self.path), "version": self.model_version, "input_size": self.input_size,
                 "n_identity": self.layout.n_identity, "metadata": self.metadata}
+
+
+# -- shared by every facerig ONNX model (regressor, C-Net) ---------------------------------------
+def open_session(path: Path, threads: int | None, error: type[Exception]) -> Any:
+    """A CPU onnxruntime session; an unloadable file raises ``error`` with a one-line reason."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+        raise error(f"{path.name} is not a loadable ONNX model: {exc}") from None
+
+
+def declared_input_size(metadata: dict[str, str], shape: list[Any], error: type[Exception]) -> int:
+    """S of an (N, 3, S, S) ``image`` input: metadata ``facerig.input_size``, else the static shape."""
+    meta = metadata.get("facerig.input_size")
+    static = [d for d in shape[2:] if isinstance(d, int)]
+    if meta is not None:
+        size = int(meta)
+    elif static:
+        size = int(static[0])
+    else:
+        raise error("the model declares no input size (metadata facerig.input_size)")
+    if static and any(d != size for d in static):
+        raise error(f"input shape {shape} disagrees with facerig.input_size={size}")
+    if len(shape) != 4 or (isinstance(shape[1], int) and shape[1] != 3):
+        raise error(f"input {INPUT_NAME!r} must be (N, 3, S, S), is {shape}")
+    return size
+
+
+def model_version(path: Path, metadata: dict[str, str]) -> str:
+    """``<card version>+<sha256[:12]>`` (JSON model card with a version), else the file digest."""
+    card = metadata.get("facerig.model_card", "")
+    try:
+        card_version = json.loads(card).get("version") if card.strip().startswith("{") else None
+    except json.JSONDecodeError:
+        card_version = None
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    return f"{card_version}+{digest}" if card_version else digest
+
+
+def network_input(crops: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (N, S, S, 3) RGB crops (or one (S, S, 3); floats taken as [0, 1]) → float32 (N, 3, S, S):
+    the one preprocessing every facerig network sees."""
+    arr = np.asarray(crops)
+    if arr.ndim == 3:
+        arr = arr[None]
+    if arr.ndim != 4 or arr.shape[1:] != (size, size, 3):
+        raise ValueError(f"crops must be (N, {size}, {size}, 3) RGB, got {arr.shape}")
+    if arr.dtype == np.uint8:
+        x = arr.astype(np.float32) * (1.0 / 255.0)
+    else:
+        x = np.clip(arr.astype(np.float32), 0.0, 1.0)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))

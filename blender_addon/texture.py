@@ -151,9 +151,25 @@ def posed_geometry(model: "facemodel.FaceModel", params: "facemodel.FaceParams",
     return cam, normals, pix
 
 
-def bake_texture(model: "facemodel.FaceModel", params: "facemodel.FaceParams", image: np.ndarray,
-                 size: int = 1024) -> BakedTexture:
-    """Project ``image`` (uint8 RGB, the photo ``params`` refers to) into the face/head tiles."""
+@dataclass
+class Projection:
+    """One photo projected into the face/head tiles, before hole filling (what views blend)."""
+
+    colours: dict[str, np.ndarray]      # material → float32 (T·T, 3) photo colour per texel (row 0 = v 0)
+    weights: dict[str, np.ndarray]      # material → float32 (T·T,) visibility weight in [0, 1]
+    sizes: dict[str, int]               # material → tile side T
+    vertex_weight: np.ndarray           # (V,) per-vertex visibility in the photo the iris colour comes from
+    pixels: np.ndarray                  # (V, 2) that photo's pixel of every vertex
+    image: np.ndarray                   # that photo (uint8 RGB)
+
+    def eye_visibility(self, model: "facemodel.FaceModel") -> float:
+        """How well this photo sees the irises: summed visibility of the iris vertices."""
+        return float(self.vertex_weight[model.material_vertices("M_IrisLeft", "M_IrisRight")].sum())
+
+
+def project_photo(model: "facemodel.FaceModel", params: "facemodel.FaceParams", image: np.ndarray,
+                  size: int = 1024) -> Projection:
+    """Colour and visibility weight of every face/head texel as seen in ``image`` (no filling)."""
     h, w = image.shape[:2]
     cam, normals, pix = posed_geometry(model, params, w, h)
     masks = model.region_masks
@@ -162,7 +178,7 @@ def bake_texture(model: "facemodel.FaceModel", params: "facemodel.FaceParams", i
     inside = (pix[:, 0] >= 0) & (pix[:, 0] < w) & (pix[:, 1] >= 0) & (pix[:, 1] < h)
     weight *= inside
     pix_c = np.ascontiguousarray(pix, np.float32).view(np.complex64).reshape(-1)  # x + iy: one gather for both
-    images, coverage = {}, {}
+    colours, weights, sizes = {}, {}, {}
     for material in TILES:
         tile_size = max(16, int(round(size * TILE_SCALE[material])))
         r = uv_raster(model, material, tile_size)
@@ -179,13 +195,63 @@ def bake_texture(model: "facemodel.FaceModel", params: "facemodel.FaceParams", i
         sigma = max(0.5, tile_size / 512)
         wmap = (cv2.GaussianBlur(wmap.reshape(tile_size, tile_size), (0, 0), sigma).reshape(-1)
                 * covered * (wmap > 0.02))
-        images[material], coverage[material] = _fill(colour.reshape(tile_size, tile_size, 3),
-                                                     wmap.reshape(tile_size, tile_size))
-    iris = _iris_color(model, image, pix, weight)
+        colours[material], weights[material], sizes[material] = colour, wmap, tile_size
+    return Projection(colours, weights, sizes, weight, pix, image)
+
+
+def blend_projections(model: "facemodel.FaceModel", projections: list[Projection]) -> Projection:
+    """Visibility-weighted blend: colour Σ wᵢcᵢ / Σ wᵢ, weight min(Σ wᵢ, 1) — each texel comes
+    mostly from the photos that see it frontally. The per-vertex fields (iris colour) are those of
+    the photo that sees the eyes best. One projection is returned unchanged."""
+    if not projections:
+        raise ValueError("no projections to blend")
+    if len(projections) == 1:
+        return projections[0]
+    first = projections[0]
+    colours, weights = {}, {}
+    for material in first.colours:
+        if any(p.sizes[material] != first.sizes[material] for p in projections):
+            raise ValueError("projections were made with different texture sizes")
+        total = np.zeros_like(first.weights[material])
+        acc = np.zeros_like(first.colours[material])
+        for p in projections:
+            total += p.weights[material]
+            acc += p.colours[material] * p.weights[material][:, None]
+        colours[material] = np.divide(acc, total[:, None], out=np.zeros_like(acc), where=total[:, None] > 0)
+        weights[material] = np.minimum(total, 1.0)
+    eyes = max(projections, key=lambda p: p.eye_visibility(model))     # first of equals
+    return Projection(colours, weights, dict(first.sizes), eyes.vertex_weight, eyes.pixels, eyes.image)
+
+
+def bake_projection(model: "facemodel.FaceModel", projection: Projection) -> BakedTexture:
+    """Fill the holes of a (blended) projection per tile and add the eye textures."""
+    images, coverage = {}, {}
+    for material, colour in projection.colours.items():
+        t = projection.sizes[material]
+        weight = projection.weights[material].reshape(t, t)
+        images[material], coverage[material] = _fill(colour.reshape(t, t, 3), weight)
+    iris = _iris_color(model, projection.image, projection.pixels, projection.vertex_weight)
     colours = eye_colours(model, iris)
     for material in EYE_MATERIALS:
         images[material] = bake_vertex_colours(model, material, colours, EYE_TEXTURE_SIZE)
     return BakedTexture(images, coverage, iris)
+
+
+def bake_texture(model: "facemodel.FaceModel", params: "facemodel.FaceParams", image: np.ndarray,
+                 size: int = 1024) -> BakedTexture:
+    """Project ``image`` (uint8 RGB, the photo ``params`` refers to) into the face/head tiles."""
+    return bake_projection(model, project_photo(model, params, image, size))
+
+
+def bake_texture_views(model: "facemodel.FaceModel", views: list[tuple["facemodel.FaceParams", np.ndarray]],
+                       size: int = 1024) -> BakedTexture:
+    """Several photos of one head (``(params, image)`` each, one shared identity) → one texture:
+    projections blended by visibility, holes filled once; the iris colour comes from the photo
+    that sees the eyes best."""
+    if not views:
+        raise ValueError("no views to bake")
+    projections = [project_photo(model, params, image, size) for params, image in views]
+    return bake_projection(model, blend_projections(model, projections))
 
 
 EYE_MATERIALS = ("M_ScleraLeft", "M_IrisLeft", "M_ScleraRight", "M_IrisRight")

@@ -35,18 +35,37 @@ def identity_rms_mm(model: "FaceModel", a: np.ndarray, b: np.ndarray) -> np.ndar
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     n = max(a.shape[-1], b.shape[-1])
     pad = lambda x: np.concatenate([x, np.zeros(x.shape[:-1] + (n - x.shape[-1],))], -1)  # noqa: E731
-    d = pad(a) - pad(b)
+    d = (pad(a) - pad(b)).astype(np.float32)
     face = model.vertex_range("face")
-    basis = np.asarray(model.identity_basis[:n], np.float64)[:, face]        # (n, F, 3) cm
-    disp = np.einsum("...k,kfc->...fc", d, basis)
+    basis = np.asarray(model.identity_basis[:n, face], np.float32).reshape(n, -1)   # (n, F·3) cm
+    disp = (d.reshape(-1, n) @ basis).reshape(d.shape[:-1] + (-1, 3)).astype(np.float64)
     return np.sqrt((disp ** 2).sum(-1).mean(-1)) * 10.0
 
 
-def flag_outliers(model: "FaceModel", identities: np.ndarray, aggregate: np.ndarray, threshold_mm: float
-                  ) -> np.ndarray:
-    """(K,) bool: photos whose identity is farther than ``threshold_mm`` (RMS) from the aggregate —
-    most likely a different person."""
-    return identity_rms_mm(model, identities, aggregate[None]) > threshold_mm
+def leave_one_out_distances(model: "FaceModel", identities: np.ndarray, confidences: np.ndarray | None = None
+                            ) -> np.ndarray:
+    """(K,) RMS shape distance (mm) of each photo's identity from the aggregate of the *other* photos.
+
+    Leaving the photo out keeps an odd one from pulling the reference towards itself (with K
+    photos it would otherwise count for 1/K of it); one photo alone has distance 0.
+    """
+    a = np.asarray(identities, np.float64)
+    k = len(a)
+    if k < 2:
+        return np.zeros(k)
+    c = np.ones_like(a) if confidences is None else np.broadcast_to(np.asarray(confidences, np.float64), a.shape)
+    others = np.stack([aggregate_identity(np.delete(a, i, 0), np.delete(c, i, 0)) for i in range(k)])
+    return identity_rms_mm(model, a, others)
 
 
-__all__ = ["aggregate_identity", "identity_rms_mm", "flag_outliers"]
+def flag_outliers(model: "FaceModel", identities: np.ndarray, threshold_mm: float,
+                  confidences: np.ndarray | None = None) -> np.ndarray:
+    """(K,) bool: photos farther than ``threshold_mm`` from the others' aggregate (leave-one-out) —
+    most likely a different person. Never flags when fewer than 3 photos (no majority to trust)."""
+    d = leave_one_out_distances(model, identities, confidences)
+    if len(d) < 3:
+        return np.zeros(len(d), bool)
+    return d > threshold_mm
+
+
+__all__ = ["aggregate_identity", "identity_rms_mm", "leave_one_out_distances", "flag_outliers"]

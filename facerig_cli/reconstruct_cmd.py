@@ -1,7 +1,8 @@
 """``facerig reconstruct``, ``facerig demo`` and ``facerig addon build``.
 
 reconstruct: photos → .blend / .glb / .gltf / .fbx / .obj (Blender, via ``blender_addon``) or
-.json (parameters only; no Blender needed). demo: the public-domain astronaut photo from
+.json (parameters only; no Blender needed); one output per photo, or with ``--same-person`` one head
+from all photos (identity aggregated by the C-Net, texture merged). demo: the public-domain astronaut photo from
 scikit-image through the whole pipeline, plus a PNG contact sheet. addon build: the Blender
 extension zip with the wheels it needs, so users need no pip.
 """
@@ -36,6 +37,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "name that gets the photo name appended")
     p.add_argument("--format", choices=[f[1:] for f in ALL_FORMATS], default="blend",
                    help="format when OUT is a directory (default blend)")
+    p.add_argument("--same-person", action="store_true",
+                   help="the photos show one person: build ONE head (identity aggregated over all photos, "
+                        "texture merged, pose/expression/camera from the most frontal photo)")
+    p.add_argument("--cnet", type=Path, help="confidence network for --same-person (default: $FACERIG_CNET, then "
+                                             "blender_addon/models/facerig_cnet.onnx; none = plain average)")
     _common(p)
     p.set_defaults(func=cmd_reconstruct)
 
@@ -124,7 +130,56 @@ def build_in_blender(recon: Any, args: argparse.Namespace, name: str | None = No
     return result, result.timings
 
 
+def reconstruct_same_person_to_file(photos: list[Path], out: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """All photos → one head (or its params as .json); returns timings and the reconstruction."""
+    from blender_addon.aggregate import reconstruct_same_person
+    from facemodel import FaceModel, resolve_model_path
+
+    model = FaceModel.load(resolve_model_path(str(args.face_model) if args.face_model else None))
+    same = reconstruct_same_person(photos, args.face, args.model, args.cnet, model)
+    report: dict[str, Any] = {"same_person": same.timings, "_same": same}
+    if out.suffix.lower() == ".json":
+        out.parent.mkdir(parents=True, exist_ok=True)
+        doc = {"params": same.params.to_dict(), "same_person": same.summary(),
+               "photos": [{**p.summary(), "crop_params": p.crop_params.to_dict(), "landmarks": p.landmarks.tolist()}
+                          for p in same.photos]}
+        out.write_text(json.dumps(doc, indent=1))
+        return report
+    result, build_t = build_in_blender(same, args, name=Path(same.primary.source).stem[:40] or "Face")
+    report["build"] = build_t
+    from blender_addon.build_mesh import export_scene
+
+    t = time.perf_counter()
+    export_scene(out)
+    report["export_ms"] = (time.perf_counter() - t) * 1e3
+    report["_result"] = result
+    return report
+
+
+def cmd_reconstruct_same_person(args: argparse.Namespace) -> int:
+    out = output_paths(args.photos[:1], args.out, args.format)[0]
+    _check_format(out)
+    t = time.perf_counter()
+    same = reconstruct_same_person_to_file(args.photos, out, args)["_same"]
+    print(f"{len(same.photos)} photo(s) of one person → {out} ({time.perf_counter() - t:.2f} s; "
+          f"C-Net {same.cnet_version})")
+    means = same.confidence_summary()
+    for k, photo in enumerate(same.photos):
+        mark = "*" if k == same.primary_index else " "
+        flag = "  ← looks like a different person" if same.outliers[k] else ""
+        print(f"  {mark} {photo.source}: {same.distances_mm[k]:.2f} mm from the aggregate, "
+              f"mean confidence {means[k]:.3g}{flag}")
+    for skipped in same.skipped:
+        print(f"  skipped {skipped.source}: {skipped.reason}")
+    print(f"  (* = primary photo: pose, expression and camera; flag threshold {same.threshold_mm:.2f} mm)")
+    return 0
+
+
 def cmd_reconstruct(args: argparse.Namespace) -> int:
+    if args.same_person:
+        return cmd_reconstruct_same_person(args)
+    if args.cnet:
+        log.warning("--cnet is only used with --same-person; each photo is reconstructed on its own")
     outs = output_paths(args.photos, args.out, args.format)
     for o in outs:
         _check_format(o)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from facemodel.aggregation import aggregate_identity, flag_outliers, identity_rms_mm
+from facemodel.aggregation import aggregate_identity, flag_outliers, identity_rms_mm, leave_one_out_distances
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "blender_addon" / "models" / "facerig_regressor.onnx"
@@ -33,8 +33,11 @@ def test_identity_distance_is_the_shape_rms(face_model):
     expected = 2.0 * np.sqrt((basis ** 2).sum(-1).mean()) * 10
     assert identity_rms_mm(face_model, a, b) == pytest.approx(expected, rel=1e-6)
     assert identity_rms_mm(face_model, b, np.pad(b, (0, 40))) == pytest.approx(0.0)       # zero-padded modes
-    flags = flag_outliers(face_model, np.stack([a, b]), a, threshold_mm=expected / 2)
-    assert flags.tolist() == [False, True]
+    # leave-one-out: b is `expected` from the mean of two a's, each a is expected/2 from mean(a, b)
+    np.testing.assert_allclose(leave_one_out_distances(face_model, np.stack([a, a, b])),
+                               [expected / 2, expected / 2, expected], rtol=1e-5)
+    assert flag_outliers(face_model, np.stack([a, a, b]), 0.75 * expected).tolist() == [False, False, True]
+    assert flag_outliers(face_model, np.stack([a, b]), 0.1).tolist() == [False, False]   # no majority
 
 
 def test_untrained_head_is_plain_averaging():
@@ -89,7 +92,7 @@ def test_cnet_trains_compares_and_exports(multiview, tmp_path):
     for row in report["table5_vertex_mm"].values():
         assert set(row) == {"single_photo", "naive_average", "global_score", "elementwise"}
         assert all(0.5 < v < 20 for v in row.values())
-    assert report["onnx_max_abs_diff"] < 1e-4
+    assert report["onnx_max_log_diff"] < 1e-4
     meta = {p.key: p.value for p in onnx.load(str(out / "cnet.onnx")).metadata_props}
     assert meta["facerig.cnet_mode"] == "elementwise" and meta["facerig.n_identity"] == "60"
     assert float(meta["facerig.same_person_rms_mm"]) > 0
