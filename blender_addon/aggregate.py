@@ -124,6 +124,11 @@ class ConfidenceNet:
         if self.n_identity != regressor.layout.n_identity:
             raise ConfidenceNetError(f"C-Net {self.path.name} weights {self.n_identity} identity modes, the "
                                      f"regressor {regressor.path.name} predicts {regressor.layout.n_identity}")
+        trained_for = self.metadata.get("facerig.regressor_sha256_12")
+        if trained_for and not regressor.model_version.endswith(trained_for):
+            log.warning("C-Net %s was trained for regressor %s, not %s: its confidences may not fit this "
+                        "regressor's errors (retrain with `facerig cnet train --regressor`)", self.path.name,
+                        trained_for, regressor.model_version)
 
     def predict(self, crops: np.ndarray) -> np.ndarray:
         """uint8 (N, S, S, 3) crops → float32 (N, n_identity) confidences (global mode: (N, 1))."""

@@ -102,10 +102,15 @@ def reconstruct_to_file(photo: Path | np.ndarray, out: Path, args: argparse.Name
                "landmarks": recon.landmarks.tolist()}
         out.write_text(json.dumps(doc, indent=1))
         return report
-    result, build_t = build_in_blender(recon, args)
-    report["build"] = build_t
+    return _build_and_export(recon, out, args, report)
+
+
+def _build_and_export(recon: Any, out: Path, args: argparse.Namespace, report: dict[str, Any],
+                      name: str | None = None) -> dict[str, Any]:
+    """Build the head in Blender and write ``out`` (.blend/.glb/.fbx/.obj); adds timings to ``report``."""
     from blender_addon.build_mesh import export_scene
 
+    result, report["build"] = build_in_blender(recon, args, name=name)
     t = time.perf_counter()
     export_scene(out)
     report["export_ms"] = (time.perf_counter() - t) * 1e3
@@ -145,15 +150,7 @@ def reconstruct_same_person_to_file(photos: list[Path], out: Path, args: argpars
                           for p in same.photos]}
         out.write_text(json.dumps(doc, indent=1))
         return report
-    result, build_t = build_in_blender(same, args, name=Path(same.primary.source).stem[:40] or "Face")
-    report["build"] = build_t
-    from blender_addon.build_mesh import export_scene
-
-    t = time.perf_counter()
-    export_scene(out)
-    report["export_ms"] = (time.perf_counter() - t) * 1e3
-    report["_result"] = result
-    return report
+    return _build_and_export(same, out, args, report, name=Path(same.primary.source).stem[:40] or "Face")
 
 
 def cmd_reconstruct_same_person(args: argparse.Namespace) -> int:

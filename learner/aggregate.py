@@ -239,28 +239,12 @@ def same_person_threshold(model: FaceModel, test: MultiViewSets, head: Confidenc
 def export_cnet(cnet: CNet, out: Path, metadata: dict[str, str], size: int) -> float:
     """Write the C-Net ONNX (input ``image``, output ``confidence``); returns the max difference
     between torch and onnxruntime in log-confidence (the head's own scale: confidences are exp())."""
-    import onnx
     import onnxruntime as ort
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    from .export import write_onnx
+
     dummy = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
-    cnet.eval()
-    try:
-        with torch.no_grad():
-            torch.onnx.export(cnet, (dummy,), str(tmp), input_names=["image"], output_names=["confidence"],
-                              dynamic_axes={"image": {0: "batch"}, "confidence": {0: "batch"}}, opset_version=17,
-                              do_constant_folding=True, dynamo=False)
-        proto = onnx.load(str(tmp))
-        for key, value in metadata.items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = key, value
-        proto.producer_name = "facerig"
-        onnx.checker.check_model(proto)
-        onnx.save(proto, str(tmp))
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_onnx(cnet, dummy, out, "confidence", metadata)
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     with torch.no_grad():
         ref = cnet(dummy).numpy()
@@ -297,7 +281,10 @@ def train_cnet(train_corpus: Path, test_corpus: Path, regressor_onnx: Path, out:
             f"Trained on {report['train_sets']} synthetic sets of {report['views_per_set']} renders of the MIT "
             f"ICT-FaceKit model ({train_corpus}); no photographs. Held-out vertex error (mm): "
             + json.dumps(table))
-    meta = {"facerig.n_identity": str(n_id), "facerig.input_size": str(regressor.config.input_size),
+    import hashlib
+
+    meta = {"facerig.regressor_sha256_12": hashlib.sha256(Path(regressor_onnx).read_bytes()).hexdigest()[:12],
+            "facerig.n_identity": str(n_id), "facerig.input_size": str(regressor.config.input_size),
             "facerig.cnet_mode": "elementwise", "facerig.same_person_rms_mm": f"{flags['threshold_mm']:.3f}",
             "facerig.model_card": card}
     report["onnx_max_log_diff"] = export_cnet(CNet(extractor, heads["elementwise"]), out / "cnet.onnx", meta,

@@ -180,11 +180,9 @@ class Bootstrap:
         return recon
 
     # step 3
-    def views_round(self, r: int, recon: Path) -> Path | None:
+    def views_round(self, r: int, recon: Path) -> Path:
         from synth.views import ViewSettings, render_views
 
-        if not (self.s.rotate or self.s.resample):
-            return None
         views = ViewSettings(source=recon, rotations=self.s.rotations if self.s.rotate else 0,
                              relight=self.s.relight if self.s.resample else 0)
         out = self.round_dir(r) / "views"
@@ -242,8 +240,9 @@ class Bootstrap:
         results = [self.evaluate_round(0)]
         for r in range(1, self.s.rounds + 1):
             log.info("bootstrap round %d/%d", r, self.s.rounds)
-            recon = self.reconstruct_round(r)
-            views = self.views_round(r, recon)
+            views = None
+            if self.s.rotate or self.s.resample:   # landmarks alone need no reconstructions
+                views = self.views_round(r, self.reconstruct_round(r))
             self.train_round(r, views)
             results.append(self.evaluate_round(r))
             write_report(self.out, results, self.s)

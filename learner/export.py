@@ -112,24 +112,21 @@ def metadata(state: dict[str, Any]) -> dict[str, str]:
             "facerig.model_card": model_card(state)}
 
 
-def export_onnx(checkpoint: Path | str, out: Path | str, verify: bool = True) -> dict[str, Any]:
-    """Write the ONNX model; with ``verify`` compare onnxruntime with torch on a test batch."""
+def write_onnx(module: torch.nn.Module, dummy: torch.Tensor, out: Path, output_name: str,
+               meta: dict[str, str]) -> None:
+    """Export ``module`` (input ``image``, one output, dynamic batch) with ``facerig.*`` metadata,
+    checked, written atomically."""
     import onnx
 
-    net, state = load_network(checkpoint)
-    net = net.to(memory_format=torch.contiguous_format)
-    size = net.config.input_size
-    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    dummy = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
     try:
         with torch.no_grad():
-            torch.onnx.export(net, (dummy,), str(tmp), input_names=["image"], output_names=["params"],
-                              dynamic_axes={"image": {0: "batch"}, "params": {0: "batch"}},
+            torch.onnx.export(module.eval(), (dummy,), str(tmp), input_names=["image"], output_names=[output_name],
+                              dynamic_axes={"image": {0: "batch"}, output_name: {0: "batch"}},
                               opset_version=OPSET, do_constant_folding=True, dynamo=False)
         proto = onnx.load(str(tmp))
-        for key, value in metadata(state).items():
+        for key, value in meta.items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
         proto.producer_name = "facerig"
@@ -137,8 +134,17 @@ def export_onnx(checkpoint: Path | str, out: Path | str, verify: bool = True) ->
         onnx.save(proto, str(tmp))
         os.replace(tmp, out)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
+
+
+def export_onnx(checkpoint: Path | str, out: Path | str, verify: bool = True) -> dict[str, Any]:
+    """Write the ONNX model; with ``verify`` compare onnxruntime with torch on a test batch."""
+    net, state = load_network(checkpoint)
+    net = net.to(memory_format=torch.contiguous_format)
+    size = net.config.input_size
+    out = Path(out)
+    dummy = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    write_onnx(net, dummy, out, "params", metadata(state))
     info: dict[str, Any] = {"path": str(out), "step": state["step"], "input_size": size,
                             "outputs": net.layout.size}
     if verify:
