@@ -76,6 +76,8 @@ def model_card(state: dict[str, Any]) -> str:
                f"balanced {vals[4]:.3g}"
 
     sources = "\n".join(f"  - {s.get('path')} ({s.get('count')} images)" for s in data.get("sources", []))
+    from_photos = [s for s in data.get("sources", []) if s.get("kind") == "photo_landmarks"
+                   or (s.get("manifest") or {}).get("generator", {}).get("views")]
     lines = [
         f"facerig face regressor (MobileNetV3-small-like, width {cfg.network.width}, plain torch)",
         f"Input: image float32 (N, 3, {cfg.network.input_size}, {cfg.network.input_size}), sRGB in [0, 1], "
@@ -88,15 +90,21 @@ def model_card(state: dict[str, Any]) -> str:
         f"losses {json.dumps({k: v for k, v in vars(cfg.loss).items() if isinstance(v, float) and v})}.",
         f"Training data: {data.get('n_train', '?')} train / {data.get('n_val', '?')} held-out images from",
         sources or "  - (unknown)",
-        "Data provenance: synthetic renders of the ICT-FaceKit model; no photographs were used for "
-        "training unless listed above.",
-        f"Held-out synthetic metrics (step {state['step']}):",
+        ("Data provenance: synthetic renders of the ICT-FaceKit model AND photographs: "
+         + ", ".join(str(s.get("path")) for s in from_photos)
+         + " (photo crops with detector landmarks, or renders textured with photos). Check the licences of those "
+           "photo sets (UTKFace and CelebA: non-commercial research only) before any commercial use."
+         if from_photos else
+         "Data provenance: synthetic renders of the ICT-FaceKit model only; no photographs."),
+        f"Held-out validation split of the training data (step {state['step']}):",
         "  " + metric("vertex_mm_camera") + " mm (camera space)",
         "  " + metric("vertex_mm_aligned") + " mm (after rigid Procrustes)",
         "  " + metric("nme_bbox_68") + " % (NME bbox, 68 points)",
         "  " + metric("rotation_deg") + " deg",
         "  " + metric("expression_mae"),
-        "Limitations: trained on synthetic faces only; expect a domain gap on photographs. One face per crop.",
+        ("Limitations: one face per crop; validation includes the photo-derived views."
+         if from_photos else "Limitations: trained on synthetic faces only; expect a domain gap on photographs. "
+                             "One face per crop."),
         f"Face model: {LICENSE}.",
     ]
     return "\n".join(lines)
