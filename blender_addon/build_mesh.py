@@ -31,7 +31,7 @@ from mathutils import Matrix, Vector
 from .aggregate import SamePersonReconstruction
 from .fm import facemodel
 from .rig import BONES, rig_layout
-from .texture import bake_texture, bake_texture_views
+from .texture import bake_texture_views
 
 log = logging.getLogger(__name__)
 
@@ -309,11 +309,9 @@ def store_same_person(target: Any, same: SamePersonReconstruction) -> None:
 
 
 def bake_views(model: "facemodel.FaceModel", recon: Any, size: int) -> Any:
-    """One photo: the single-photo bake; several: all photos blended by visibility."""
-    if isinstance(recon, SamePersonReconstruction) and len(recon.photos) > 1:
-        return bake_texture_views(model, [(p.params, p.image) for p in recon.photos], size)
-    photo = recon.primary if isinstance(recon, SamePersonReconstruction) else recon
-    return bake_texture(model, photo.params, photo.image, size)
+    """Every photo of the reconstruction blended by visibility (one photo: its plain bake)."""
+    photos = recon.photos if isinstance(recon, SamePersonReconstruction) else [recon]
+    return bake_texture_views(model, [(p.params, p.image) for p in photos], size)
 
 
 def build_face(model: "facemodel.FaceModel", recon: Any, options: BuildOptions | None = None,

@@ -212,7 +212,7 @@ class Bootstrap:
 
     # step 6
     def evaluate_round(self, r: int) -> dict[str, Any]:
-        path = self.round_dir(r) / "eval.json" if r else self.out / "round0" / "eval.json"
+        path = self.round_dir(r) / "eval.json"
         if path.is_file():
             return json.loads(path.read_text())
         model = self.model_of(r) if r else self._current_onnx(1)

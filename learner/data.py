@@ -140,12 +140,12 @@ def load_corpora(paths: Sequence[Path | str], visible_jaw: bool = False) -> Face
 
     if not paths:
         raise ValueError("no corpus given (--corpus DIR)")
-    corpora, photos = [], []
+    rendered, photos = [], []
     for p in paths:
         if not Path(p).exists():
             raise FileNotFoundError(f"corpus not found: {p}")
-        (photos if is_photo_corpus(p) else corpora).append(p)
-    corpora = [open_corpus(p) for p in corpora]
+        (photos if is_photo_corpus(p) else rendered).append(p)
+    corpora = [open_corpus(p) for p in rendered]
     photo_data = [load_photo_corpus(p) for p in photos]
     sizes = {int(c.image_size) for c in corpora} | {int(d.images.shape[1]) for d in photo_data}
     if len(sizes) != 1:
@@ -158,7 +158,7 @@ def load_corpora(paths: Sequence[Path | str], visible_jaw: bool = False) -> Face
                   "manifest": _jsonable({k: v for k, v in d.manifest.items() if k != "shards"})}
         parts.append(FaceData.from_photo_landmarks(d.images, d.landmarks, d.manifest.get("scheme", SCHEME),
                                                    [source]))
-    for path, c in zip([p for p in paths if p not in photos], corpora):
+    for path, c in zip(rendered, corpora):
         keys = list(KEYS) + (["aug_flags"] if "aug_flags" in getattr(c, "keys", {}) else [])
         data = c.load_all(keys)
         appearance_ok = None
@@ -166,7 +166,7 @@ def load_corpora(paths: Sequence[Path | str], visible_jaw: bool = False) -> Face
             from synth.augment import FLAG
 
             appearance_ok = (data["aug_flags"].astype(np.int64) & FLAG["color_jitter"]) == 0
-        if not _generator(c).get("appearance_labels", True):   # views of photos (synth.views)
+        if not c.generator.get("appearance_labels", True):   # views of photos (synth.views)
             appearance_ok = np.zeros(len(data["images"]), bool)
         log.info("corpus %s: %d images, %d identity modes", path, len(data["images"]), c.layout.n_identity)
         source = {"path": str(Path(path).resolve()), "count": int(len(data["images"])),
@@ -176,11 +176,6 @@ def load_corpora(paths: Sequence[Path | str], visible_jaw: bool = False) -> Face
                                           [source], appearance_ok))
         del data
     return FaceData.concatenate(parts)
-
-
-def _generator(corpus: Any) -> dict[str, Any]:
-    manifest = getattr(corpus, "manifest", {}) or {}
-    return manifest.get("generator", {}) or {}
 
 
 def _jsonable(x: Any) -> Any:

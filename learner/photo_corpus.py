@@ -177,16 +177,10 @@ def build_photo_corpus(folders: Sequence[Path | str], out: Path | str, size: int
 
 
 def read_manifest(path: Path | str) -> dict[str, Any]:
-    m = _manifest_path(Path(path))
-    if not m.is_file():
-        raise PhotoCorpusError(f"{path} is not a photo corpus (no manifest.json)")
-    try:
-        manifest = json.loads(m.read_text())
-    except json.JSONDecodeError as exc:
-        raise PhotoCorpusError(f"{m} is corrupt: {exc}") from None
-    if manifest.get("kind") != KIND or manifest.get("version") != VERSION:
-        raise PhotoCorpusError(f"{m}: not a version-{VERSION} {KIND} corpus")
-    return manifest
+    from synth.corpus import read_kind_manifest
+
+    return read_kind_manifest(_manifest_path(Path(path)), KIND, VERSION, PhotoCorpusError,
+                              f"{path} is not a photo corpus (no manifest.json)")
 
 
 def load_photo_corpus(path: Path | str) -> PhotoLandmarks:

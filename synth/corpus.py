@@ -105,6 +105,20 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
+def read_kind_manifest(path: Path, kind: str, version: int, error: type[Exception], missing: str) -> dict[str, Any]:
+    """A JSON manifest that must declare ``kind`` and ``version`` (photo corpora, reconstructions);
+    ``missing`` is the message when the file is absent. Raises ``error`` with the reason."""
+    if not path.is_file():
+        raise error(missing)
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise error(f"{path} is corrupt: {exc}") from None
+    if manifest.get("kind") != kind or manifest.get("version") != version:
+        raise error(f"{path}: not a version-{version} {kind} directory")
+    return manifest
+
+
 @dataclass(frozen=True)
 class ShardInfo:
     """What the manifest records about one finished shard."""

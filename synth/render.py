@@ -360,26 +360,34 @@ class ShardRenderer:
             with t("form_colors"):
                 colors = self.shading(params, verts)
             for j, (_, seed, rng_aug) in enumerate(samples):
-                with t("labels"):
-                    cull = not neck_opening_visible(verts[j], self.neck_ring, verts[j, self.head_point])
-                    self.culled_frames += cull
-                frame = self.scene.render(verts[j], colors[j], params.camera[j], backface_culling=cull)
-                with t("labels"):
-                    rgba = frame.rgba
-                    if k > 1:
-                        rgba = cv2.resize(rgba, (size, size), interpolation=cv2.INTER_AREA)
-                    vis = landmark_visibility(lm[j] * k, -verts[j, self.lm_fixed, 2], frame.depth, radius=k)
-                    vis_jaw = landmark_visibility(lm_vis[j] * k, -verts[j, self.lm_visible, 2], frame.depth,
-                                                  radius=k)
-                    box = np.concatenate([lm[j].min(0), lm[j].max(0)])
-                with t("augment"):
-                    aug = self.augmenter(rng_aug, rgba, box)
-                yield {"images": aug.image, "params": params[j].to_vector().astype(np.float32),
-                       "landmarks": lm[j].astype(np.float32), "landmarks_visible_jaw": lm_vis[j].astype(np.float32),
-                       "visibility": vis, "masks": ((rgba[..., 3] >= 0.5) & ~aug.occluder).astype(np.uint8),
-                       "pose_deg": np.degrees(params.rotation[j]).astype(np.float32), "seeds": np.int64(seed),
-                       "visibility_visible_jaw": vis_jaw, "occluded": _occluded(aug.occluder, lm[j]),
-                       "aug_flags": np.uint16(aug.flags)}
+                yield self.render_labelled(params[j], verts[j], colors[j], lm[j], lm_vis[j], seed, rng_aug)
+
+    def render_labelled(self, params: FaceParams, verts: np.ndarray, colors: np.ndarray, lm: np.ndarray,
+                        lm_vis: np.ndarray, seed: int, rng_aug: np.random.Generator,
+                        background: np.ndarray | None = None) -> dict[str, Any]:
+        """Render one formed face (``params`` of one image, camera-space ``verts``, linear ``colors``,
+        its fixed/visible-jaw landmarks) and return its label dict; ``background`` as in
+        :class:`synth.augment.Augmenter`."""
+        size, k, t = self.s.size, self.s.supersample, self.timings
+        with t("labels"):
+            cull = not neck_opening_visible(verts, self.neck_ring, verts[self.head_point])
+            self.culled_frames += cull
+        frame = self.scene.render(verts, colors, params.camera, backface_culling=cull)
+        with t("labels"):
+            rgba = frame.rgba
+            if k > 1:
+                rgba = cv2.resize(rgba, (size, size), interpolation=cv2.INTER_AREA)
+            vis = landmark_visibility(lm * k, -verts[self.lm_fixed, 2], frame.depth, radius=k)
+            vis_jaw = landmark_visibility(lm_vis * k, -verts[self.lm_visible, 2], frame.depth, radius=k)
+            box = np.concatenate([lm.min(0), lm.max(0)])
+        with t("augment"):
+            aug = self.augmenter(rng_aug, rgba, box, background=background)
+        return {"images": aug.image, "params": params.to_vector().astype(np.float32),
+                "landmarks": lm.astype(np.float32), "landmarks_visible_jaw": lm_vis.astype(np.float32),
+                "visibility": vis, "masks": ((rgba[..., 3] >= 0.5) & ~aug.occluder).astype(np.uint8),
+                "pose_deg": np.degrees(params.rotation).astype(np.float32), "seeds": np.int64(seed),
+                "visibility_visible_jaw": vis_jaw, "occluded": _occluded(aug.occluder, lm),
+                "aug_flags": np.uint16(aug.flags)}
 
     def render_shard(self, k: int, progress: Any = None) -> dict[str, np.ndarray]:
         rows = []

@@ -39,7 +39,7 @@ from facemodel.formation import mesh_camera_space, project_to_image
 from facemodel.lighting import radiance, srgb_decode
 from facemodel.priors import sample_sh
 
-from .render import ShardRenderer, _occluded, image_rngs, image_seed, landmark_visibility, neck_opening_visible
+from .render import ShardRenderer, image_rngs, image_seed, landmark_visibility, neck_opening_visible
 
 log = logging.getLogger(__name__)
 RECON_KIND = "reconstructions"
@@ -132,16 +132,14 @@ def write_reconstructions(out: Path | str, images: np.ndarray, params: np.ndarra
 
 def read_reconstructions(path: Path | str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """(arrays, manifest) of a reconstruction directory, checksum-verified."""
+    from .corpus import read_kind_manifest
+
     path = Path(path)
-    m, z = path / "manifest.json", path / "recon.npz"
-    if not m.is_file() or not z.is_file():
-        raise ReconstructionError(f"{path} is not a reconstruction directory (manifest.json + recon.npz)")
-    try:
-        manifest = json.loads(m.read_text())
-    except json.JSONDecodeError as exc:
-        raise ReconstructionError(f"{m} is corrupt: {exc}") from None
-    if manifest.get("kind") != RECON_KIND or manifest.get("version") != RECON_VERSION:
-        raise ReconstructionError(f"{m}: not a version-{RECON_VERSION} reconstruction directory")
+    z = path / "recon.npz"
+    missing = f"{path} is not a reconstruction directory (manifest.json + recon.npz)"
+    manifest = read_kind_manifest(path / "manifest.json", RECON_KIND, RECON_VERSION, ReconstructionError, missing)
+    if not z.is_file():
+        raise ReconstructionError(missing)
     data = z.read_bytes()
     if hashlib.sha256(data).hexdigest() != manifest.get("sha256"):
         raise ReconstructionError(f"{z}: checksum mismatch (corrupt or truncated); reconstruct again")
@@ -261,51 +259,35 @@ class ViewShardRenderer(ShardRenderer):
         self._texture_cache = (j, colour, albedo)
         return colour, albedo
 
-    def view(self, index: int) -> tuple[FaceParams, np.ndarray, np.ndarray, str]:
-        """(params (1,), vertices, linear colours, kind) of view ``index``."""
+    def view(self, index: int, rng: np.random.Generator) -> tuple[FaceParams, np.ndarray, np.ndarray]:
+        """(params (1,), camera-space vertices, linear colours) of view ``index``; ``rng`` draws its
+        pitch or perturbation."""
         v: ViewSettings = self.s.views
         j, k = divmod(index, v.per_photo)
         source = FaceParams.from_vector(self.recon_params[j:j + 1], self.recon_layout)
         colour, albedo = self._texture(j, source)
-        rng, _ = image_rngs(image_seed(self.s.seed, index))
         if k < v.rotations:
             order = np.random.default_rng([self.s.seed, j, 17]).permutation(len(v.yaw_offsets))
             yaw = float(v.yaw_offsets[order[k % len(order)]])
             pitch = float(rng.uniform(-v.pitch_jitter_deg, v.pitch_jitter_deg))
             params = rotated(source, yaw, pitch)
-            verts = mesh_camera_space(self.arrays, params)
-            return params, verts[0], colour, "rotate"
+            return params, mesh_camera_space(self.arrays, params)[0], colour
         params = FaceParams.stack([perturbed(source[0], rng, v.perturb, new_light=True)])
         verts = mesh_camera_space(self.arrays, params)
         normals = self.shading.normals(verts)[0]
-        return params, verts[0], radiance(albedo, normals, np.asarray(params.sh[0])).astype(np.float32), "resample"
+        return params, verts[0], radiance(albedo, normals, np.asarray(params.sh[0])).astype(np.float32)
 
     def render_images(self, indices: range) -> Iterator[dict[str, Any]]:
-        size, t = self.s.size, self.timings
+        size = self.s.size
         for i in indices:
-            j = i // self.s.views.per_photo
-            with t("form_mesh"):
-                params, verts, colours, _ = self.view(i)
+            seed = image_seed(self.s.seed, i)
+            rng, rng_aug = image_rngs(seed)
+            with self.timings("form_mesh"):
+                params, verts, colours = self.view(i, rng)
                 lm = project_to_image(verts[self.lm_fixed], params[0], size, size)
                 lm_vis = project_to_image(verts[self.lm_visible], params[0], size, size)
-            cull = not neck_opening_visible(verts, self.neck_ring, verts[self.head_point])
-            frame = self.scene.render(verts, colours, params.camera[0], backface_culling=cull)
-            with t("labels"):
-                rgba = frame.rgba
-                vis = landmark_visibility(lm, -verts[self.lm_fixed, 2], frame.depth)
-                vis_jaw = landmark_visibility(lm_vis, -verts[self.lm_visible, 2], frame.depth)
-                box = np.concatenate([lm.min(0), lm.max(0)])
-            seed = image_seed(self.s.seed, i)
-            _, rng_aug = image_rngs(seed)
-            with t("augment"):   # the photo itself is the backplane
-                aug = self.augmenter(rng_aug, rgba, box, background=self.recon_images[j].astype(np.float32) / 255)
-            yield {"images": aug.image, "params": params[0].to_vector().astype(np.float32),
-                   "landmarks": lm.astype(np.float32), "landmarks_visible_jaw": lm_vis.astype(np.float32),
-                   "visibility": vis, "masks": ((rgba[..., 3] >= 0.5) & ~aug.occluder).astype(np.uint8),
-                   "pose_deg": np.degrees(params.rotation[0]).astype(np.float32),
-                   "seeds": np.int64(seed),
-                   "visibility_visible_jaw": vis_jaw, "occluded": _occluded(aug.occluder, lm),
-                   "aug_flags": np.uint16(aug.flags)}
+            photo = self.recon_images[i // self.s.views.per_photo].astype(np.float32) / 255
+            yield self.render_labelled(params[0], verts, colours, lm, lm_vis, seed, rng_aug, background=photo)
 
 
 def render_views(views: ViewSettings, out: Path | str, workers: int = 2, seed: int = 0,
