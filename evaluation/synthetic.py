@@ -22,6 +22,7 @@ from facemodel import FaceModel, FaceParams, ParamLayout, metrics
 log = logging.getLogger(__name__)
 
 METRIC_KEYS = ("vertex_mm_camera", "vertex_mm_aligned", "nme_bbox_68", "expression_mae", "rotation_deg")
+ATTRIBUTION_KEYS = ("identity_only", "expression_only", "mean_identity", "truncated_identity")
 BATCH = 64
 
 
@@ -35,6 +36,13 @@ def summarize(errors: dict[str, np.ndarray], yaw_deg: np.ndarray) -> dict[str, A
         bins[label] = {"n": int(mask.sum()), **{k: metrics.nan_mean(errors[k][mask]) for k in METRIC_KEYS}}
     out["yaw_bins"] = bins
     out["balanced"] = {k: metrics.balanced_mean({b: v[k] for b, v in bins.items()}) for k in METRIC_KEYS}
+    if all(k in errors for k in ATTRIBUTION_KEYS):
+        masks = metrics.yaw_bin_masks(yaw_deg)
+        out["aligned_attribution_mm"] = {
+            "about": "aligned vertex error with only this part predicted (see facemodel.metrics."
+                     "aligned_error_attribution); mean_identity and truncated_identity use no prediction",
+            **{k: {"all": metrics.nan_mean(errors[k]),
+                   **{b: metrics.nan_mean(errors[k][m]) for b, m in masks.items()}} for k in ATTRIBUTION_KEYS}}
     out["units"] = {"vertex_mm_camera": "mm", "vertex_mm_aligned": "mm", "nme_bbox_68": "percent",
                     "expression_mae": "blendshape weight", "rotation_deg": "degrees"}
     return out
@@ -61,7 +69,7 @@ def run(corpus_dir: Path, json_path: Path, onnx_path: Path | None = None, model_
     size = regressor_input_size(regressor)
     model = FaceModel.load(model_path)
     gt_layout: ParamLayout = corpus.layout
-    cols: dict[str, list[np.ndarray]] = {k: [] for k in METRIC_KEYS}
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in METRIC_KEYS + ATTRIBUTION_KEYS}
     yaws: list[np.ndarray] = []
     total = min(len(corpus), limit) if limit else len(corpus)
     done = 0
@@ -75,7 +83,8 @@ def run(corpus_dir: Path, json_path: Path, onnx_path: Path | None = None, model_
             pred = regressor.predict(crops)
             gt = FaceParams.from_vector(shard["params"][i:j].astype(np.float32), gt_layout)
             errs = metrics.sample_errors(model, pred, gt, corpus.image_size, shard["landmarks"][i:j][:, :68])
-            for k in METRIC_KEYS:
+            errs.update(metrics.aligned_error_attribution(model, pred, gt))
+            for k in METRIC_KEYS + ATTRIBUTION_KEYS:
                 cols[k].append(np.asarray(errs[k], np.float64))
             yaws.append(shard["pose_deg"][i:j, 0].astype(np.float64))
             done += j - i
@@ -95,7 +104,7 @@ def run(corpus_dir: Path, json_path: Path, onnx_path: Path | None = None, model_
     if plot:
         from .report import error_vs_yaw_figure
 
-        png = error_vs_yaw_figure(yaw, errors, json_path.with_suffix(".png"),
+        png = error_vs_yaw_figure(yaw, {k: errors[k] for k in METRIC_KEYS}, json_path.with_suffix(".png"),
                                   title=f"synthetic errors against |yaw| ({len(yaw)} images)",
                                   units=report["units"])
         log.info("wrote %s", png)

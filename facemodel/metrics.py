@@ -225,3 +225,41 @@ def sample_errors(model: "FaceModel", pred: "FaceParams", gt: "FaceParams", imag
     return {"vertex_mm_camera": vertex_error_mm(vp, vg), "vertex_mm_aligned": vertex_error_aligned_mm(vp, vg),
             **landmark_nmes(lp, lg), "expression_mae": expression_mae(pred.expression, gt.expression),
             "rotation_deg": rotation_error_deg(pred.rotation, gt.rotation)}
+
+
+# -- where the aligned vertex error comes from ------------------------------------------------
+def aligned_error_attribution(model: "FaceModel", pred: "FaceParams", gt: "FaceParams"
+                              ) -> dict[str, np.ndarray]:
+    """(N,) aligned face-region vertex errors (mm) of partial predictions, to see what limits shape.
+
+    Each entry replaces one part of the ground truth and keeps the rest exact, so the rigid
+    alignment removes pose and only that part's error remains:
+
+    * ``identity_only`` — predicted identity, true expression;
+    * ``expression_only`` — true identity, predicted expression;
+    * ``mean_identity`` — identity 0 (the mean face), true expression: what predicting no identity
+      at all would score, the baseline ``identity_only`` has to beat;
+    * ``truncated_identity`` — true identity cut to the prediction's number of modes: the floor a
+      regressor with that many modes cannot go below.
+    """
+    from .formation import mesh_camera_space
+    from .params import FaceParams as Params
+
+    face = model.arrays.subset(model.vertex_range("face"))
+    n_gt = gt.n_identity
+    ident_pred = pred.with_identity_modes(n_gt).identity
+
+    def with_parts(identity: np.ndarray, expression: np.ndarray) -> "FaceParams":
+        return Params(np.asarray(identity, np.float32), np.asarray(expression, np.float32),
+                      np.asarray(gt.rotation), np.asarray(gt.translation), np.asarray(gt.sh),
+                      np.asarray(gt.albedo), np.asarray(gt.camera))
+
+    target = mesh_camera_space(face, gt)
+    variants = {
+        "identity_only": with_parts(ident_pred, gt.expression),
+        "expression_only": with_parts(gt.identity, pred.expression),
+        "mean_identity": with_parts(np.zeros_like(np.asarray(gt.identity)), gt.expression),
+        "truncated_identity": with_parts(gt.with_identity_modes(pred.n_identity).with_identity_modes(n_gt).identity,
+                                         gt.expression),
+    }
+    return {k: vertex_error_aligned_mm(mesh_camera_space(face, v), target) for k, v in variants.items()}

@@ -147,6 +147,13 @@ def test_eval_synthetic_schema_and_known_answers(tmp_path, const_onnx, face_mode
     assert rep["yaw_bins"]["60-90"]["rotation_deg"] == pytest.approx(70.0, abs=1e-3)
     assert rep["balanced"]["rotation_deg"] == pytest.approx(np.mean([10.0, 47.5, 70.0]), abs=1e-3)
     assert rep["vertex_mm_camera"] > 1.0 and rep["nme_bbox_68"] > 0.0
+    # Attribution: identity and expression are exact and the fixture's face is the mean face with
+    # all of the corpus' 20 modes predicted, so every partial prediction is exact (values of each
+    # entry: tests/test_eval_metrics.py).
+    att = rep["aligned_attribution_mm"]
+    assert set(att) - {"about"} == {"identity_only", "expression_only", "mean_identity", "truncated_identity"}
+    for k in set(att) - {"about"}:
+        assert att[k]["all"] == pytest.approx(0.0, abs=1e-3) and set(att[k]) == BINS | {"all"}
     assert (tmp_path / "syn.png").is_file()
 
 

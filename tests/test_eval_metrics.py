@@ -93,6 +93,30 @@ def test_vertex_errors_camera_vs_aligned():
     assert batch.shape == (2,) and batch[0] < 1e-9 and batch[1] > 0  # scale is a shape error
 
 
+def test_aligned_error_attribution_isolates_each_part(face_model):
+    from facemodel import FaceParams
+    from facemodel.formation import mesh_camera_space
+
+    rng = np.random.default_rng(4)
+    gt = FaceParams.neutral((3,), n_identity=100)
+    gt.identity = rng.normal(0, 1, (3, 100)).astype(np.float32)
+    gt.expression = rng.uniform(0, 0.5, (3, 53)).astype(np.float32)
+    gt.rotation = rng.uniform(-0.5, 0.5, (3, 3)).astype(np.float32)
+    pred = gt.with_identity_modes(60)            # first 60 modes exact, expression exact
+    pred.rotation = np.zeros((3, 3), np.float32)  # a pose error must not show up in any entry
+    att = metrics.aligned_error_attribution(face_model, pred, gt)
+    assert att["identity_only"].shape == (3,)
+    assert att["expression_only"] == pytest.approx(np.zeros(3), abs=1e-3)
+    # Exact first 60 modes: the identity error is exactly the truncation floor, and it is > 0.
+    assert att["identity_only"] == pytest.approx(att["truncated_identity"], abs=1e-4)
+    assert np.all(att["truncated_identity"] > 0.05)
+    face = face_model.arrays.subset(face_model.vertex_range("face"))
+    mean_face = gt.with_identity_modes(0).with_identity_modes(100)
+    want = metrics.vertex_error_aligned_mm(mesh_camera_space(face, mean_face), mesh_camera_space(face, gt))
+    assert att["mean_identity"] == pytest.approx(want, rel=1e-6)
+    assert np.all(att["mean_identity"] > att["truncated_identity"])
+
+
 def test_rotation_error_is_the_geodesic_angle():
     a = np.array([0.2, 0.1, -0.3])
     assert metrics.rotation_error_deg(a, a) == pytest.approx(0.0, abs=1e-5)
