@@ -30,7 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="original rendered corpus mixed into every round (repeat for several)")
     b.add_argument("--init", type=Path, required=True, metavar="MODEL",
                    help="starting network: .onnx (e.g. the shipped model) or a run's .pt checkpoint")
-    b.add_argument("--rounds", type=int, default=2)
+    b.add_argument("--rounds", type=int, default=2,
+                   help="rounds in total; rerun with a larger number to add rounds to a finished run")
     b.add_argument("--out", type=Path, required=True, metavar="RUN2", help="bootstrap directory (resumable)")
     b.add_argument("--config", type=Path, help="training config for the rounds (TOML/JSON)")
     b.add_argument("--steps-per-round", type=int, default=3000)

@@ -108,6 +108,10 @@ def select_seeds(scores: dict[str, np.ndarray], max_yaw: float, max_nme: float, 
 
 
 # -- the loop ----------------------------------------------------------------------------------------
+def _without_rounds(settings: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if settings is None else {k: v for k, v in settings.items() if k != "rounds"}
+
+
 class Bootstrap:
     def __init__(self, settings: BootstrapSettings, out: Path | str, config: Config | None = None,
                  progress: bool = True) -> None:
@@ -118,11 +122,13 @@ class Bootstrap:
         state_path = self.out / STATE_FILE
         if state_path.is_file():
             saved = json.loads(state_path.read_text())
-            if saved.get("settings") != settings.to_dict() or saved.get("config") != self.config.to_dict():
+            if (_without_rounds(saved.get("settings")) != _without_rounds(settings.to_dict())
+                    or saved.get("config") != self.config.to_dict()):
                 raise ValueError(f"{self.out} holds a bootstrap run with other settings; choose a new --out "
-                                 "or rerun the original command to resume it")
-        else:
-            _write_json(state_path, {"settings": settings.to_dict(), "config": self.config.to_dict()})
+                                 "or rerun the original command (a larger --rounds adds rounds) to resume it")
+        # Only the round count may change: rounds already done are kept, more rounds continue from
+        # the last one (``--rounds 4`` on a finished 2-round run trains rounds 3 and 4).
+        _write_json(state_path, {"settings": settings.to_dict(), "config": self.config.to_dict()})
         self.face_model = FaceModel.load()
 
     def round_dir(self, r: int) -> Path:

@@ -166,6 +166,11 @@ def test_bootstrap_round_runs_and_resumes(recon_dir, tmp_path, face_model):
     stamp = (out / "round1" / "model.onnx").stat().st_mtime_ns
     Bootstrap(s, out, cfg, progress=False).run()                            # finished steps are kept
     assert (out / "round1" / "model.onnx").stat().st_mtime_ns == stamp
+    more = BootstrapSettings(**{**vars(s), "rounds": 2})                    # a larger --rounds extends the run
+    summary = Bootstrap(more, out, cfg, progress=False).run()
+    assert (out / "round1" / "model.onnx").stat().st_mtime_ns == stamp
+    assert summary["model"].endswith("round2/model.onnx")
+    assert [r["round"] for r in json.loads((out / "report.json").read_text())["rows"]] == [0, 1, 2]
     s2 = BootstrapSettings(**{**vars(s), "rounds": 1, "max_seed_yaw": 10.0})
     with pytest.raises(ValueError, match="other settings"):
         Bootstrap(s2, out, cfg, progress=False)
