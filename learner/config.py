@@ -57,6 +57,10 @@ class LossConfig:
     vertex3d_space: str = "rotated"   # "rotated" (R·v, no translation), "camera" or "model"
     n_face_vertices: int = 1000       # fixed subset of the 9409 face-region vertices
     landmark_visible_jaw: bool = False  # also supervise the corpus' visible-contour jaw points
+    # Let the landmark term move the identity of samples without parameter labels (photos)? Off, a
+    # photo's 2-D landmarks are fitted through pose, expression and camera only — bootstrapping
+    # measured identities of different people drifting together when landmarks could bend them.
+    landmark_identity_unlabelled: bool = True
 
 
 @dataclass

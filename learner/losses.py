@@ -211,7 +211,8 @@ class FaceLoss:
             terms["vertex2d"] = (self.vertex2d_loss(pred, gt) * has).sum() / n_lab
         if c.landmark:
             has_lm = batch.landmark_mask.any(1).to(pred_vec.dtype)
-            terms["landmark"] = (self.landmark_loss(pred, batch.landmarks, batch.landmark_mask) * has_lm
+            lm_pred = pred if c.landmark_identity_unlabelled else _identity_detached_where(pred, ~batch.has_params)
+            terms["landmark"] = (self.landmark_loss(lm_pred, batch.landmarks, batch.landmark_mask) * has_lm
                                  ).sum() / has_lm.sum().clamp_min(1)
         # Priors only where no parameter label pins the face (labelled samples have exact targets).
         unl = 1.0 - has
@@ -226,6 +227,12 @@ class FaceLoss:
         for name, value in terms.items():
             total = total + getattr(c, name) * value
         return total, {k: float(v.detach()) for k, v in terms.items()}
+
+
+def _identity_detached_where(pred: FaceParams, rows: torch.Tensor) -> FaceParams:
+    """``pred`` with the identity of ``rows`` cut from the graph (same values, no gradient there)."""
+    identity = torch.where(rows[:, None], pred.identity.detach(), pred.identity)
+    return FaceParams(identity, pred.expression, pred.rotation, pred.translation, pred.sh, pred.albedo, pred.camera)
 
 
 def _distance(d: torch.Tensor) -> torch.Tensor:

@@ -171,3 +171,22 @@ def test_switched_off_terms_are_not_computed(face_model, gt_params):
                   torch.zeros(3, N_UNIFIED, dtype=torch.bool))
     _, terms = loss(pred, batch)
     assert set(terms) == {"vertex3d"}
+
+
+@pytest.mark.parametrize("identity_from_landmarks", [True, False])
+def test_landmark_term_can_leave_photo_identity_alone(face_model, gt_params, identity_from_landmarks):
+    """With ``landmark_identity_unlabelled`` off, unlabelled samples' landmarks move pose/expression only."""
+    loss = make_loss(face_model, param=0.0, vertex3d=0.0, vertex2d=0.0,
+                     landmark_identity_unlabelled=identity_from_landmarks)
+    gt = torch.as_tensor(np.asarray(gt_params.to_vector()), dtype=torch.float32)
+    pred = torch.as_tensor(net_vector(gt_params), dtype=torch.float32).requires_grad_(True)
+    targets = loss.predicted_landmarks(FaceParams.from_vector(gt, GT)).detach() + 2.0   # every point 2 px off
+    labelled = torch.tensor([True, False, False])
+    batch = Batch(torch.zeros(3, 3, 4, 4), gt, labelled, targets, torch.ones(3, N_UNIFIED, dtype=torch.bool))
+    total, terms = loss(pred, batch)
+    assert set(terms) == {"landmark"} and terms["landmark"] > 0
+    total.backward()
+    g_id = pred.grad[:, NET.slices["identity"]].abs().sum(1)
+    g_pose = pred.grad[:, NET.slices["rotation"]].abs().sum(1)
+    assert g_id[0] > 0 and torch.all(g_pose > 0)                 # labelled rows: identity always trained
+    assert torch.all(g_id[1:] > 0) if identity_from_landmarks else torch.all(g_id[1:] == 0)
