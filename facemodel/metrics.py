@@ -17,6 +17,7 @@ Conventions
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
@@ -243,23 +244,15 @@ def aligned_error_attribution(model: "FaceModel", pred: "FaceParams", gt: "FaceP
       regressor with that many modes cannot go below.
     """
     from .formation import mesh_camera_space
-    from .params import FaceParams as Params
 
     face = model.arrays.subset(model.vertex_range("face"))
     n_gt = gt.n_identity
-    ident_pred = pred.with_identity_modes(n_gt).identity
-
-    def with_parts(identity: np.ndarray, expression: np.ndarray) -> "FaceParams":
-        return Params(np.asarray(identity, np.float32), np.asarray(expression, np.float32),
-                      np.asarray(gt.rotation), np.asarray(gt.translation), np.asarray(gt.sh),
-                      np.asarray(gt.albedo), np.asarray(gt.camera))
-
     target = mesh_camera_space(face, gt)
     variants = {
-        "identity_only": with_parts(ident_pred, gt.expression),
-        "expression_only": with_parts(gt.identity, pred.expression),
-        "mean_identity": with_parts(np.zeros_like(np.asarray(gt.identity)), gt.expression),
-        "truncated_identity": with_parts(gt.with_identity_modes(pred.n_identity).with_identity_modes(n_gt).identity,
-                                         gt.expression),
+        "identity_only": replace(gt, identity=pred.with_identity_modes(n_gt).identity),
+        "expression_only": replace(gt, expression=np.asarray(pred.expression, np.float32)),
+        "mean_identity": replace(gt, identity=np.zeros_like(np.asarray(gt.identity))),
+        "truncated_identity": replace(gt, identity=gt.with_identity_modes(pred.n_identity).with_identity_modes(n_gt)
+                                      .identity),
     }
     return {k: vertex_error_aligned_mm(mesh_camera_space(face, v), target) for k, v in variants.items()}

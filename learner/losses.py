@@ -24,7 +24,7 @@ contribute to the landmark and prior terms.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -231,8 +231,7 @@ class FaceLoss:
 
 def _identity_detached_where(pred: FaceParams, rows: torch.Tensor) -> FaceParams:
     """``pred`` with the identity of ``rows`` cut from the graph (same values, no gradient there)."""
-    identity = torch.where(rows[:, None], pred.identity.detach(), pred.identity)
-    return FaceParams(identity, pred.expression, pred.rotation, pred.translation, pred.sh, pred.albedo, pred.camera)
+    return replace(pred, identity=torch.where(rows[:, None], pred.identity.detach(), pred.identity))
 
 
 def _distance(d: torch.Tensor) -> torch.Tensor:
