@@ -1,4 +1,4 @@
-"""``facerig eval landmarks|synthetic`` and ``facerig bench``: the evaluation harness (issue 6).
+"""``facerig eval landmarks|synthetic|identity-bound`` and ``facerig bench``: the evaluation harness (issue 6).
 
 JSON keys written here are a stable interface (CI, the model card and docs read them); the
 work is done in the ``evaluation`` package.
@@ -43,6 +43,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     sy.add_argument("--limit", type=int, help="only the first N samples")
     sy.add_argument("--no-plot", action="store_true")
     sy.set_defaults(func=cmd_synthetic)
+    ib = esub.add_parser("identity-bound", help="how well identity could be known from one view's 2-D points "
+                         "(exact pose; the reference for the regressor's identity error)")
+    ib.add_argument("--corpus", type=Path, required=True)
+    ib.add_argument("--json", type=Path, required=True, help="report path")
+    ib.add_argument("--limit", type=int, default=512, help="first N faces (default 512)")
+    ib.add_argument("--sigma", type=float, nargs="+", help="pixel noise levels (default 0.5 1 2 4)")
+    ib.add_argument("--face-model", dest="face_model")
+    ib.set_defaults(func=cmd_identity_bound)
     p.set_defaults(func=lambda a: p.print_help() or 2)
 
     b = sub.add_parser("bench", help="speed: regressor, photo → params, photo → Blender, synthesis, training")
@@ -79,6 +87,18 @@ def cmd_synthetic(args: argparse.Namespace) -> int:
                  plot=not args.no_plot)
     _print_summary(report, ("n", "vertex_mm_camera", "vertex_mm_aligned", "nme_bbox_68", "expression_mae",
                             "rotation_deg"))
+    return 0
+
+
+def cmd_identity_bound(args: argparse.Namespace) -> int:
+    from evaluation.identity_bound import DEFAULT_SIGMAS, format_table, run
+
+    _check_positive(args.limit, "--limit")
+    sigmas = tuple(args.sigma or DEFAULT_SIGMAS)
+    if any(s <= 0 for s in sigmas):
+        raise ValueError("--sigma values must be positive")
+    report = run(args.corpus, args.json, model_path=args.face_model, limit=args.limit, sigmas=sigmas)
+    print(format_table(report))
     return 0
 
 

@@ -1,4 +1,4 @@
-"""``facerig eval landmarks|synthetic`` and ``facerig bench`` as a user runs them: JSON schemas.
+"""``facerig eval landmarks|synthetic|identity-bound`` and ``facerig bench`` as a user runs them: JSON schemas.
 
 The JSON keys are a stable interface (other tooling reads them), so they are pinned here.
 The facerig-method runs use the add-on's contract-conforming constant ONNX stand-in
@@ -155,6 +155,30 @@ def test_eval_synthetic_schema_and_known_answers(tmp_path, const_onnx, face_mode
     for k in set(att) - {"about"}:
         assert att[k]["all"] == pytest.approx(0.0, abs=1e-3) and set(att[k]) == BINS | {"all"}
     assert (tmp_path / "syn.png").is_file()
+
+
+def test_eval_identity_bound_schema(tmp_path, const_onnx, face_model):
+    """The bound's report: reference rows, one fit row per point set × σ × distance, sane values."""
+    pytest.importorskip("synth.corpus")
+    _, params = const_onnx
+    make_corpus(tmp_path / "corpus", face_model, params)
+    out = run("eval", "identity-bound", "--corpus", tmp_path / "corpus", "--json", tmp_path / "ib.json",
+              "--sigma", "0.5", "2", "--limit", "4")
+    assert out.returncode == 0, out.stderr
+    rep = json.loads((tmp_path / "ib.json").read_text())
+    assert rep["n"] == 4 and sum(rep["yaw_bins_n"].values()) == 4
+    assert {(r["points"], r["sigma_px"], r["distance"]) for r in rep["fits"]} == {
+        (p, s, d) for p in ("landmarks68", "dense") for s in (0.5, 2.0) for d in ("known", "unknown")}
+    # The fixture's face is the mean face, so predicting nothing is exact; the fits see noise of
+    # 0.5–2 px in a 64-px crop (≈ 2–9 mm per point) and stay within a few mm of it.
+    assert rep["mean_identity"]["all"] == pytest.approx(0.0, abs=1e-3)
+    for r in rep["fits"]:
+        assert set(BINS | {"all"}) <= set(r)
+        assert 0.0 < r["all"] < 5.0, r
+    assert "landmarks68" in out.stdout and "mean face" in out.stdout
+    bad = run("eval", "identity-bound", "--corpus", tmp_path / "corpus", "--json", tmp_path / "x.json",
+              "--sigma", "0")
+    assert bad.returncode == 2 and "--sigma" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_bench_records_measurements_or_reasons(tmp_path, const_onnx):
