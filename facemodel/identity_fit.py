@@ -21,6 +21,7 @@ from typing import Mapping
 
 import numpy as np
 
+from .camera import project
 from .formation import mesh_camera_space, project_to_image
 from .geometry import euler_to_matrix
 from .metrics import vertex_error_aligned_mm
@@ -42,8 +43,8 @@ def fit_identity_to_points(arrays: ModelArrays, params: FaceParams, pixels: np.n
     residuals are reprojection errors in pixels, so ``sigma_px`` weighs them against the
     N(0, I) identity prior. ``translation_prior`` = (mean, sd) per axis (cm) is the prior of the
     solved translation; without one the distance is free and the size left to the identity
-    prior alone. Returns the posterior mode with
-    ``n_identity`` modes (the rest zero, same number of modes as ``params``).
+    prior alone. Returns the posterior mode with ``n_identity`` modes (the rest zero, same
+    number of modes as ``params``).
     """
     if sigma_px <= 0:
         raise ValueError(f"sigma_px must be positive, got {sigma_px}")
@@ -65,7 +66,7 @@ def fit_identity_to_points(arrays: ModelArrays, params: FaceParams, pixels: np.n
         d_x = np.concatenate([d_x, np.broadcast_to(np.eye(3)[:, None, :], (3, n_points, 3))], 0)
 
     cam = np.asarray(params.camera, np.float64)
-    f, cx, cy = cam[0] * image_size, cam[1] * image_size, cam[2] * image_size
+    f = cam[0] * image_size
     # MAP = minimise |reprojection error|² / σ² + prior; Gauss-Newton (camera-space points are
     # linear in the unknowns, only the perspective division is not, so a few steps converge).
     n_unknown = n_identity + n_t
@@ -83,8 +84,7 @@ def fit_identity_to_points(arrays: ModelArrays, params: FaceParams, pixels: np.n
     for _ in range(_GAUSS_NEWTON_STEPS):
         x = x0 + np.tensordot(theta, d_x, 1)
         depth = np.maximum(-x[:, 2], 1e-3)
-        proj = np.stack([cx + f * x[:, 0] / depth, cy - f * x[:, 1] / depth], 1)
-        res = (pixels - proj).reshape(-1)
+        res = (pixels - project(x, cam, image_size, image_size)).reshape(-1)
         # ∂u/∂X = f/d (1, 0, x/d), ∂v/∂X = −f/d (0, 1, y/d)  (d = −z)
         du = (f / depth)[:, None] * np.stack([np.ones(n_points), np.zeros(n_points), x[:, 0] / depth], 1)
         dv = -(f / depth)[:, None] * np.stack([np.zeros(n_points), np.ones(n_points), x[:, 1] / depth], 1)
@@ -93,13 +93,12 @@ def fit_identity_to_points(arrays: ModelArrays, params: FaceParams, pixels: np.n
         normal = jac.T @ jac / sigma_px**2 + np.diag(prior_precision)
         rhs = jac.T @ res / sigma_px**2 - prior_precision * (theta - prior_mean)
         theta = theta + np.linalg.solve(normal, rhs)
-    solution = theta
 
     identity = np.zeros(n_total, np.float32)
-    identity[:n_identity] = solution[:n_identity]
+    identity[:n_identity] = theta[:n_identity]
     translation = np.asarray(params.translation, np.float32)
     if solve_translation:
-        translation = (translation + solution[n_identity:]).astype(np.float32)
+        translation = (translation + theta[n_identity:]).astype(np.float32)
     return replace(params, identity=identity, translation=translation)
 
 
