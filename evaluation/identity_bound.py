@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from facemodel import FaceModel, FaceParams, metrics
-from facemodel.formation import mesh_camera_space
 from facemodel.identity_fit import BoundCase, identity_bound
 
 log = logging.getLogger(__name__)
@@ -31,11 +29,6 @@ DENSE_STRIDE = 8  # every 8th face-region vertex: 1,177 points, as dense as the 
 def point_sets(model: FaceModel) -> dict[str, np.ndarray]:
     """The fitted point sets: the 68 fixed landmarks and a dense face-region subset."""
     return {"landmarks68": model.landmark_indices("fixed"), "dense": model.vertex_range("face")[::DENSE_STRIDE]}
-
-
-def _binned(values: np.ndarray, yaw: np.ndarray) -> dict[str, Any]:
-    return {"all": metrics.nan_mean(values),
-            **{b: metrics.nan_mean(values[m]) for b, m in metrics.yaw_bin_masks(yaw).items()}}
 
 
 def run(corpus_dir: Path, json_path: Path, model_path: str | None = None, limit: int = 512,
@@ -51,27 +44,18 @@ def run(corpus_dir: Path, json_path: Path, model_path: str | None = None, limit:
     yaw = params["pose_deg"][:n, 0].astype(np.float64)
     n_identity = min(n_identity, gt.n_identity)  # a corpus with fewer modes is fitted in all of them
 
-    face = model.arrays.subset(model.vertex_range("face"))
-    target = mesh_camera_space(face, gt)
-    ident = np.asarray(gt.identity)
-    truncated = np.where(np.arange(ident.shape[-1]) < n_identity, ident, 0.0).astype(np.float32)
-    reference = {
-        "mean_identity": metrics.vertex_error_aligned_mm(
-            mesh_camera_space(face, replace(gt, identity=np.zeros_like(ident))), target),
-        "truncated_identity": metrics.vertex_error_aligned_mm(
-            mesh_camera_space(face, replace(gt, identity=truncated)), target)}
-
+    reference = metrics.identity_reference_errors(model, gt, n_identity)
     sets = point_sets(model)
     cases = [BoundCase(name, float(s), solve_t) for name in sets for s in sigmas for solve_t in (True, False)]
     log.info("fitting %d faces × %d cases", n, len(cases))
     errors = identity_bound(model, gt, corpus.image_size, cases, sets, n_identity=n_identity, seed=seed)
 
     rows = [{"points": c.points, "n_points": int(len(sets[c.points])), "sigma_px": c.sigma_px,
-             "distance": "unknown" if c.solve_translation else "known", **_binned(errors[c], yaw)}
+             "distance": "unknown" if c.solve_translation else "known", **metrics.means_by_bin(errors[c], yaw)}
             for c in cases]
     report = {"n": n, "corpus": str(corpus_dir), "image_size": corpus.image_size, "n_identity": n_identity,
               "seed": seed, "yaw_bins_n": {b: int(m.sum()) for b, m in metrics.yaw_bin_masks(yaw).items()},
-              **{k: _binned(v, yaw) for k, v in reference.items()},
+              **{k: metrics.means_by_bin(v, yaw) for k, v in reference.items()},
               "fits": rows, "units": "mm, face-region vertices after rigid alignment",
               "about": "identity fitted to projected points with σ px Gaussian noise, true rotation, expression "
                        "and camera; distance unknown = translation fitted too. All points count as observed."}

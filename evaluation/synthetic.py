@@ -37,12 +37,10 @@ def summarize(errors: dict[str, np.ndarray], yaw_deg: np.ndarray) -> dict[str, A
     out["yaw_bins"] = bins
     out["balanced"] = {k: metrics.balanced_mean({b: v[k] for b, v in bins.items()}) for k in METRIC_KEYS}
     if all(k in errors for k in ATTRIBUTION_KEYS):
-        masks = metrics.yaw_bin_masks(yaw_deg)
         out["aligned_attribution_mm"] = {
             "about": "aligned vertex error with only this part predicted (see facemodel.metrics."
                      "aligned_error_attribution); mean_identity and truncated_identity use no prediction",
-            **{k: {"all": metrics.nan_mean(errors[k]),
-                   **{b: metrics.nan_mean(errors[k][m]) for b, m in masks.items()}} for k in ATTRIBUTION_KEYS}}
+            **{k: metrics.means_by_bin(errors[k], yaw_deg) for k in ATTRIBUTION_KEYS}}
     out["units"] = {"vertex_mm_camera": "mm", "vertex_mm_aligned": "mm", "nme_bbox_68": "percent",
                     "expression_mae": "blendshape weight", "rotation_deg": "degrees"}
     return out

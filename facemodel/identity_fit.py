@@ -22,7 +22,7 @@ from typing import Mapping
 import numpy as np
 
 from .camera import project
-from .formation import mesh_camera_space, project_to_image
+from .formation import mesh_camera_space
 from .geometry import euler_to_matrix
 from .metrics import vertex_error_aligned_mm
 from .model import FaceModel, ModelArrays
@@ -136,7 +136,7 @@ def identity_bound(model: FaceModel, gt: FaceParams, image_size: int, cases: lis
         for i in range(len(gt.expression)):
             g = gt[i]
             exact = np.asarray(mesh_camera_space(arrays, g), np.float64)
-            pix = project_to_image(exact, replace(g, camera=np.asarray(g.camera, np.float64)), image_size, image_size)
+            pix = project(exact, np.asarray(g.camera, np.float64), image_size, image_size)
             pix = pix + rng.normal(0.0, case.sigma_px, pix.shape)
             fitted.append(fit_identity_to_points(arrays, g, pix, image_size, case.sigma_px, n_identity,
                                                  case.solve_translation, t_prior).identity)

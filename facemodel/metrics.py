@@ -146,6 +146,12 @@ def nan_mean(values: np.ndarray) -> float | None:
     return float(v.mean()) if v.size else None
 
 
+def means_by_bin(values: np.ndarray, yaw_deg: np.ndarray) -> dict[str, float | None]:
+    """{"all": mean, "0-30": mean, …} of ``values`` (NaN ignored): one report entry per error kind."""
+    values = np.asarray(values, np.float64)
+    return {"all": nan_mean(values), **{b: nan_mean(values[m]) for b, m in yaw_bin_masks(yaw_deg).items()}}
+
+
 # -- 3-D errors -----------------------------------------------------------------------------
 def vertex_error_mm(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     """(…,) mean Euclidean vertex distance in mm for vertices in cm (camera space as given)."""
@@ -243,16 +249,32 @@ def aligned_error_attribution(model: "FaceModel", pred: "FaceParams", gt: "FaceP
     * ``truncated_identity`` — true identity cut to the prediction's number of modes: the floor a
       regressor with that many modes cannot go below.
     """
+    n_gt = gt.n_identity
+    return _aligned_errors_of_variants(model, gt, {
+        "identity_only": replace(gt, identity=pred.with_identity_modes(n_gt).identity),
+        "expression_only": replace(gt, expression=np.asarray(pred.expression, np.float32)),
+        **_identity_reference_variants(gt, pred.n_identity)})
+
+
+def identity_reference_errors(model: "FaceModel", gt: "FaceParams", n_identity: int) -> dict[str, np.ndarray]:
+    """(N,) ``mean_identity`` and ``truncated_identity`` errors of :func:`aligned_error_attribution`.
+
+    The two references any identity estimate with ``n_identity`` modes is read against; they need
+    no prediction, so the identity bound (``facerig eval identity-bound``) reports them too.
+    """
+    return _aligned_errors_of_variants(model, gt, _identity_reference_variants(gt, n_identity))
+
+
+def _identity_reference_variants(gt: "FaceParams", n_identity: int) -> dict[str, "FaceParams"]:
+    return {"mean_identity": replace(gt, identity=np.zeros_like(np.asarray(gt.identity))),
+            "truncated_identity": replace(gt, identity=gt.with_identity_modes(n_identity)
+                                          .with_identity_modes(gt.n_identity).identity)}
+
+
+def _aligned_errors_of_variants(model: "FaceModel", gt: "FaceParams", variants: Mapping[str, "FaceParams"]
+                                ) -> dict[str, np.ndarray]:
     from .formation import mesh_camera_space
 
     face = model.arrays.subset(model.vertex_range("face"))
-    n_gt = gt.n_identity
     target = mesh_camera_space(face, gt)
-    variants = {
-        "identity_only": replace(gt, identity=pred.with_identity_modes(n_gt).identity),
-        "expression_only": replace(gt, expression=np.asarray(pred.expression, np.float32)),
-        "mean_identity": replace(gt, identity=np.zeros_like(np.asarray(gt.identity))),
-        "truncated_identity": replace(gt, identity=gt.with_identity_modes(pred.n_identity).with_identity_modes(n_gt)
-                                      .identity),
-    }
     return {k: vertex_error_aligned_mm(mesh_camera_space(face, v), target) for k, v in variants.items()}
