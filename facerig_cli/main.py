@@ -52,8 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as exc:  # noqa: BLE001 — user-facing errors become one clear line
         from facemodel import FaceModelError, LayoutError
+        from synth.corpus import CorpusError
 
-        if isinstance(exc, (CommandError, FaceModelError, LayoutError, FileNotFoundError, ValueError)):
+        if isinstance(exc, (CommandError, FaceModelError, LayoutError, CorpusError, FileNotFoundError, ValueError)):
             print(f"facerig: error: {exc}", file=sys.stderr)
             return 2
         raise

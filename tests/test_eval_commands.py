@@ -179,6 +179,9 @@ def test_eval_identity_bound_schema(tmp_path, const_onnx, face_model):
     bad = run("eval", "identity-bound", "--corpus", tmp_path / "corpus", "--json", tmp_path / "x.json",
               "--sigma", "0")
     assert bad.returncode == 2 and "--sigma" in bad.stderr and "Traceback" not in bad.stderr
+    for command in ("identity-bound", "synthetic"):                # not a corpus: one clear line
+        bad = run("eval", command, "--corpus", tmp_path / "missing", "--json", tmp_path / "x.json")
+        assert bad.returncode == 2 and "corpus not found" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_bench_records_measurements_or_reasons(tmp_path, const_onnx):
