@@ -121,3 +121,26 @@ def error_vs_yaw_figure(yaw_deg: np.ndarray, errors: dict[str, np.ndarray], path
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return Path(path)
+
+
+def distance_histogram_figure(groups: dict[str, np.ndarray], path: Path, title: str = "", xlabel: str = ""
+                              ) -> Path:
+    """Overlaid, normalised histograms of distance groups (e.g. same face vs other people)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    values = [np.asarray(v, np.float64) for v in groups.values()]
+    top = max(float(np.percentile(v, 99)) for v in values if v.size) if any(v.size for v in values) else 1.0
+    bins = np.linspace(0.0, max(top, 1e-6), 40)
+    for (name, _), v in zip(groups.items(), values):
+        ax.hist(np.clip(v, 0, bins[-1]), bins=bins, density=True, alpha=0.5,
+                label=f"{name} (median {np.median(v):.2f})" if v.size else name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("density")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

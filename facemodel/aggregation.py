@@ -42,6 +42,24 @@ def identity_rms_mm(model: "FaceModel", a: np.ndarray, b: np.ndarray) -> np.ndar
     return np.sqrt((disp ** 2).sum(-1).mean(-1)) * 10.0
 
 
+def identity_distance_matrix_mm(model: "FaceModel", a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(A, B) RMS face-region distances (mm) between every identity of ``a`` (A, n) and ``b`` (B, n).
+
+    The same distance as :func:`identity_rms_mm`, computed through the Gram matrix of the basis
+    over the face region (n × n) so that hundreds × hundreds of pairs need no mesh each.
+    """
+    a, b = np.atleast_2d(np.asarray(a, np.float64)), np.atleast_2d(np.asarray(b, np.float64))
+    n = max(a.shape[-1], b.shape[-1])
+    a = np.pad(a, ((0, 0), (0, n - a.shape[-1])))
+    b = np.pad(b, ((0, 0), (0, n - b.shape[-1])))
+    face = model.vertex_range("face")
+    basis = np.asarray(model.identity_basis[:n, face], np.float64).reshape(n, -1)
+    gram = basis @ basis.T / len(face)                                    # cm² per vertex
+    ga, gb = a @ gram, b @ gram
+    sq = (ga * a).sum(1)[:, None] + (gb * b).sum(1)[None, :] - 2.0 * ga @ b.T
+    return np.sqrt(np.clip(sq, 0.0, None)) * 10.0
+
+
 def leave_one_out_distances(model: "FaceModel", identities: np.ndarray, confidences: np.ndarray | None = None
                             ) -> np.ndarray:
     """(K,) RMS shape distance (mm) of each photo's identity from the aggregate of the *other* photos.
@@ -68,4 +86,4 @@ def flag_outliers(model: "FaceModel", identities: np.ndarray, threshold_mm: floa
     return d > threshold_mm
 
 
-__all__ = ["aggregate_identity", "identity_rms_mm", "leave_one_out_distances", "flag_outliers"]
+__all__ = ["aggregate_identity", "identity_rms_mm", "identity_distance_matrix_mm", "leave_one_out_distances", "flag_outliers"]

@@ -212,6 +212,22 @@ def failure_rate(errors: np.ndarray, threshold: float) -> float:
     return float((~(np.where(np.isfinite(e), e, np.inf) <= threshold)).mean())
 
 
+# -- retrieval ------------------------------------------------------------------------------------
+def retrieval_ranks(distances: np.ndarray) -> np.ndarray:
+    """(N,) rank of the true match for queries ``i`` against a gallery (N, G), match ``j = i``.
+
+    Rank 0 = the true match is the nearest; ties count against it (a constant predictor that
+    gives every gallery entry the same distance ranks last, not first).
+    """
+    d = np.asarray(distances, np.float64)
+    if d.ndim != 2 or d.shape[1] < d.shape[0]:
+        raise ValueError(f"distances must be (N, G) with G ≥ N, got shape {d.shape}")
+    own = d[np.arange(len(d)), np.arange(len(d))]
+    others = d <= own[:, None]
+    others[np.arange(len(d)), np.arange(len(d))] = False
+    return others.sum(1)
+
+
 # -- all per-sample errors of a prediction against exact ground truth -----------------------------
 def sample_errors(model: "FaceModel", pred: "FaceParams", gt: "FaceParams", image_size: int,
                   gt_landmarks: np.ndarray | None = None) -> dict[str, np.ndarray]:

@@ -1,4 +1,4 @@
-"""``facerig eval landmarks|synthetic|identity-bound`` and ``facerig bench``: the evaluation harness (issue 6).
+"""``facerig eval landmarks|synthetic|identity-bound|identity-consistency`` and ``facerig bench``: the evaluation harness (issue 6).
 
 JSON keys written here are a stable interface (CI, the model card and docs read them); the
 work is done in the ``evaluation`` package.
@@ -51,6 +51,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     ib.add_argument("--sigma", type=float, nargs="+", help="pixel noise levels (default 0.5 1 2 4)")
     ib.add_argument("--face-model", dest="face_model")
     ib.set_defaults(func=cmd_identity_bound)
+    ic = esub.add_parser("identity-consistency", help="does the regressor tell people apart on real photos: "
+                         "each face against its mirror image and against every other face (no labels needed)")
+    ic.add_argument("--images", type=Path, required=True,
+                    help="folder of photos, one person each (with .pts files for --box gt)")
+    ic.add_argument("--json", type=Path, required=True, help="report path; a histogram .png beside it")
+    ic.add_argument("--model", type=Path, help="regressor ONNX (default: blender_addon/models/facerig_regressor.onnx)")
+    ic.add_argument("--box", choices=("gt", "detect"), default="gt",
+                    help="crop from the .pts landmarks (default) or the largest detected face (any photo folder)")
+    ic.add_argument("--face-model", dest="face_model")
+    ic.add_argument("--limit", type=int, help="only the first N images (sorted by name)")
+    ic.add_argument("--no-plot", action="store_true")
+    ic.set_defaults(func=cmd_identity_consistency)
     p.set_defaults(func=lambda a: p.print_help() or 2)
 
     b = sub.add_parser("bench", help="speed: regressor, photo → params, photo → Blender, synthesis, training")
@@ -99,6 +111,19 @@ def cmd_identity_bound(args: argparse.Namespace) -> int:
         raise ValueError("--sigma values must be positive")
     report = run(args.corpus, args.json, model_path=args.face_model, limit=args.limit, sigmas=sigmas)
     print(format_table(report))
+    return 0
+
+
+def cmd_identity_consistency(args: argparse.Namespace) -> int:
+    from evaluation.identity_consistency import run
+
+    _check_positive(args.limit, "--limit")
+    report = run(args.images, args.json, onnx_path=args.model, model_path=args.face_model, box_mode=args.box,
+                 limit=args.limit, plot=not args.no_plot)
+    _print_summary(report, ("n", "within_mirror_mm", "between_mm", "between_over_within", "mirror_retrieval_top1",
+                            "mirror_retrieval_top5", "median_rank", "spread_from_mean_face_mm"))
+    if report["skipped"]:
+        print(f"skipped {len(report['skipped'])} images (reasons in the JSON)")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""``facerig eval landmarks|synthetic|identity-bound`` and ``facerig bench`` as a user runs them: JSON schemas.
+"""``facerig eval landmarks|synthetic|identity-bound|identity-consistency`` and ``facerig bench`` as a user runs them: JSON schemas.
 
 The JSON keys are a stable interface (other tooling reads them), so they are pinned here.
 The facerig-method runs use the add-on's contract-conforming constant ONNX stand-in
@@ -182,6 +182,53 @@ def test_eval_identity_bound_schema(tmp_path, const_onnx, face_model):
     for command in ("identity-bound", "synthetic"):                # not a corpus: one clear line
         bad = run("eval", command, "--corpus", tmp_path / "missing", "--json", tmp_path / "x.json")
         assert bad.returncode == 2 and "corpus not found" in bad.stderr and "Traceback" not in bad.stderr
+
+
+IC_KEYS = {"n", "within_mirror_mm", "between_mm", "between_over_within", "mirror_retrieval_top1",
+           "mirror_retrieval_top5", "median_rank", "chance_top1", "spread_from_mean_face_mm", "per_image", "skipped"}
+
+
+def test_eval_identity_consistency_known_answer_and_errors(tmp_path, const_onnx):
+    """A regressor that predicts one face for everyone: no distance at all, and nothing retrieved
+    (ties rank last); unreadable files are skipped with a reason; no faces is a one-line error."""
+    needs_helen()
+    onnx_path, _ = const_onnx
+    out = run("eval", "identity-consistency", "--images", HELEN, "--json", tmp_path / "ic.json", "--model", onnx_path,
+              "--limit", "6")
+    assert out.returncode == 0, out.stderr
+    rep = json.loads((tmp_path / "ic.json").read_text())
+    assert IC_KEYS <= set(rep) and rep["n"] == 6 and rep["box"] == "gt"
+    assert rep["within_mirror_mm"] == pytest.approx(0.0, abs=1e-3) and rep["between_mm"] == pytest.approx(0.0, abs=1e-3)
+    assert rep["between_over_within"] is None
+    assert rep["mirror_retrieval_top1"] == 0.0 and rep["median_rank"] == 5.0 and rep["chance_top1"] == pytest.approx(1 / 6)
+    assert len(rep["per_image"]["name"]) == 6 and (tmp_path / "ic.png").read_bytes()[:4] == b"\x89PNG"
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "broken.jpg").write_bytes(b"not an image")
+    out = run("eval", "identity-consistency", "--images", folder, "--json", tmp_path / "x.json", "--box", "detect")
+    assert out.returncode == 2 and "at least 2 faces" in out.stderr and "Traceback" not in out.stderr
+    for demo in sorted((FACES / "demo").glob("*.png"))[:2]:
+        (folder / demo.name).write_bytes(demo.read_bytes())
+    out = run("eval", "identity-consistency", "--images", folder, "--json", tmp_path / "d.json", "--box", "detect",
+              "--model", onnx_path, "--no-plot")
+    assert out.returncode == 0, out.stderr
+    rep = json.loads((tmp_path / "d.json").read_text())
+    assert rep["n"] == 2 and list(rep["skipped"]) == ["broken.jpg"] and "unreadable" in rep["skipped"]["broken.jpg"]
+    assert "skipped 1 images" in out.stdout
+
+
+def test_eval_identity_consistency_of_the_shipped_model(tmp_path):
+    """The shipped regressor on 40 Helen faces: a face's mirror image is closer than other people
+    and is found far above chance (all 330: top-1 27 %, within 1.05 mm, between 2.69 mm)."""
+    needs_helen()
+    out = run("eval", "identity-consistency", "--images", HELEN, "--json", tmp_path / "ic.json", "--limit", "40",
+              "--no-plot")
+    assert out.returncode == 0, out.stderr
+    rep = json.loads((tmp_path / "ic.json").read_text())
+    assert rep["n"] == 40 and rep["skipped"] == {}
+    assert 0.3 < rep["within_mirror_mm"] < rep["between_mm"] < 6.0
+    assert rep["mirror_retrieval_top1"] > 5 * rep["chance_top1"] and rep["median_rank"] < 10
 
 
 def test_bench_records_measurements_or_reasons(tmp_path, const_onnx):

@@ -138,3 +138,14 @@ def test_expression_mae_and_curves():
     assert metrics.failure_rate(errs, 2.5) == pytest.approx(0.5)
     assert 0 < metrics.auc_at(errs, 4.0) < 0.75
     assert metrics.nan_mean(np.array([np.nan, 1.0, 3.0])) == 2.0 and metrics.nan_mean(np.array([np.nan])) is None
+
+
+def test_retrieval_ranks_count_closer_and_tied_others():
+    d = np.array([[0.1, 0.5, 0.9],      # own match nearest → rank 0
+                  [0.2, 0.4, 0.3],      # two others nearer → rank 2
+                  [0.7, 0.2, 0.7]])     # a tie with the match counts against it → rank 2
+    assert metrics.retrieval_ranks(d).tolist() == [0, 2, 2]
+    assert metrics.retrieval_ranks(np.ones((4, 4))).tolist() == [3, 3, 3, 3]   # a constant predictor: last
+    assert metrics.retrieval_ranks(np.array([[0.0, 1.0, 2.0]])).tolist() == [0]  # a larger gallery
+    with pytest.raises(ValueError, match="G ≥ N"):
+        metrics.retrieval_ranks(np.ones((3, 2)))

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from facemodel.aggregation import aggregate_identity, flag_outliers, identity_rms_mm, leave_one_out_distances
+from facemodel.aggregation import (aggregate_identity, flag_outliers, identity_distance_matrix_mm, identity_rms_mm,
+                                   leave_one_out_distances)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "blender_addon" / "models" / "facerig_regressor.onnx"
@@ -38,6 +39,17 @@ def test_identity_distance_is_the_shape_rms(face_model):
                                [expected / 2, expected / 2, expected], rtol=1e-5)
     assert flag_outliers(face_model, np.stack([a, a, b]), 0.75 * expected).tolist() == [False, False, True]
     assert flag_outliers(face_model, np.stack([a, b]), 0.1).tolist() == [False, False]   # no majority
+
+
+def test_distance_matrix_equals_pairwise_shape_rms(face_model):
+    """The Gram-matrix shortcut gives the same mm as forming every pair's shape difference."""
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(size=(5, 60)), rng.normal(size=(3, 40))          # fewer modes are zero-padded
+    d = identity_distance_matrix_mm(face_model, a, b)
+    assert d.shape == (5, 3)
+    expected = [[float(identity_rms_mm(face_model, x, y)) for y in b] for x in a]
+    np.testing.assert_allclose(d, expected, rtol=1e-5)
+    np.testing.assert_allclose(np.diag(identity_distance_matrix_mm(face_model, a, a)), 0.0, atol=1e-4)
 
 
 def test_untrained_head_is_plain_averaging():
