@@ -22,7 +22,8 @@ from facemodel import FaceModel, FaceParams, ParamLayout, metrics
 log = logging.getLogger(__name__)
 
 METRIC_KEYS = ("vertex_mm_camera", "vertex_mm_aligned", "nme_bbox_68", "expression_mae", "rotation_deg")
-ATTRIBUTION_KEYS = ("identity_only", "expression_only", "mean_identity", "truncated_identity")
+ATTRIBUTION_KEYS = ("identity_only", "expression_only", "mean_identity", "truncated_identity", "scale_free",
+                    "identity_only_scale_free", "mean_identity_scale_free")
 BATCH = 64
 
 
@@ -39,7 +40,8 @@ def summarize(errors: dict[str, np.ndarray], yaw_deg: np.ndarray) -> dict[str, A
     if all(k in errors for k in ATTRIBUTION_KEYS):
         out["aligned_attribution_mm"] = {
             "about": "aligned vertex error with only this part predicted (see facemodel.metrics."
-                     "aligned_error_attribution); mean_identity and truncated_identity use no prediction",
+                     "aligned_error_attribution); mean_identity and truncated_identity use no prediction; "
+                     "*_scale_free after a similarity alignment (overall size forgiven)",
             **{k: metrics.means_by_bin(errors[k], yaw_deg) for k in ATTRIBUTION_KEYS}}
     out["units"] = {"vertex_mm_camera": "mm", "vertex_mm_aligned": "mm", "nme_bbox_68": "percent",
                     "expression_mae": "blendshape weight", "rotation_deg": "degrees"}

@@ -118,11 +118,12 @@ def vertex_normals(vertices: Any, triangles: Any, vf_table: Any) -> Any:
     return normalize(fn[..., vf_table, :].sum(-2))
 
 
-def procrustes_align(source: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Rigidly align ``source`` (N, 3) onto ``target`` (rotation + translation, no scale)."""
+def procrustes_align(source: np.ndarray, target: np.ndarray, scale: bool = False) -> np.ndarray:
+    """Align ``source`` (N, 3) onto ``target``: rotation + translation, and a uniform scale if ``scale``."""
     s_mean, t_mean = source.mean(0), target.mean(0)
     s, t = source - s_mean, target - t_mean
-    u, _, vt = np.linalg.svd(s.T @ t)
+    u, sv, vt = np.linalg.svd(s.T @ t)
     d = np.sign(np.linalg.det(u @ vt))
     rot = u @ np.diag([1.0, 1.0, d]) @ vt
-    return s @ rot + t_mean
+    k = float((sv * [1.0, 1.0, d]).sum() / (s * s).sum()) if scale else 1.0
+    return k * (s @ rot) + t_mean

@@ -159,16 +159,18 @@ def vertex_error_mm(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     return np.linalg.norm(pred - gt, axis=-1).mean(-1) * MM_PER_UNIT
 
 
-def vertex_error_aligned_mm(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+def vertex_error_aligned_mm(pred: np.ndarray, gt: np.ndarray, scale: bool = False) -> np.ndarray:
     """(…,) vertex error in mm after rigid Procrustes alignment of ``pred`` onto ``gt`` (shape only).
 
     Rotation + translation, no scale: a face predicted too large at the right distance (or too
-    small and too close) keeps its size error, which is a shape error a user sees.
+    small and too close) keeps its size error, which is a shape error a user sees. ``scale=True``
+    also fits a uniform scale (similarity alignment, as NoW-style benchmarks do): a diagnostic of
+    how much of the error is overall size, which one view shows only through perspective.
     """
     pred, gt = np.asarray(pred, np.float64), np.asarray(gt, np.float64)
     batch = pred.shape[:-2]
     p2, g2 = pred.reshape((-1,) + pred.shape[-2:]), gt.reshape((-1,) + gt.shape[-2:])
-    aligned = np.stack([procrustes_align(a, b) for a, b in zip(p2, g2)]) if len(p2) else p2
+    aligned = np.stack([procrustes_align(a, b, scale) for a, b in zip(p2, g2)]) if len(p2) else p2
     return vertex_error_mm(aligned, g2).reshape(batch)
 
 
@@ -263,13 +265,26 @@ def aligned_error_attribution(model: "FaceModel", pred: "FaceParams", gt: "FaceP
     * ``mean_identity`` — identity 0 (the mean face), true expression: what predicting no identity
       at all would score, the baseline ``identity_only`` has to beat;
     * ``truncated_identity`` — true identity cut to the prediction's number of modes: the floor a
-      regressor with that many modes cannot go below.
+      regressor with that many modes cannot go below;
+    * ``scale_free``, ``identity_only_scale_free``, ``mean_identity_scale_free`` — the whole
+      prediction, ``identity_only`` and ``mean_identity`` after a similarity alignment (uniform
+      scale too): what remains once overall size, which trades against distance in one view, is
+      forgiven.
     """
+    from .formation import mesh_camera_space
+
+    face = model.arrays.subset(model.vertex_range("face"))
+    target = mesh_camera_space(face, gt)
     n_gt = gt.n_identity
-    return _aligned_errors_of_variants(model, gt, {
-        "identity_only": replace(gt, identity=pred.with_identity_modes(n_gt).identity),
-        "expression_only": replace(gt, expression=np.asarray(pred.expression, np.float32)),
-        **_identity_reference_variants(gt, pred.n_identity)})
+    variants = {"identity_only": replace(gt, identity=pred.with_identity_modes(n_gt).identity),
+                "expression_only": replace(gt, expression=np.asarray(pred.expression, np.float32)),
+                **_identity_reference_variants(gt, pred.n_identity)}
+    meshes = _variant_meshes(model, {**variants, "prediction": pred.with_identity_modes(n_gt)})
+    out = {k: vertex_error_aligned_mm(meshes[k], target) for k in variants}
+    out["scale_free"] = vertex_error_aligned_mm(meshes["prediction"], target, scale=True)
+    for k in ("identity_only", "mean_identity"):
+        out[f"{k}_scale_free"] = vertex_error_aligned_mm(meshes[k], target, scale=True)
+    return out
 
 
 def identity_reference_errors(model: "FaceModel", gt: "FaceParams", n_identity: int) -> dict[str, np.ndarray]:
@@ -278,7 +293,11 @@ def identity_reference_errors(model: "FaceModel", gt: "FaceParams", n_identity: 
     The two references any identity estimate with ``n_identity`` modes is read against; they need
     no prediction, so the identity bound (``facerig eval identity-bound``) reports them too.
     """
-    return _aligned_errors_of_variants(model, gt, _identity_reference_variants(gt, n_identity))
+    from .formation import mesh_camera_space
+
+    target = mesh_camera_space(model.arrays.subset(model.vertex_range("face")), gt)
+    meshes = _variant_meshes(model, _identity_reference_variants(gt, n_identity))
+    return {k: vertex_error_aligned_mm(m, target) for k, m in meshes.items()}
 
 
 def _identity_reference_variants(gt: "FaceParams", n_identity: int) -> dict[str, "FaceParams"]:
@@ -287,10 +306,9 @@ def _identity_reference_variants(gt: "FaceParams", n_identity: int) -> dict[str,
                                           .with_identity_modes(gt.n_identity).identity)}
 
 
-def _aligned_errors_of_variants(model: "FaceModel", gt: "FaceParams", variants: Mapping[str, "FaceParams"]
-                                ) -> dict[str, np.ndarray]:
+def _variant_meshes(model: "FaceModel", variants: Mapping[str, "FaceParams"]) -> dict[str, np.ndarray]:
+    """Camera-space face-region mesh of each parameter variant."""
     from .formation import mesh_camera_space
 
     face = model.arrays.subset(model.vertex_range("face"))
-    target = mesh_camera_space(face, gt)
-    return {k: vertex_error_aligned_mm(mesh_camera_space(face, v), target) for k, v in variants.items()}
+    return {k: mesh_camera_space(face, v) for k, v in variants.items()}

@@ -151,7 +151,8 @@ def test_eval_synthetic_schema_and_known_answers(tmp_path, const_onnx, face_mode
     # all of the corpus' 20 modes predicted, so every partial prediction is exact (values of each
     # entry: tests/test_eval_metrics.py).
     att = rep["aligned_attribution_mm"]
-    assert set(att) - {"about"} == {"identity_only", "expression_only", "mean_identity", "truncated_identity"}
+    assert set(att) - {"about"} == {"identity_only", "expression_only", "mean_identity", "truncated_identity",
+                                    "scale_free", "identity_only_scale_free", "mean_identity_scale_free"}
     for k in set(att) - {"about"}:
         assert att[k]["all"] == pytest.approx(0.0, abs=1e-3) and set(att[k]) == BINS | {"all"}
     assert (tmp_path / "syn.png").is_file()

@@ -71,6 +71,9 @@ def test_procrustes_recovers_a_rigid_motion():
     r = geometry.euler_to_matrix(np.array([0.4, -0.2, 0.1]))
     tgt = src @ r.T + [1, 2, 3]
     np.testing.assert_allclose(geometry.procrustes_align(src, tgt), tgt, atol=1e-9)
+    np.testing.assert_allclose(geometry.procrustes_align(src, 1.3 * tgt, scale=True), 1.3 * tgt, atol=1e-9)
+    # without scale a uniformly larger target keeps its size difference
+    assert np.abs(geometry.procrustes_align(src, 1.3 * tgt) - 1.3 * tgt).max() > 0.1
 
 
 def test_model_vertices_are_linear_in_coefficients(face_model):
