@@ -102,14 +102,17 @@ def predict_identities(regressor: Any, crops: np.ndarray) -> np.ndarray:
     return np.concatenate(out)
 
 
-def consistency(model: FaceModel, identities: np.ndarray, mirrored: np.ndarray) -> dict[str, Any]:
-    """The report's figures from plain and mirrored identities (N, n) of N different people."""
-    d = identity_distance_matrix_mm(model, mirrored, identities)       # query i (mirror) × gallery j
+def split_distances(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(own mirror image (N,), other people (N·(N−1),)) of a query × gallery distance matrix."""
+    return np.diag(d).copy(), d[~np.eye(len(d), dtype=bool)]
+
+
+def consistency(d: np.ndarray, spread: np.ndarray) -> dict[str, Any]:
+    """The report's figures from distances (N, N) of mirrored face ``i`` to plain face ``j`` (mm) and
+    each face's distance from the mean face (N,)."""
     n = len(d)
-    within = np.diag(d).copy()
-    between = d[~np.eye(n, dtype=bool)]
+    within, between = split_distances(d)
     ranks = metrics.retrieval_ranks(d)
-    spread = identity_distance_matrix_mm(model, identities, np.zeros((1, identities.shape[1])))[:, 0]
     med_within, med_between = float(np.median(within)), float(np.median(between))
     return {"n": n, "within_mirror_mm": med_within, "within_mirror_mm_mean": float(within.mean()),
             "between_mm": med_between,
@@ -132,7 +135,9 @@ def run(images_dir: Path, json_path: Path, onnx_path: Path | None = None, model_
     crops = collect_crops(images_dir, box_mode, regressor_input_size(regressor), limit, progress)
     ids = predict_identities(regressor, crops.images)
     ids_mirror = predict_identities(regressor, np.ascontiguousarray(crops.images[:, :, ::-1]))
-    report = consistency(model, ids, ids_mirror)
+    d = identity_distance_matrix_mm(model, ids_mirror, ids)          # query i (mirror) × gallery j
+    spread = identity_distance_matrix_mm(model, ids, np.zeros((1, ids.shape[1])))[:, 0]
+    report = consistency(d, spread)
     report["per_image"]["name"] = crops.names
     report.update({"images": str(images_dir), "box": box_mode, "model": str(onnx_path or default_onnx_path()),
                    "skipped": crops.skipped, "units": "mm, RMS face-region shape distance of identities",
@@ -144,9 +149,9 @@ def run(images_dir: Path, json_path: Path, onnx_path: Path | None = None, model_
     if plot:
         from .report import distance_histogram_figure
 
-        d = identity_distance_matrix_mm(model, ids_mirror, ids)
+        within, between = split_distances(d)
         png = distance_histogram_figure(
-            {"own mirror image": np.diag(d), "other people": d[~np.eye(len(d), dtype=bool)]},
+            {"own mirror image": within, "other people": between},
             json_path.with_suffix(".png"),
             title=f"identity distances, {len(d)} faces (top-1 mirror retrieval "
                   f"{report['mirror_retrieval_top1']:.0%})", xlabel=report["units"])
@@ -154,4 +159,4 @@ def run(images_dir: Path, json_path: Path, onnx_path: Path | None = None, model_
     return report
 
 
-__all__ = ["Crops", "collect_crops", "consistency", "predict_identities", "run"]
+__all__ = ["Crops", "collect_crops", "consistency", "predict_identities", "run", "split_distances"]

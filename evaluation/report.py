@@ -143,4 +143,4 @@ def distance_histogram_figure(groups: dict[str, np.ndarray], path: Path, title: 
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
-    return path
+    return Path(path)

@@ -86,4 +86,5 @@ def flag_outliers(model: "FaceModel", identities: np.ndarray, threshold_mm: floa
     return d > threshold_mm
 
 
-__all__ = ["aggregate_identity", "identity_rms_mm", "identity_distance_matrix_mm", "leave_one_out_distances", "flag_outliers"]
+__all__ = ["aggregate_identity", "identity_rms_mm", "identity_distance_matrix_mm", "leave_one_out_distances",
+           "flag_outliers"]

@@ -1,4 +1,5 @@
-"""``facerig eval landmarks|synthetic|identity-bound|identity-consistency`` and ``facerig bench``: the evaluation harness (issue 6).
+"""``facerig eval landmarks|synthetic|identity-bound|identity-consistency`` and ``facerig bench``: the
+evaluation harness (issue 6).
 
 JSON keys written here are a stable interface (CI, the model card and docs read them); the
 work is done in the ``evaluation`` package.
