@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -25,6 +25,14 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(plt: Any, fig: Any, path: Path | str, dpi: int) -> Path:
+    """Lay out, write and close a figure; returns its path."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return Path(path)
 
 
 def landmark_figure(results: Sequence["ImageResult"], items: Sequence["LabelledImage"], path: Path,
@@ -83,10 +91,7 @@ def landmark_figure(results: Sequence["ImageResult"], items: Sequence["LabelledI
         else:
             label = "failed"
         a.set_title(f"{r.name[:18]}\n{label}", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, path, dpi=80)
 
 
 def error_vs_yaw_figure(yaw_deg: np.ndarray, errors: dict[str, np.ndarray], path: Path, title: str = "",
@@ -117,10 +122,7 @@ def error_vs_yaw_figure(yaw_deg: np.ndarray, errors: dict[str, np.ndarray], path
     axes[0][0].legend(loc="upper left")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, path, dpi=90)
 
 
 def distance_histogram_figure(groups: dict[str, np.ndarray], path: Path, title: str = "", xlabel: str = ""
@@ -140,7 +142,4 @@ def distance_histogram_figure(groups: dict[str, np.ndarray], path: Path, title: 
     ax.grid(alpha=0.3)
     if title:
         ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, path, dpi=90)
