@@ -35,7 +35,7 @@ from facemodel.aggregation import identity_distance_matrix_mm
 from facemodel.crop import canonical_crop_box
 
 from .imaging import Box, crop_square, detect_faces, load_image
-from .pts import IMAGE_SUFFIXES, list_labelled_images
+from .pts import IMAGE_SUFFIXES, list_images, list_labelled_images
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +66,7 @@ def collect_crops(folder: Path | str, box_mode: str, size: int, limit: int | Non
     if box_mode == "gt":
         entries = [(it.image_path, it) for it in list_labelled_images(folder, limit=limit)]
     else:
-        if not folder.is_dir():
-            raise FileNotFoundError(f"image folder {folder} does not exist")
-        paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        paths = list_images(folder)
         if not paths:
             raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
         entries = [(p, None) for p in paths[:limit]]

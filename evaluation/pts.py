@@ -98,6 +98,14 @@ class LabelledImage:
         return read_pts(self.pts_path)
 
 
+def list_images(folder: Path | str) -> list[Path]:
+    """Image files (``IMAGE_SUFFIXES``) in ``folder``, sorted by name; a missing folder is a user error."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder {folder} does not exist")
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
 def list_labelled_images(folder: Path | str, n_points: int = 68, limit: int | None = None
                          ) -> list[LabelledImage]:
     """Images in ``folder`` that have a same-stem ``.pts`` file, sorted by name.
@@ -105,11 +113,9 @@ def list_labelled_images(folder: Path | str, n_points: int = 68, limit: int | No
     Images without a ``.pts`` are skipped (logged); a folder with none is a user error.
     """
     folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"image folder {folder} does not exist")
     items: list[LabelledImage] = []
     unlabelled = 0
-    for image in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+    for image in list_images(folder):
         pts = image.with_suffix(".pts")
         if pts.is_file():
             items.append(LabelledImage(image, pts))

@@ -30,14 +30,22 @@ def aggregate_identity(identities: np.ndarray, confidences: np.ndarray | None = 
     return ((c * a).sum(0) / c.sum(0)).astype(np.float32)
 
 
+def _pad_modes(x: np.ndarray, n: int) -> np.ndarray:
+    """Identities (…, k) with zero coefficients appended up to ``n`` modes."""
+    return np.concatenate([x, np.zeros(x.shape[:-1] + (n - x.shape[-1],), x.dtype)], -1)
+
+
+def _face_basis(model: "FaceModel", n: int, dtype: type) -> np.ndarray:
+    """(n, F·3) the first ``n`` identity modes over the face region, cm."""
+    return np.asarray(model.identity_basis[:n, model.vertex_range("face")], dtype).reshape(n, -1)
+
+
 def identity_rms_mm(model: "FaceModel", a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """RMS distance (mm) over the face region between identity shapes ``a`` (…, n) and ``b`` (…, n)."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     n = max(a.shape[-1], b.shape[-1])
-    pad = lambda x: np.concatenate([x, np.zeros(x.shape[:-1] + (n - x.shape[-1],))], -1)  # noqa: E731
-    d = (pad(a) - pad(b)).astype(np.float32)
-    face = model.vertex_range("face")
-    basis = np.asarray(model.identity_basis[:n, face], np.float32).reshape(n, -1)   # (n, F·3) cm
+    d = (_pad_modes(a, n) - _pad_modes(b, n)).astype(np.float32)
+    basis = _face_basis(model, n, np.float32)
     disp = (d.reshape(-1, n) @ basis).reshape(d.shape[:-1] + (-1, 3)).astype(np.float64)
     return np.sqrt((disp ** 2).sum(-1).mean(-1)) * 10.0
 
@@ -50,11 +58,9 @@ def identity_distance_matrix_mm(model: "FaceModel", a: np.ndarray, b: np.ndarray
     """
     a, b = np.atleast_2d(np.asarray(a, np.float64)), np.atleast_2d(np.asarray(b, np.float64))
     n = max(a.shape[-1], b.shape[-1])
-    a = np.pad(a, ((0, 0), (0, n - a.shape[-1])))
-    b = np.pad(b, ((0, 0), (0, n - b.shape[-1])))
-    face = model.vertex_range("face")
-    basis = np.asarray(model.identity_basis[:n, face], np.float64).reshape(n, -1)
-    gram = basis @ basis.T / len(face)                                    # cm² per vertex
+    a, b = _pad_modes(a, n), _pad_modes(b, n)
+    basis = _face_basis(model, n, np.float64)
+    gram = basis @ basis.T / (basis.shape[1] // 3)                        # cm² per vertex
     ga, gb = a @ gram, b @ gram
     sq = (ga * a).sum(1)[:, None] + (gb * b).sum(1)[None, :] - 2.0 * ga @ b.T
     return np.sqrt(np.clip(sq, 0.0, None)) * 10.0

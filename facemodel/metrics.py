@@ -271,15 +271,11 @@ def aligned_error_attribution(model: "FaceModel", pred: "FaceParams", gt: "FaceP
       scale too): what remains once overall size, which trades against distance in one view, is
       forgiven.
     """
-    from .formation import mesh_camera_space
-
-    face = model.arrays.subset(model.vertex_range("face"))
-    target = mesh_camera_space(face, gt)
     n_gt = gt.n_identity
     variants = {"identity_only": replace(gt, identity=pred.with_identity_modes(n_gt).identity),
                 "expression_only": replace(gt, expression=np.asarray(pred.expression, np.float32)),
                 **_identity_reference_variants(gt, pred.n_identity)}
-    meshes = _variant_meshes(model, {**variants, "prediction": pred.with_identity_modes(n_gt)})
+    target, meshes = _face_meshes(model, gt, {**variants, "prediction": pred.with_identity_modes(n_gt)})
     out = {k: vertex_error_aligned_mm(meshes[k], target) for k in variants}
     out["scale_free"] = vertex_error_aligned_mm(meshes["prediction"], target, scale=True)
     for k in ("identity_only", "mean_identity"):
@@ -293,10 +289,7 @@ def identity_reference_errors(model: "FaceModel", gt: "FaceParams", n_identity: 
     The two references any identity estimate with ``n_identity`` modes is read against; they need
     no prediction, so the identity bound (``facerig eval identity-bound``) reports them too.
     """
-    from .formation import mesh_camera_space
-
-    target = mesh_camera_space(model.arrays.subset(model.vertex_range("face")), gt)
-    meshes = _variant_meshes(model, _identity_reference_variants(gt, n_identity))
+    target, meshes = _face_meshes(model, gt, _identity_reference_variants(gt, n_identity))
     return {k: vertex_error_aligned_mm(m, target) for k, m in meshes.items()}
 
 
@@ -306,9 +299,10 @@ def _identity_reference_variants(gt: "FaceParams", n_identity: int) -> dict[str,
                                           .with_identity_modes(gt.n_identity).identity)}
 
 
-def _variant_meshes(model: "FaceModel", variants: Mapping[str, "FaceParams"]) -> dict[str, np.ndarray]:
-    """Camera-space face-region mesh of each parameter variant."""
+def _face_meshes(model: "FaceModel", gt: "FaceParams", variants: Mapping[str, "FaceParams"]
+                 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Camera-space face-region mesh of the ground truth and of each parameter variant."""
     from .formation import mesh_camera_space
 
     face = model.arrays.subset(model.vertex_range("face"))
-    return {k: mesh_camera_space(face, v) for k, v in variants.items()}
+    return mesh_camera_space(face, gt), {k: mesh_camera_space(face, v) for k, v in variants.items()}

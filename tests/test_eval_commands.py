@@ -1,4 +1,5 @@
-"""``facerig eval landmarks|synthetic|identity-bound|identity-consistency`` and ``facerig bench`` as a user runs them: JSON schemas.
+"""``facerig eval landmarks|synthetic|identity-bound|identity-consistency`` and ``facerig bench`` as a user
+runs them: JSON schemas.
 
 The JSON keys are a stable interface (other tooling reads them), so they are pinned here.
 The facerig-method runs use the add-on's contract-conforming constant ONNX stand-in
@@ -199,9 +200,11 @@ def test_eval_identity_consistency_known_answer_and_errors(tmp_path, const_onnx)
     assert out.returncode == 0, out.stderr
     rep = json.loads((tmp_path / "ic.json").read_text())
     assert IC_KEYS <= set(rep) and rep["n"] == 6 and rep["box"] == "gt"
-    assert rep["within_mirror_mm"] == pytest.approx(0.0, abs=1e-3) and rep["between_mm"] == pytest.approx(0.0, abs=1e-3)
+    assert rep["within_mirror_mm"] == pytest.approx(0.0, abs=1e-3)
+    assert rep["between_mm"] == pytest.approx(0.0, abs=1e-3)
     assert rep["between_over_within"] is None
-    assert rep["mirror_retrieval_top1"] == 0.0 and rep["median_rank"] == 5.0 and rep["chance_top1"] == pytest.approx(1 / 6)
+    assert rep["mirror_retrieval_top1"] == 0.0 and rep["median_rank"] == 5.0
+    assert rep["chance_top1"] == pytest.approx(1 / 6)
     assert len(rep["per_image"]["name"]) == 6 and (tmp_path / "ic.png").read_bytes()[:4] == b"\x89PNG"
 
     folder = tmp_path / "photos"

@@ -88,7 +88,8 @@ def test_noise_and_sparsity_lose_identity_towards_the_prior(face_model, dense):
 
     def err(arrays, sigma, solve_t=False):
         fit = fit_identity_to_points(arrays, truth, pixels_of(arrays, truth), SIZE, sigma, 60, solve_t)
-        return float(vertex_error_aligned_mm(mesh_camera_space(target_mesh, fit), mesh_camera_space(target_mesh, truth)))
+        return float(vertex_error_aligned_mm(mesh_camera_space(target_mesh, fit),
+                                             mesh_camera_space(target_mesh, truth)))
 
     mean_face = float(vertex_error_aligned_mm(
         mesh_camera_space(target_mesh, replace(truth, identity=np.zeros(100, np.float32))),
