@@ -7,7 +7,6 @@ import importlib
 import logging
 import sys
 
-from facerig_cli.errors import CommandError
 
 # Modules that add subcommands; each defines ``register(subparsers)``. Imported lazily so
 # ``facerig --help`` stays fast and a missing optional extra breaks only its own command.
@@ -19,6 +18,31 @@ COMMAND_MODULES = (
     "facerig_cli.reconstruct_cmd",
     "facerig_cli.eval_cmd",
 )
+
+
+# Errors that mean "the input or a file is wrong", not "facerig has a bug": printed as one line,
+# exit code 2. Named, not imported, so a failing command never pulls in heavy modules it did not
+# use; an error of a class can only have been raised once its module is loaded.
+USER_ERRORS = (
+    "facerig_cli.errors:CommandError",
+    "facemodel.model:FaceModelError",
+    "synth.corpus:CorpusError",
+    "synth.render:RenderError",
+    "synth.views:ReconstructionError",
+    "learner.photo_corpus:PhotoCorpusError",
+)
+
+
+def is_user_error(exc: BaseException) -> bool:
+    """True for the errors :data:`USER_ERRORS` names and for missing files and bad values."""
+    if isinstance(exc, (FileNotFoundError, ValueError)):
+        return True
+    for spec in USER_ERRORS:
+        module, name = spec.split(":")
+        cls = getattr(sys.modules.get(module), name, None)
+        if cls is not None and isinstance(exc, cls):
+            return True
+    return False
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,10 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         print("facerig: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 — user-facing errors become one clear line
-        from facemodel import FaceModelError, LayoutError
-        from synth.corpus import CorpusError
-
-        if isinstance(exc, (CommandError, FaceModelError, LayoutError, CorpusError, FileNotFoundError, ValueError)):
+        if is_user_error(exc):
             print(f"facerig: error: {exc}", file=sys.stderr)
             return 2
         raise

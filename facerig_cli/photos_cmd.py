@@ -22,16 +22,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from learner.photo_corpus import PhotoCorpusError, build_photo_corpus
+    from learner.photo_corpus import build_photo_corpus
 
     from .errors import CommandError
 
     if args.size < 32:
         raise CommandError(f"--size must be at least 32, got {args.size}")
-    try:
-        manifest = build_photo_corpus(args.images, args.out, args.size, args.limit, progress=not args.no_progress)
-    except PhotoCorpusError as exc:
-        raise CommandError(str(exc)) from None
+    manifest = build_photo_corpus(args.images, args.out, args.size, args.limit, progress=not args.no_progress)
     print(json.dumps({"out": str(args.out), "faces": manifest["count"], "photos": manifest["files_total"],
                       "skipped": manifest["skipped"]}))
     return 0

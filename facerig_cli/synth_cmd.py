@@ -7,7 +7,6 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from .errors import CommandError
 
 AUGMENT_STEPS = ("background", "occluders", "blur", "color-jitter", "noise", "jpeg")
 
@@ -98,8 +97,7 @@ def _augment_config(args: argparse.Namespace):  # noqa: ANN202 — lazy import k
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from synth.corpus import CorpusError
-    from synth.render import RenderError, RenderSettings, render_corpus
+    from synth.render import RenderSettings, render_corpus
 
     if args.workers < 1:
         raise ValueError(f"--workers must be at least 1, got {args.workers}")
@@ -112,10 +110,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         shard_size=args.shard_size, n_identity=args.n_identity, augment=_augment_config(args),
         backgrounds=args.backgrounds, model_path=args.model, views_per_identity=args.views_per_identity)
     settings.validate()
-    try:
-        report = render_corpus(settings, args.out, workers=args.workers, progress=not args.no_progress)
-    except (CorpusError, RenderError) as exc:
-        raise CommandError(str(exc)) from None
+    report = render_corpus(settings, args.out, workers=args.workers, progress=not args.no_progress)
     if report.rendered_images:
         print(f"{report.out}: rendered {report.rendered_images} images in {report.seconds:.1f} s "
               f"({report.images_per_second:.1f} images/s); corpus holds {report.total_images}")
@@ -126,9 +121,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def cmd_views(args: argparse.Namespace) -> int:
     from synth.augment import AugmentConfig
-    from synth.corpus import CorpusError
-    from synth.render import RenderError
-    from synth.views import Perturbation, ReconstructionError, ViewSettings, render_views
+    from synth.views import Perturbation, ViewSettings, render_views
 
     try:
         offsets = tuple(float(v) for v in args.yaw_offsets.split(",") if v.strip())
@@ -136,38 +129,28 @@ def cmd_views(args: argparse.Namespace) -> int:
         raise ValueError(f"--yaw-offsets must be comma-separated degrees, got {args.yaw_offsets!r}") from None
     views = ViewSettings(source=args.source, yaw_offsets=offsets, rotations=args.rotations, relight=args.relight,
                          pitch_jitter_deg=args.pitch_jitter, perturb=Perturbation.parse(args.perturb))
-    try:
-        report = render_views(views, args.out, workers=args.workers, seed=args.seed,
-                              augment=AugmentConfig(enabled=not args.no_augment), progress=not args.no_progress,
-                              model_path=args.model)
-    except (CorpusError, RenderError, ReconstructionError) as exc:
-        raise CommandError(str(exc)) from None
+    report = render_views(views, args.out, workers=args.workers, seed=args.seed,
+                          augment=AugmentConfig(enabled=not args.no_augment), progress=not args.no_progress,
+                          model_path=args.model)
     print(f"{report.out}: rendered {report.rendered_images} views in {report.seconds:.1f} s "
           f"({report.images_per_second:.1f} images/s); corpus holds {report.total_images}")
     return 0
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
-    from synth.corpus import CorpusError
     from synth.preview import write_preview
 
     if args.count < 1:
         raise ValueError("--count must be at least 1")
-    try:
-        out = write_preview(args.corpus, args.out, args.count)
-    except CorpusError as exc:
-        raise CommandError(str(exc)) from None
+    out = write_preview(args.corpus, args.out, args.count)
     print(f"preview written to {out}")
     return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from synth.corpus import CorpusError, open_corpus
+    from synth.corpus import open_corpus
 
-    try:
-        corpus = open_corpus(args.corpus, verify=args.verify)
-    except CorpusError as exc:
-        raise CommandError(str(exc)) from None
+    corpus = open_corpus(args.corpus, verify=args.verify)
     m = corpus.manifest
     if args.json:
         print(json.dumps(m, indent=1))

@@ -95,17 +95,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                 raise FileNotFoundError(f"--init model not found: {args.init}")
             config.train.init = str(args.init.resolve())
             config.train.freeze_batchnorm = config.train.freeze_batchnorm or args.init.suffix == ".onnx"
-    from synth.corpus import CorpusError
-
-    from .errors import CommandError
-
     try:
         summary = train(args.corpus, args.out, config, resume=args.resume, progress=not args.no_progress)
     except KeyboardInterrupt as exc:
         print(f"facerig: {exc or 'interrupted'}")
         return 130
-    except CorpusError as exc:
-        raise CommandError(str(exc)) from None
     m = summary["metrics"]
     print(f"trained to step {summary['step']} ({summary['images_per_s']:.0f} images/s); "
           f"val vertex {m.get('val/vertex_mm_camera', float('nan')):.2f} mm, aligned "
@@ -120,12 +114,6 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     tune_malloc()
     from learner.bootstrap import Bootstrap, BootstrapSettings
     from learner.config import Config
-    from learner.photo_corpus import PhotoCorpusError
-    from synth.corpus import CorpusError
-    from synth.render import RenderError
-    from synth.views import ReconstructionError
-
-    from .errors import CommandError
 
     if not args.init.is_file():
         raise FileNotFoundError(f"--init model not found: {args.init}")
@@ -143,8 +131,6 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     except KeyboardInterrupt as exc:
         print(f"facerig: {exc or 'interrupted'}; rerun the same command to resume")
         return 130
-    except (CorpusError, RenderError, ReconstructionError, PhotoCorpusError) as exc:
-        raise CommandError(str(exc)) from None
     print((args.out / "report.md").read_text())
     print(f"final model: {summary['model']}")
     return 0

@@ -50,3 +50,21 @@ def test_preview_and_info_of_non_corpus(tmp_path, capsys):
     assert "not a facerig corpus" in capsys.readouterr().err
     assert main(["synth", "info", str(tmp_path / "x")]) == 2
     assert "corpus not found" in capsys.readouterr().err
+
+
+def test_every_package_error_is_one_line_and_bugs_are_not():
+    """Errors of corpora, renders, reconstructions and photo corpora reach the user as one line
+    from ``main`` itself (no per-command wrappers); a plain RuntimeError is a bug and is raised."""
+    from facemodel import FaceModelError, LayoutError
+    from facerig_cli.errors import CommandError
+    from facerig_cli.main import is_user_error
+    from learner.photo_corpus import PhotoCorpusError
+    from synth.corpus import CorpusError
+    from synth.render import RenderError
+    from synth.views import ReconstructionError
+
+    for cls in (CommandError, FaceModelError, LayoutError, CorpusError, RenderError, ReconstructionError,
+                PhotoCorpusError, FileNotFoundError, ValueError):
+        assert is_user_error(cls("bad input")), cls
+    assert not is_user_error(RuntimeError("a bug"))
+    assert not is_user_error(KeyError("a bug"))
