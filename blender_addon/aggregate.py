@@ -18,7 +18,6 @@ preprocessing); output ``confidence`` float32 (N, n_identity) > 0; metadata ``fa
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass, field, replace
 from importlib import import_module
@@ -32,7 +31,7 @@ from .fm import facemodel
 from .photo import PhotoError
 from .pipeline import PhotoReconstruction, get_regressor, reconstruct_photo
 from .regressor import (INPUT_NAME, Regressor, declared_input_size, model_version, network_input,
-                        open_session)
+                        open_contract, resolve_model_file)
 
 log = logging.getLogger(__name__)
 
@@ -60,15 +59,7 @@ class SamePersonError(ValueError):
 
 def resolve_cnet_path(path: str | Path | None = None) -> Path:
     """Explicit path, then ``$FACERIG_CNET``, then the C-Net shipped in the add-on."""
-    if path:
-        candidate, source = Path(path).expanduser(), "argument"
-    elif os.environ.get(CNET_ENV_VAR):
-        candidate, source = Path(os.environ[CNET_ENV_VAR]).expanduser(), f"${CNET_ENV_VAR}"
-    else:
-        candidate, source = DEFAULT_CNET_PATH, "the add-on's models/ folder"
-    if not candidate.is_file():
-        raise FileNotFoundError(f"confidence network not found at {candidate} (from {source})")
-    return candidate.resolve()
+    return resolve_model_file(path, CNET_ENV_VAR, DEFAULT_CNET_PATH, "confidence network")
 
 
 class ConfidenceNet:
@@ -76,15 +67,10 @@ class ConfidenceNet:
 
     def __init__(self, onnx_path: str | Path | None = None, threads: int | None = None) -> None:
         self.path = resolve_cnet_path(onnx_path)
-        self.session = open_session(self.path, threads, ConfidenceNetError)
-        self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
-        inputs = {i.name: i for i in self.session.get_inputs()}
-        outputs = {o.name: o for o in self.session.get_outputs()}
-        if INPUT_NAME not in inputs or CONFIDENCE_NAME not in outputs:
-            raise ConfidenceNetError(f"{self.path.name} must have input {INPUT_NAME!r} and output "
-                                     f"{CONFIDENCE_NAME!r}; has {list(inputs)} → {list(outputs)}")
-        self.input_size = declared_input_size(self.metadata, inputs[INPUT_NAME].shape, ConfidenceNetError)
-        self.n_identity = self._n_identity(outputs[CONFIDENCE_NAME].shape)
+        self.session, self.metadata, image, confidence = open_contract(
+            self.path, threads, ConfidenceNetError, CONFIDENCE_NAME)
+        self.input_size = declared_input_size(self.metadata, image.shape, ConfidenceNetError)
+        self.n_identity = self._n_identity(confidence.shape)
         self.mode = self.metadata.get("facerig.cnet_mode", "elementwise")
         if self.mode not in CNET_MODES:
             raise ConfidenceNetError(f"{self.path.name}: unknown facerig.cnet_mode {self.mode!r} "

@@ -34,18 +34,24 @@ class RegressorError(ValueError):
     """The ONNX file is missing, unreadable or does not follow the facerig contract."""
 
 
-def resolve_regressor_path(path: str | Path | None = None) -> Path:
-    """Explicit path, then ``$FACERIG_REGRESSOR``, then the model shipped in the add-on."""
+def resolve_model_file(path: str | Path | None, env_var: str, default: Path, what: str, hint: str = "") -> Path:
+    """Explicit path, then ``$<env_var>``, then ``default`` (shipped in the add-on); a missing file
+    names where the path came from, so a stale environment variable is easy to spot."""
     if path:
         candidate, source = Path(path).expanduser(), "argument"
-    elif os.environ.get(ENV_VAR):
-        candidate, source = Path(os.environ[ENV_VAR]).expanduser(), f"${ENV_VAR}"
+    elif os.environ.get(env_var):
+        candidate, source = Path(os.environ[env_var]).expanduser(), f"${env_var}"
     else:
-        candidate, source = DEFAULT_MODEL_PATH, "the add-on's models/ folder"
+        candidate, source = default, "the add-on's models/ folder"
     if not candidate.is_file():
-        raise FileNotFoundError(f"regressor model not found at {candidate} (from {source}); "
-                                "pass --model PATH or set the add-on's model preference")
+        raise FileNotFoundError(f"{what} not found at {candidate} (from {source}){hint}")
     return candidate.resolve()
+
+
+def resolve_regressor_path(path: str | Path | None = None) -> Path:
+    """Explicit path, then ``$FACERIG_REGRESSOR``, then the model shipped in the add-on."""
+    return resolve_model_file(path, ENV_VAR, DEFAULT_MODEL_PATH, "regressor model",
+                              "; pass --model PATH or set the add-on's model preference")
 
 
 class Regressor:
@@ -53,15 +59,9 @@ class Regressor:
 
     def __init__(self, onnx_path: str | Path | None = None, threads: int | None = None) -> None:
         self.path = resolve_regressor_path(onnx_path)
-        self.session = open_session(self.path, threads, RegressorError)
-        self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
-        inputs = {i.name: i for i in self.session.get_inputs()}
-        outputs = {o.name: o for o in self.session.get_outputs()}
-        if INPUT_NAME not in inputs or OUTPUT_NAME not in outputs:
-            raise RegressorError(f"{self.path.name} must have input {INPUT_NAME!r} and output {OUTPUT_NAME!r}; "
-                                 f"has {list(inputs)} → {list(outputs)}")
-        self.input_size = self._input_size(inputs[INPUT_NAME].shape)
-        self.layout = self._layout(outputs[OUTPUT_NAME].shape)
+        self.session, self.metadata, image, params = open_contract(self.path, threads, RegressorError, OUTPUT_NAME)
+        self.input_size = self._input_size(image.shape)
+        self.layout = self._layout(params.shape)
         self._check_crop()
         self.model_version = self._version()
         log.info("regressor %s: input %d², %d identity modes, version %s", self.path.name, self.input_size,
@@ -126,6 +126,20 @@ def open_session(path: Path, threads: int | None, error: type[Exception]) -> Any
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
         raise error(f"{path.name} is not a loadable ONNX model: {exc}") from None
+
+
+def open_contract(path: Path, threads: int | None, error: type[Exception], output_name: str
+                  ) -> tuple[Any, dict[str, str], Any, Any]:
+    """(session, metadata, ``image`` input, ``output_name`` output) of a facerig ONNX file; a file
+    without those names raises ``error`` naming what it has instead."""
+    session = open_session(path, threads, error)
+    metadata = dict(session.get_modelmeta().custom_metadata_map)
+    inputs = {i.name: i for i in session.get_inputs()}
+    outputs = {o.name: o for o in session.get_outputs()}
+    if INPUT_NAME not in inputs or output_name not in outputs:
+        raise error(f"{path.name} must have input {INPUT_NAME!r} and output {output_name!r}; "
+                    f"has {list(inputs)} → {list(outputs)}")
+    return session, metadata, inputs[INPUT_NAME], outputs[output_name]
 
 
 def declared_input_size(metadata: dict[str, str], shape: list[Any], error: type[Exception]) -> int:
