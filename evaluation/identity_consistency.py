@@ -34,7 +34,7 @@ from facemodel import FaceModel, metrics
 from facemodel.aggregation import identity_distance_matrix_mm
 from facemodel.crop import canonical_crop_box
 
-from .imaging import Box, crop_square, detect_faces, load_image
+from .imaging import crop_square, detect_faces, load_image
 from .pts import IMAGE_SUFFIXES, list_images, list_labelled_images
 
 log = logging.getLogger(__name__)
@@ -52,14 +52,11 @@ class Crops:
     skipped: dict[str, str]       # image name → reason
 
 
-def _largest(boxes: list[Box]) -> int:
-    return int(np.argmax([(b[2] - b[0]) * (b[3] - b[1]) for b in boxes]))
-
-
 def collect_crops(folder: Path | str, box_mode: str, size: int, limit: int | None = None,
                   progress: bool = True) -> Crops:
     """Crops from ``.pts`` landmarks (``gt``) or from the add-on's detector (``detect``: the
-    largest face of each image, so folders of unlabelled photos work)."""
+    largest face of each image — the detector lists faces largest first — so folders of
+    unlabelled photos work)."""
     folder = Path(folder)
     if box_mode not in BOX_MODES:
         raise ValueError(f"--box must be one of {', '.join(BOX_MODES)}")
@@ -84,7 +81,7 @@ def collect_crops(folder: Path | str, box_mode: str, size: int, limit: int | Non
             if not faces:
                 skipped[path.name] = "no face detected"
                 continue
-            box = faces[_largest([f.box for f in faces])].crop_box
+            box = faces[0].crop_box
         crops.append(crop_square(image, box, size))
         names.append(path.name)
     if len(crops) < 2:
@@ -128,7 +125,8 @@ def run(images_dir: Path, json_path: Path, onnx_path: Path | None = None, model_
     """Crop, predict plain and mirrored, write ``json_path`` (and ``<stem>.png``)."""
     from .regressor import default_onnx_path, load_regressor, regressor_input_size
 
-    regressor = load_regressor(onnx_path or default_onnx_path())
+    onnx_path = onnx_path or default_onnx_path()
+    regressor = load_regressor(onnx_path)
     model = FaceModel.load(model_path)
     crops = collect_crops(images_dir, box_mode, regressor_input_size(regressor), limit, progress)
     ids = predict_identities(regressor, crops.images)
@@ -137,7 +135,7 @@ def run(images_dir: Path, json_path: Path, onnx_path: Path | None = None, model_
     spread = identity_distance_matrix_mm(model, ids, np.zeros((1, ids.shape[1])))[:, 0]
     report = consistency(d, spread)
     report["per_image"]["name"] = crops.names
-    report.update({"images": str(images_dir), "box": box_mode, "model": str(onnx_path or default_onnx_path()),
+    report.update({"images": str(images_dir), "box": box_mode, "model": str(onnx_path),
                    "skipped": crops.skipped, "units": "mm, RMS face-region shape distance of identities",
                    "about": "each face against its own mirrored crop (within) and against every other "
                             "face (between); images are assumed to show different people"})
