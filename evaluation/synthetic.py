@@ -82,8 +82,8 @@ def run(corpus_dir: Path, json_path: Path, onnx_path: Path | None = None, model_
             crops = _resize(shard["images"][i:j], size)
             pred = regressor.predict(crops)
             gt = FaceParams.from_vector(shard["params"][i:j].astype(np.float32), gt_layout)
-            errs = metrics.sample_errors(model, pred, gt, corpus.image_size, shard["landmarks"][i:j][:, :68])
-            errs.update(metrics.aligned_error_attribution(model, pred, gt))
+            errs = metrics.sample_errors(model, pred, gt, corpus.image_size, shard["landmarks"][i:j][:, :68],
+                                         attribution=True)
             for k in METRIC_KEYS + ATTRIBUTION_KEYS:
                 cols[k].append(np.asarray(errs[k], np.float64))
             yaws.append(shard["pose_deg"][i:j, 0].astype(np.float64))

@@ -26,7 +26,7 @@ from .geometry import euler_to_matrix, procrustes_align
 from .model import EYE_CORNERS, INNER_51
 
 if TYPE_CHECKING:
-    from .model import FaceModel
+    from .model import FaceModel, ModelArrays
     from .params import FaceParams
 
 YAW_BINS: tuple[tuple[float, float], ...] = ((0.0, 30.0), (30.0, 60.0), (60.0, 90.0))
@@ -232,24 +232,29 @@ def retrieval_ranks(distances: np.ndarray) -> np.ndarray:
 
 # -- all per-sample errors of a prediction against exact ground truth -----------------------------
 def sample_errors(model: "FaceModel", pred: "FaceParams", gt: "FaceParams", image_size: int,
-                  gt_landmarks: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                  gt_landmarks: np.ndarray | None = None, attribution: bool = False) -> dict[str, np.ndarray]:
     """(N,) arrays of every synthetic metric for batched predicted and ground-truth parameters.
 
     Vertex errors on the face region (vertices 0–9408) in camera space and after rigid alignment,
     the four landmark NMEs on the fixed 68 points, expression MAE and rotation error. One function
     for the learner's validation and ``facerig eval synthetic``, so both report the same numbers.
     ``gt_landmarks`` (N, 68, 2) are a corpus' stored points; without them ``gt`` is projected.
+    ``attribution`` adds the entries of :func:`aligned_error_attribution`, reusing the two meshes
+    formed here instead of forming them again.
     """
     from .formation import landmarks_2d, mesh_camera_space
 
-    face = model.arrays.subset(model.vertex_range("face"))
+    face = _face_arrays(model)
     lms = model.arrays.subset(model.landmark_indices("fixed"))
     vp, vg = mesh_camera_space(face, pred), mesh_camera_space(face, gt)
     lp = landmarks_2d(lms, pred, image_size, image_size)
     lg = landmarks_2d(lms, gt, image_size, image_size) if gt_landmarks is None else np.asarray(gt_landmarks)
-    return {"vertex_mm_camera": vertex_error_mm(vp, vg), "vertex_mm_aligned": vertex_error_aligned_mm(vp, vg),
-            **landmark_nmes(lp, lg), "expression_mae": expression_mae(pred.expression, gt.expression),
-            "rotation_deg": rotation_error_deg(pred.rotation, gt.rotation)}
+    out = {"vertex_mm_camera": vertex_error_mm(vp, vg), "vertex_mm_aligned": vertex_error_aligned_mm(vp, vg),
+           **landmark_nmes(lp, lg), "expression_mae": expression_mae(pred.expression, gt.expression),
+           "rotation_deg": rotation_error_deg(pred.rotation, gt.rotation)}
+    if attribution:
+        out.update(_attribution(face, pred, gt, vp, vg))
+    return out
 
 
 # -- where the aligned vertex error comes from ------------------------------------------------
@@ -271,15 +276,25 @@ def aligned_error_attribution(model: "FaceModel", pred: "FaceParams", gt: "FaceP
       scale too): what remains once overall size, which trades against distance in one view, is
       forgiven.
     """
-    n_gt = gt.n_identity
-    variants = {"identity_only": replace(gt, identity=pred.with_identity_modes(n_gt).identity),
+    from .formation import mesh_camera_space
+
+    face = _face_arrays(model)
+    return _attribution(face, pred, gt, mesh_camera_space(face, pred), mesh_camera_space(face, gt))
+
+
+def _attribution(face: "ModelArrays", pred: "FaceParams", gt: "FaceParams", pred_mesh: np.ndarray,
+                 gt_mesh: np.ndarray) -> dict[str, np.ndarray]:
+    """:func:`aligned_error_attribution` given the already formed face meshes of ``pred`` and ``gt``."""
+    from .formation import mesh_camera_space
+
+    variants = {"identity_only": replace(gt, identity=pred.with_identity_modes(gt.n_identity).identity),
                 "expression_only": replace(gt, expression=np.asarray(pred.expression, np.float32)),
                 **_identity_reference_variants(gt, pred.n_identity)}
-    target, meshes = _face_meshes(model, gt, {**variants, "prediction": pred.with_identity_modes(n_gt)})
-    out = {k: vertex_error_aligned_mm(meshes[k], target) for k in variants}
-    out["scale_free"] = vertex_error_aligned_mm(meshes["prediction"], target, scale=True)
+    meshes = {k: mesh_camera_space(face, v) for k, v in variants.items()}
+    out = {k: vertex_error_aligned_mm(meshes[k], gt_mesh) for k in variants}
+    out["scale_free"] = vertex_error_aligned_mm(pred_mesh, gt_mesh, scale=True)
     for k in ("identity_only", "mean_identity"):
-        out[f"{k}_scale_free"] = vertex_error_aligned_mm(meshes[k], target, scale=True)
+        out[f"{k}_scale_free"] = vertex_error_aligned_mm(meshes[k], gt_mesh, scale=True)
     return out
 
 
@@ -304,5 +319,10 @@ def _face_meshes(model: "FaceModel", gt: "FaceParams", variants: Mapping[str, "F
     """Camera-space face-region mesh of the ground truth and of each parameter variant."""
     from .formation import mesh_camera_space
 
-    face = model.arrays.subset(model.vertex_range("face"))
+    face = _face_arrays(model)
     return mesh_camera_space(face, gt), {k: mesh_camera_space(face, v) for k, v in variants.items()}
+
+
+def _face_arrays(model: "FaceModel") -> "ModelArrays":
+    """The model restricted to the face region (vertices 0–9408), where every vertex error is taken."""
+    return model.arrays.subset(model.vertex_range("face"))

@@ -158,3 +158,24 @@ def test_retrieval_ranks_count_closer_and_tied_others():
     assert metrics.retrieval_ranks(np.array([[0.0, 1.0, 2.0]])).tolist() == [0]  # a larger gallery
     with pytest.raises(ValueError, match="G ≥ N"):
         metrics.retrieval_ranks(np.ones((3, 2)))
+
+
+def test_sample_errors_with_attribution_equals_the_separate_calls(face_model):
+    """``facerig eval synthetic`` forms each batch's meshes once; the numbers must not change."""
+    from facemodel import FaceParams
+
+    rng = np.random.default_rng(5)
+    gt = FaceParams.neutral((2,), n_identity=100)
+    gt.identity = rng.normal(0, 1, (2, 100)).astype(np.float32)
+    gt.expression = rng.uniform(0, 0.5, (2, 53)).astype(np.float32)
+    pred = gt.with_identity_modes(60)
+    pred.identity = pred.identity + rng.normal(0, 0.5, pred.identity.shape).astype(np.float32)
+    pred.expression = np.clip(gt.expression + rng.normal(0, 0.1, (2, 53)), 0, 1).astype(np.float32)
+    pred.rotation = gt.rotation + np.float32(0.05)
+    together = metrics.sample_errors(face_model, pred, gt, 128, attribution=True)
+    apart = {**metrics.sample_errors(face_model, pred, gt, 128),
+             **metrics.aligned_error_attribution(face_model, pred, gt)}
+    assert together.keys() == apart.keys() and "scale_free" in together and "vertex_mm_aligned" in together
+    for k in apart:
+        assert together[k] == pytest.approx(apart[k], rel=1e-9), k
+    assert np.all(together["scale_free"] > 0.1) and np.all(together["identity_only"] > 0.1)
