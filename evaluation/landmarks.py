@@ -6,8 +6,9 @@ annotated one is the one the box names) or from the detector box that overlaps t
 (``box='detect'``; no overlapping detection = a failure). Failures count in ``failed`` and in
 the cumulative error curve (as never reaching any threshold) but not in the NME means.
 
-Yaw for the bins comes from the prediction (the regressor's rotation, MediaPipe's PnP pose),
-not from annotation: Helen has no pose labels.
+Helen has no pose labels, so the |yaw| bins use the *annotation* yaw: a PnP fit of ICT's mean-face
+inner 51 points to the labelled ones (:func:`evaluation.pose.annotation_yaw_deg`). Every method and
+every model is then binned on the same images; each prediction's own yaw stays in the CSV.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from facemodel import metrics
 from facemodel.crop import canonical_crop_box
 
 from .imaging import Box, box_iou, detect_faces, load_image, points_box
+from .pose import annotation_yaw_deg
 from .pts import LabelledImage, list_labelled_images
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,7 @@ class ImageResult:
     prediction: Prediction | None
     error: str = ""
     box: Box | None = None
+    annotation_yaw_deg: float = math.nan   # from the labelled points, the same for every method
 
     @property
     def ok(self) -> bool:
@@ -163,20 +166,22 @@ def start_box(image: np.ndarray, gt: np.ndarray, box_mode: str) -> tuple[Box | N
 
 
 def evaluate_images(items: list[LabelledImage], landmarker: Landmarker, box_mode: str = "gt",
-                    progress: bool = True) -> list[ImageResult]:
+                    progress: bool = True, model_path: str | None = None) -> list[ImageResult]:
+    """Run ``landmarker`` on every labelled image; ``model_path`` is the face model for the annotation yaw."""
     results = []
     for item in tqdm(items, desc=f"eval {landmarker.name}", unit="img", disable=not progress):
         gt = item.landmarks()
         if gt.shape != (68, 2):
             raise ValueError(f"{item.pts_path} has {len(gt)} points; the benchmark needs 68")
+        yaw = annotation_yaw_deg(gt, model_path)
         image = load_image(item.image_path)
         crop_box, ref_box, reason = start_box(image, gt, box_mode)
         if crop_box is None or ref_box is None:
-            results.append(ImageResult(item.name, gt, None, reason))
+            results.append(ImageResult(item.name, gt, None, reason, annotation_yaw_deg=yaw))
             continue
         pred = landmarker.predict(image, crop_box, ref_box)
         results.append(ImageResult(item.name, gt, pred, "" if pred is not None else "method found no face",
-                                   crop_box))
+                                   crop_box, yaw))
     return results
 
 
@@ -189,7 +194,7 @@ def summarize(results: list[ImageResult], variant: str | None = None) -> dict[st
 
     per = [r.nmes(pts(r)) if r.ok else {k: math.nan for k in NME_KEYS} for r in results]
     cols = {k: np.array([p[k] for p in per]) for k in NME_KEYS}
-    yaw = np.array([r.yaw_deg for r in results])
+    yaw = np.array([r.annotation_yaw_deg for r in results])
     ok = np.array([r.ok for r in results], bool)
     out: dict[str, Any] = {"n": int(ok.sum()), "failed": int((~ok).sum())}
     for k in NME_KEYS:
@@ -218,8 +223,8 @@ def build_report(results: list[ImageResult], method: str, box_mode: str, contour
     report.update({"unit": "percent", "method": method, "box": box_mode, "contour": contour,
                    "images": str(images_dir), "n_images": len(results),
                    "failed_images": {r.name: r.error for r in results if not r.ok},
-                   "yaw_source": "predicted pose" + (" (PnP of ICT mean-face inner 51 points)" if method ==
-                                                     "mediapipe" else " (regressor rotation)")})
+                   "yaw_source": "annotation: PnP of ICT mean-face inner 51 points to the labelled ones, "
+                                 "the same bins for every method (predicted pose per image in the CSV)"})
     variants = sorted({v for r in results if r.prediction for v in r.prediction.variants})
     if method == "facerig" and variants:
         report["by_contour"] = {v: summarize(results, v) for v in variants}
@@ -231,7 +236,7 @@ def build_report(results: list[ImageResult], method: str, box_mode: str, contour
 def write_csv(results: list[ImageResult], path: Path) -> Path:
     """One row per image: NMEs (%), pose (degrees), status; variant NMEs for facerig."""
     variants = sorted({v for r in results if r.prediction for v in r.prediction.variants})
-    header = ["image", "ok", "error", "yaw_deg", "pitch_deg", "roll_deg", *NME_KEYS]
+    header = ["image", "ok", "error", "annotation_yaw_deg", "yaw_deg", "pitch_deg", "roll_deg", *NME_KEYS]
     header += [f"nme_bbox_68_{v}" for v in variants if len(variants) > 1]
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
@@ -239,7 +244,8 @@ def write_csv(results: list[ImageResult], path: Path) -> Path:
         for r in results:
             rot = np.degrees(r.prediction.rotation) if r.prediction is not None else [math.nan] * 3
             n = r.nmes()
-            row = [r.name, int(r.ok), r.error, *(f"{a:.3f}" for a in rot), *(f"{n[k]:.4f}" for k in NME_KEYS)]
+            row = [r.name, int(r.ok), r.error, f"{r.annotation_yaw_deg:.3f}", *(f"{a:.3f}" for a in rot),
+                   *(f"{n[k]:.4f}" for k in NME_KEYS)]
             if len(variants) > 1:
                 for v in variants:
                     p = r.prediction.variants.get(v) if r.prediction else None
@@ -258,7 +264,7 @@ def run(images_dir: Path, json_path: Path, method: str = "facerig", box_mode: st
         raise ValueError(f"--box must be one of {', '.join(BOX_MODES)}")
     items = list_labelled_images(images_dir, limit=limit)
     landmarker = make_landmarker(method, onnx_path, contour, model_path)
-    results = evaluate_images(items, landmarker, box_mode, progress)
+    results = evaluate_images(items, landmarker, box_mode, progress, model_path)
     extra: dict[str, Any] = {}
     if method == "mediapipe":
         from .mediapipe_baseline import MEDIAPIPE_TO_68

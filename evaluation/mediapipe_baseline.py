@@ -32,33 +32,30 @@ detector uses the same table). How it was made (facts):
 The ICT jaw points are its fixed 3-D jawline; on a frontal mean face they lie on the face oval,
 so the nearest-oval-vertex rule gives a contour-like jaw, which is what FaceMesh's oval is.
 
-Pose (for the yaw bins) comes from a PnP fit of ICT-FaceKit's mean-face inner 51 landmarks
-to the mapped points, with facerig's crop camera (focal 4 × crop width), so MediaPipe's yaw and
-facerig's yaw are measured in the same convention (``facemodel.geometry``).
+Pose (reported per image; the benchmark's bins use the annotation's yaw) comes from a PnP fit of
+ICT-FaceKit's mean-face inner 51 landmarks to the mapped points, with facerig's crop camera
+(:mod:`evaluation.pose`), so MediaPipe's yaw and facerig's are in the same convention.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 
-from facemodel.geometry import matrix_to_euler
 from facemodel.landmark_maps import MEDIAPIPE_TO_68
-from facemodel.model import INNER_51
 
 from .imaging import Box, box_iou, crop_square, crop_to_photo, load_image, points_box
+from .pose import ict_mean_landmarks, pnp_pose
 
 log = logging.getLogger(__name__)
 
 
 ANCHORS_68 = (36, 39, 42, 45, 48, 54)
 ANCHORS_MP = (33, 133, 362, 263, 61, 291)
-PNP_FOCAL = 4.0  # focal / crop width, facerig's DEFAULT_CAMERA
 CROP_SIZE = 256
 
 
@@ -199,45 +196,6 @@ class FaceMeshRunner:
 
     def close(self) -> None:
         self._mesh.close()
-
-
-# -- pose ---------------------------------------------------------------------------------------
-@lru_cache(maxsize=1)
-def ict_mean_landmarks(model_path: str | None = None) -> np.ndarray:
-    """(68, 3) ICT-FaceKit mean-face landmark vertices (cm, model space)."""
-    from facemodel import FaceModel
-
-    model = FaceModel.load(model_path)
-    return model.neutral[model.landmark_indices("fixed")].astype(np.float64)
-
-
-def pnp_pose(points68: np.ndarray, reference68: np.ndarray, box: Box, focal: float = PNP_FOCAL
-             ) -> np.ndarray:
-    """(yaw, pitch, roll) radians of a face from its 2-D inner landmarks, facerig's convention.
-
-    The camera is facerig's crop camera for ``box`` (focal = ``focal`` × box side, principal
-    point at the box centre), so the angle is measured as the regressor would see the crop.
-    OpenCV's camera looks down +z with +y down; facerig's looks down −z with +y up, i.e.
-    ``R = D R_cv`` with ``D = diag(1, −1, −1)``.
-    """
-    import cv2
-
-    x0, y0, x1, y1 = box
-    side = x1 - x0
-    k = np.array([[focal * side, 0, 0.5 * (x0 + x1)], [0, focal * side, 0.5 * (y0 + y1)], [0, 0, 1]])
-    obj = np.ascontiguousarray(reference68[list(INNER_51)], np.float64)
-    img = np.ascontiguousarray(np.asarray(points68, np.float64)[list(INNER_51)])
-    ok, rvec, tvec = cv2.solvePnP(obj, img, k, None, flags=cv2.SOLVEPNP_EPNP)
-    if ok:
-        ok, rvec, tvec = cv2.solvePnP(obj, img, k, None, rvec, tvec, useExtrinsicGuess=True,
-                                      flags=cv2.SOLVEPNP_ITERATIVE)
-    if not ok:
-        return np.full(3, np.nan)
-    r_cv, _ = cv2.Rodrigues(rvec)
-    r = np.diag([1.0, -1.0, -1.0]) @ r_cv
-    if tvec[2, 0] < 0:  # PnP found the mirror solution behind the camera
-        return np.full(3, np.nan)
-    return matrix_to_euler(r)
 
 
 # -- the predictor ----------------------------------------------------------------------------

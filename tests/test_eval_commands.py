@@ -54,7 +54,11 @@ def check_landmark_report(path, n_images):
     assert sum(b["n"] for b in rep["yaw_bins"].values()) == rep["n"]
     assert rep["unit"] == "percent"
     rows = list(csv.DictReader(open(path.with_suffix(".csv"))))
-    assert len(rows) == n_images and {"image", "nme_bbox_68", "yaw_deg"} <= set(rows[0])
+    assert len(rows) == n_images and {"image", "nme_bbox_68", "yaw_deg", "annotation_yaw_deg"} <= set(rows[0])
+    assert rep["yaw_source"].startswith("annotation")   # one set of bins for every method (evaluation/pose.py)
+    for label, (lo, hi) in zip(("0-30", "30-60", "60-90"), ((0, 30), (30, 60), (60, float("inf")))):
+        n_rows = sum(1 for r in rows if r["ok"] == "1" and lo <= abs(float(r["annotation_yaw_deg"])) < hi)
+        assert rep["yaw_bins"][label]["n"] == n_rows
     png = path.with_suffix(".png")
     assert png.is_file() and png.read_bytes()[:4] == b"\x89PNG"
     return rep

@@ -48,8 +48,9 @@ def test_mediapipe_map_is_reproduced_by_its_derivation(model_path):
 
 @pytest.mark.parametrize("yaw_deg,pitch_deg", [(0.0, 0.0), (25.0, 5.0), (-40.0, -10.0), (55.0, 0.0)])
 def test_pnp_pose_recovers_yaw_in_facerig_convention(face_model, yaw_deg, pitch_deg):
-    """Project the mean face with a known pose through facerig's camera; PnP must give it back."""
-    from evaluation.mediapipe_baseline import ict_mean_landmarks, pnp_pose
+    """Project the mean face with a known pose through facerig's camera; PnP must give it back, also
+    from the labelled points alone (the annotation yaw that bins a benchmark: its own crop box)."""
+    from evaluation.pose import annotation_yaw_deg, ict_mean_landmarks, pnp_pose
     from facemodel.priors import place_in_crop
 
     p = FaceParams.neutral(n_identity=0)
@@ -62,6 +63,25 @@ def test_pnp_pose_recovers_yaw_in_facerig_convention(face_model, yaw_deg, pitch_
     rot = np.degrees(pnp_pose(pts, ref, (0.0, 0.0, float(size), float(size))))
     assert rot[0] == pytest.approx(yaw_deg, abs=0.5)
     assert rot[1] == pytest.approx(pitch_deg, abs=0.5)
+    assert annotation_yaw_deg(pts, str(face_model.path)) == pytest.approx(yaw_deg, abs=1.0)
+
+
+def test_bins_use_the_annotation_yaw_not_the_prediction():
+    """Two models that disagree about a face's yaw are still binned on the same images."""
+    from evaluation.landmarks import ImageResult, Prediction, summarize
+
+    gt = np.array([[x, y] for x in range(10, 90, 10) for y in range(10, 100, 11)], np.float64)[:68]
+    near = Prediction(gt + 1.0, np.radians([55.0, 0.0, 0.0]), (0.0, 0.0, 100.0, 100.0))
+    far = Prediction(gt + 3.0, np.radians([5.0, 0.0, 0.0]), (0.0, 0.0, 100.0, 100.0))
+    results = [ImageResult("a", gt, near, annotation_yaw_deg=10.0),
+               ImageResult("b", gt, far, annotation_yaw_deg=-40.0),
+               ImageResult("c", gt, None, "no face", annotation_yaw_deg=70.0)]
+    s = summarize(results)
+    assert (s["n"], s["failed"]) == (2, 1)
+    assert [s["yaw_bins"][b]["n"] for b in ("0-30", "30-60", "60-90")] == [1, 1, 0]   # failures count nowhere
+    a_nme, b_nme = (r.nmes()["nme_bbox_68"] for r in results[:2])
+    assert s["yaw_bins"]["0-30"]["nme_bbox_68"] == pytest.approx(a_nme) and b_nme > a_nme
+    assert s["yaw_bins"]["30-60"]["nme_bbox_68"] == pytest.approx(b_nme)
 
 
 def test_contour_variants(face_model):
