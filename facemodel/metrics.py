@@ -285,12 +285,10 @@ def aligned_error_attribution(model: "FaceModel", pred: "FaceParams", gt: "FaceP
 def _attribution(face: "ModelArrays", pred: "FaceParams", gt: "FaceParams", pred_mesh: np.ndarray,
                  gt_mesh: np.ndarray) -> dict[str, np.ndarray]:
     """:func:`aligned_error_attribution` given the already formed face meshes of ``pred`` and ``gt``."""
-    from .formation import mesh_camera_space
-
     variants = {"identity_only": replace(gt, identity=pred.with_identity_modes(gt.n_identity).identity),
                 "expression_only": replace(gt, expression=np.asarray(pred.expression, np.float32)),
                 **_identity_reference_variants(gt, pred.n_identity)}
-    meshes = {k: mesh_camera_space(face, v) for k, v in variants.items()}
+    meshes = _variant_meshes(face, variants)
     out = {k: vertex_error_aligned_mm(meshes[k], gt_mesh) for k in variants}
     out["scale_free"] = vertex_error_aligned_mm(pred_mesh, gt_mesh, scale=True)
     for k in ("identity_only", "mean_identity"):
@@ -304,7 +302,11 @@ def identity_reference_errors(model: "FaceModel", gt: "FaceParams", n_identity: 
     The two references any identity estimate with ``n_identity`` modes is read against; they need
     no prediction, so the identity bound (``facerig eval identity-bound``) reports them too.
     """
-    target, meshes = _face_meshes(model, gt, _identity_reference_variants(gt, n_identity))
+    from .formation import mesh_camera_space
+
+    face = _face_arrays(model)
+    target = mesh_camera_space(face, gt)
+    meshes = _variant_meshes(face, _identity_reference_variants(gt, n_identity))
     return {k: vertex_error_aligned_mm(m, target) for k, m in meshes.items()}
 
 
@@ -314,13 +316,11 @@ def _identity_reference_variants(gt: "FaceParams", n_identity: int) -> dict[str,
                                           .with_identity_modes(gt.n_identity).identity)}
 
 
-def _face_meshes(model: "FaceModel", gt: "FaceParams", variants: Mapping[str, "FaceParams"]
-                 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Camera-space face-region mesh of the ground truth and of each parameter variant."""
+def _variant_meshes(face: "ModelArrays", variants: Mapping[str, "FaceParams"]) -> dict[str, np.ndarray]:
+    """Camera-space face-region mesh of each parameter variant."""
     from .formation import mesh_camera_space
 
-    face = _face_arrays(model)
-    return mesh_camera_space(face, gt), {k: mesh_camera_space(face, v) for k, v in variants.items()}
+    return {k: mesh_camera_space(face, v) for k, v in variants.items()}
 
 
 def _face_arrays(model: "FaceModel") -> "ModelArrays":
