@@ -107,9 +107,8 @@ class FacerigLandmarker:
 
     def __init__(self, onnx_path: Path | str, contour: str = DEFAULT_CONTOUR, model_path: str | None = None
                  ) -> None:
-        from facemodel import FaceModel
-
         from .contour import CONTOURS, ContourLandmarks
+        from .pose import face_model
         from .regressor import load_regressor, regressor_input_size
 
         if contour not in CONTOURS:
@@ -117,7 +116,7 @@ class FacerigLandmarker:
         self.contour = contour
         self.regressor = load_regressor(onnx_path)
         self.size = regressor_input_size(self.regressor)
-        self.projector = ContourLandmarks(FaceModel.load(model_path))
+        self.projector = ContourLandmarks(face_model(model_path))   # shared with the annotation yaw
 
     def predict(self, image: np.ndarray, crop_box: Box, ref_box: Box) -> Prediction | None:
         from .imaging import crop_square, crop_to_photo

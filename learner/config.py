@@ -88,6 +88,13 @@ class AugmentConfig:
     gamma: float = 0.2          # exponent jitter, ±
     p_cutout: float = 0.3
     cutout_size: tuple[float, float] = (0.1, 0.4)   # side as a fraction of the image
+    # Crop jitter for samples labelled by 2-D landmarks only (photos): a zoom about the crop centre
+    # and a shift, as a different detector box would frame the face. Exact for those labels (the
+    # landmarks follow the same 2-D map); 3-D labels would need new intrinsics, so renders get their
+    # crop jitter in the renderer instead. Off by default (0 keeps earlier runs bit-identical).
+    p_photo_crop: float = 0.0
+    photo_crop_scale: float = 0.1   # crop side ∈ (1 ± this) × the detector's canonical side
+    photo_crop_shift: float = 0.05  # centre moved by up to ± this fraction of the side, per axis
 
 
 @dataclass

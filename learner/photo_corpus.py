@@ -189,6 +189,13 @@ def load_photo_corpus(path: Path | str) -> PhotoLandmarks:
 
     path = Path(path)
     manifest = read_manifest(path)
+    processed = sum(int(s.get("files", 0)) for s in manifest["shards"])
+    if "count" not in manifest or processed < int(manifest.get("files_total", processed)):
+        # `build_photo_corpus` writes "count" last: a corpus still being prepared (or interrupted)
+        # loads as a smaller valid one, so say so — a training run on it would silently see fewer photos.
+        log.warning("photo corpus %s is incomplete: %d of %s photos processed (`facerig photos prepare` is "
+                    "still running or was interrupted; rerun the same command to finish it)", path, processed,
+                    manifest.get("files_total", "?"))
     size = int(manifest["image_size"])
     images, points, names = [], [], []
     for info in manifest["shards"]:

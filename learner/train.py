@@ -262,7 +262,7 @@ class Trainer:
         batch = self.train_data.batch(self.train_idx[self.order.indices(step)], self.size)
         gen = torch.Generator().manual_seed(_step_seed(cfg.train.seed, step, 1))
         images, params, lms, colour_ok = augment(batch.images, batch.params, batch.landmarks, self.gt_layout,
-                                                 cfg.augment, gen)
+                                                 cfg.augment, gen, landmarks_only=~batch.has_params)
         batch = Batch(images, params, batch.has_params, lms, batch.landmark_mask, batch.appearance_ok & colour_ok)
         torch.manual_seed(_step_seed(cfg.train.seed, step, 2))
         for group in self.optimizer.param_groups:

@@ -133,6 +133,7 @@ def test_facerig_path_known_answer(tmp_path, face_model):
     """Crop → regress → project → map back is exact: a model predicting the truth scores ~0."""
     pytest.importorskip("onnx")
     from blender_addon.testing import build_constant_regressor, plausible_params
+    from evaluation import pose
     from evaluation.landmarks import FacerigLandmarker, evaluate_images, summarize
     from evaluation.pts import list_labelled_images
 
@@ -140,7 +141,10 @@ def test_facerig_path_known_answer(tmp_path, face_model):
     onnx_path = build_constant_regressor(tmp_path / "const.onnx", params)
     folder, _ = _synthetic_labelled_photo(tmp_path, face_model, params)
     lm = FacerigLandmarker(onnx_path, contour="fixed", model_path=str(face_model.path))
-    results = evaluate_images(list_labelled_images(folder), lm, "gt", progress=False)
+    results = evaluate_images(list_labelled_images(folder), lm, "gt", progress=False,
+                              model_path=str(face_model.path))
+    # the landmarker and the annotation yaw's PnP reference share one loaded face model
+    assert lm.projector.model is pose.face_model(str(face_model.path))
     s = summarize(results)
     assert s["n"] == 1 and s["failed"] == 0
     assert s["nme_bbox_68"] < 0.05 and s["nme_io_68"] < 0.1

@@ -1,4 +1,5 @@
-"""Augmentation: the in-plane roll keeps labels exact; photometric ops are deterministic and bounded."""
+"""Augmentation: the in-plane roll and the photo crop jitter keep labels exact; photometric ops are
+deterministic and bounded."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import torch
 
 from facemodel import FaceParams, ParamLayout, landmarks_2d
 from facemodel.formation import form
-from learner.augment import _gain, augment, roll_images, roll_labels
+from learner.augment import _gain, augment, crop_jitter, roll_images, roll_labels
 from learner.config import AugmentConfig
 from learner.losses import unified_vertex_indices
 
@@ -49,6 +50,43 @@ def test_roll_images_moves_a_dot_like_the_landmarks():
                         torch.tensor([[[u, v]]]), theta, LAYOUT, SIZE)
     iy, ix = np.unravel_index(int(out[0, 0].argmax()), (SIZE, SIZE))
     np.testing.assert_allclose([ix + 0.5, iy + 0.5], lm[0, 0].numpy(), atol=1.0)
+
+
+@pytest.mark.parametrize("scale,shift", [(1.1, (0.03, -0.02)), (0.9, (-0.05, 0.04)), (1.0, (0.0, 0.0))])
+def test_crop_jitter_moves_a_blob_like_the_landmarks(scale, shift):
+    """The jittered landmark sits on the blob's centroid in the re-cropped image."""
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE] + 0.5                 # pixel centres, corner at 0
+    u, v = 41.3, 22.8
+    blob = np.exp(-((xx - u) ** 2 + (yy - v) ** 2) / (2 * 2.0 ** 2))
+    img = torch.as_tensor(np.repeat(blob[None, None], 3, 1), dtype=torch.float32)
+    out, lm = crop_jitter(img, torch.tensor([[[u, v]]]), torch.tensor([scale]), torch.tensor([shift]))
+    w = out[0, 0].numpy().astype(np.float64)
+    centroid = [(w * xx).sum() / w.sum(), (w * yy).sum() / w.sum()]
+    np.testing.assert_allclose(centroid, lm[0, 0].numpy(), atol=0.05)
+    # closed form: a larger crop (scale > 1) pulls points towards the centre
+    expect = SIZE / 2 + (np.array([u, v]) - SIZE / 2 - np.array(shift) * SIZE) / scale
+    np.testing.assert_allclose(lm[0, 0].numpy(), expect, atol=1e-4)
+
+
+def test_photo_crop_jitter_only_on_landmark_only_samples(face_model, params):
+    rng = np.random.default_rng(1)
+    images = torch.as_tensor(rng.uniform(0, 1, (6, 3, SIZE, SIZE)), dtype=torch.float32)
+    vec = torch.as_tensor(np.repeat(np.asarray(params.to_vector())[:1], 6, 0))
+    lm = torch.as_tensor(rng.uniform(0, SIZE, (6, 84, 2)), dtype=torch.float32)
+    photos = torch.tensor([True, False, True, False, True, False])
+    only = dict(p_roll=0.0, p_blur=0.0, p_noise=0.0, p_cutout=0.0, p_color=0.0, p_gain=0.0)
+    out = augment(images, vec, lm, LAYOUT, AugmentConfig(p_photo_crop=1.0, **only),
+                  torch.Generator().manual_seed(3), landmarks_only=photos)
+    moved = (out[2] - lm).abs().amax((1, 2)) > 1e-3
+    assert moved.tolist() == photos.tolist()
+    assert torch.equal(out[0][~photos], images[~photos]) and not torch.equal(out[0][photos], images[photos])
+    assert torch.equal(out[1], vec)                                    # 3-D labels untouched
+    # off (the default): the same random stream as before the option existed
+    cfg = AugmentConfig(p_roll=1.0, p_blur=1.0, p_noise=1.0)
+    a = augment(images, vec, lm, LAYOUT, cfg, torch.Generator().manual_seed(7), landmarks_only=photos)
+    b = augment(images, vec, lm, LAYOUT, cfg, torch.Generator().manual_seed(7))
+    for x, y in zip(a, b):
+        assert torch.equal(x, y)
 
 
 def test_augment_deterministic_bounded_channels_last(face_model, params):

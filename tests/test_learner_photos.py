@@ -116,6 +116,29 @@ def test_photo_corpus_resumes_and_detects_corruption(photo_corpus, tmp_path):
     assert load_photo_corpus(copy).images.shape[0] == manifest["count"]
 
 
+def test_incomplete_photo_corpus_loads_with_a_warning(photo_corpus, tmp_path, caplog):
+    """A corpus still being prepared (no final count, fewer photos processed than listed) says so."""
+    import json
+    import logging
+    import shutil
+
+    from learner.photo_corpus import load_photo_corpus
+
+    _, out, manifest = photo_corpus
+    copy = tmp_path / "photos"
+    shutil.copytree(out, copy)
+    with caplog.at_level(logging.WARNING, logger="learner.photo_corpus"):
+        load_photo_corpus(copy)
+    assert "incomplete" not in caplog.text
+    partial = {k: v for k, v in json.loads((copy / "manifest.json").read_text()).items() if k != "count"}
+    partial["files_total"] = 25                      # as if 15 more photos were still to come
+    (copy / "manifest.json").write_text(json.dumps(partial))
+    with caplog.at_level(logging.WARNING, logger="learner.photo_corpus"):
+        data = load_photo_corpus(copy)
+    assert data.images.shape[0] == manifest["count"]
+    assert "incomplete: 10 of 25 photos processed" in caplog.text
+
+
 def test_priors_only_act_on_samples_without_labels(face_model):
     from facemodel import ParamLayout
     from learner.losses import Batch, FaceLoss
