@@ -6,8 +6,8 @@ translation and the camera-space SH lighting rotate by Rz(θ), 2-D landmarks rot
 principal point. Scale/shift (crop) jitter would change the intrinsics, which the layout fixes,
 and has no exact 3-D label update, so renders get theirs in the corpus renderer; samples labelled
 by 2-D landmarks only (photos, framed by the detector's canonical crop) get an on-the-fly crop
-jitter here, exact for their labels (``photo_crop_*``; measured: the bootstrapped model loses
-0.8 % Helen NME when the crop is 6 % larger).
+jitter here, exact for their labels (``photo_crop_*``; measured: the round-6 model loses 0.45 %
+Helen NME from the detector's box, 0.8 % from the ground-truth box, when the crop is 6 % larger).
 
 Photometric: a per-channel gain in linear light (brightness and white balance) with the SH
 labels scaled accordingly — exact, since radiance = albedo · (SH basis · coefficients) is linear
