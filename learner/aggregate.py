@@ -295,7 +295,7 @@ def train_cnet(train_corpus: Path, test_corpus: Path, regressor_onnx: Path, out:
         lines.append(f"| {key.split('_')[0]} | {row['single_photo']:.3f} | {row['naive_average']:.3f} | "
                      f"{row['global_score']:.3f} | {row['elementwise']:.3f} |")
     (out / "table5.md").write_text("\n".join(lines) + "\n")
-    log.info("C-Net written to %s\n%s", out / "cnet.onnx", "\n".join(lines))
+    log.info("C-Net written to %s (Table 5 in %s)", out / "cnet.onnx", out / "table5.md")
     return report
 
 
