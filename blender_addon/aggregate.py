@@ -29,7 +29,7 @@ import numpy as np
 from .detect import NoFaceError
 from .fm import facemodel
 from .photo import PhotoError
-from .pipeline import PhotoReconstruction, get_regressor, reconstruct_photo
+from .pipeline import PhotoReconstruction, get_regressor, reconstruct_photo, refine_reconstruction
 from .regressor import (INPUT_NAME, Regressor, declared_input_size, model_version, network_input,
                         open_contract, resolve_model_file)
 
@@ -175,7 +175,8 @@ class SkippedPhoto:
 class SamePersonReconstruction:
     """One person from several photos: per-photo reconstructions sharing the aggregated identity."""
 
-    photos: list[PhotoReconstruction]   # params.identity = the aggregate; crop_params = raw network output
+    photos: list[PhotoReconstruction]   # params.identity = the aggregate; regressed_params (or crop_params
+                                        # when not refined) = raw network output
     identities: np.ndarray              # (K, n) per-photo identities as regressed
     confidences: np.ndarray | None      # (K, n) or (K, 1) C-Net output; None = plain mean
     identity: np.ndarray                # (n,) aggregated identity
@@ -241,13 +242,14 @@ def _face_indices(face_index: int | None | Sequence[int | None], n: int) -> list
 
 
 def reconstruct_views(paths: Sequence[PhotoInput], face_index: int | None | Sequence[int | None],
-                      regressor: Regressor) -> tuple[list[PhotoReconstruction], list[SkippedPhoto]]:
+                      regressor: Regressor, refine: bool = False
+                      ) -> tuple[list[PhotoReconstruction], list[SkippedPhoto]]:
     """The single-photo pipeline on each photo; unreadable or faceless photos are skipped (warned)."""
     recons, skipped = [], []
     for k, (photo, index) in enumerate(zip(paths, _face_indices(face_index, len(paths)))):
         name = _name(photo, k)
         try:
-            recon = reconstruct_photo(photo, index, regressor)
+            recon = reconstruct_photo(photo, index, regressor, refine=refine)
         except (NoFaceError, PhotoError, FileNotFoundError) as exc:  # a bad face index stays an error
             log.warning("skipping %s: %s", name, exc)
             skipped.append(SkippedPhoto(name, str(exc)))
@@ -276,10 +278,14 @@ def with_identity(recon: PhotoReconstruction, identity: np.ndarray) -> PhotoReco
 def reconstruct_same_person(paths: Sequence[PhotoInput], face_index: int | None | Sequence[int | None] = None,
                             regressor: Regressor | str | Path | None = None,
                             cnet: ConfidenceNet | str | Path | None = None,
-                            model: "facemodel.FaceModel | None" = None) -> SamePersonReconstruction:
+                            model: "facemodel.FaceModel | None" = None, refine: bool = True
+                            ) -> SamePersonReconstruction:
     """Photos of one person → one identity (C-Net weighted), flags, a primary photo for the pose.
 
     ``face_index``: one index for every photo, or one per photo (None = the largest face).
+    The identities aggregated are the network's own (what the C-Net and its flag threshold were
+    trained on); ``refine`` then fits each photo's expression and pose to its detected landmarks
+    with the aggregate identity fixed (:func:`pipeline.refine_reconstruction`).
     """
     if not len(paths):
         raise ValueError("no photos given")
@@ -316,8 +322,13 @@ def reconstruct_same_person(paths: Sequence[PhotoInput], face_index: int | None 
         log.warning(msg)
         warnings.append(msg)
     primary = most_frontal(recons, outliers)
-    photos = [with_identity(r, identity) for r in recons]
     timings["aggregate"] = (time.perf_counter() - t) * 1e3
+    t = time.perf_counter()
+    if refine:
+        photos = [refine_reconstruction(r, model, identity) for r in recons]
+    else:
+        photos = [with_identity(r, identity) for r in recons]
+    timings["refine"] = (time.perf_counter() - t) * 1e3
     timings["total"] = (time.perf_counter() - t_all) * 1e3
     log.info("same person: %d photos (%d skipped), primary %s, C-Net %s, distances %s mm", len(photos),
              len(skipped), photos[primary].source, net.model_version if net else NO_CNET,

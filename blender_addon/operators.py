@@ -85,6 +85,10 @@ class FaceRigSettings(bpy.types.PropertyGroup):
     texture_size: EnumProperty(name="Texture", items=TEXTURE_SIZES, default="1024")  # type: ignore[valid-type]
     build_armature: BoolProperty(name="Build armature", default=True)  # type: ignore[valid-type]
     add_camera: BoolProperty(name="Add camera", default=True)  # type: ignore[valid-type]
+    refine: BoolProperty(  # type: ignore[valid-type]
+        name="Refine on landmarks", default=True,
+        description="fit expression, pose and identity to the detected facial landmarks after the network "
+                    "(≈ 10 ms; closer overlay on the photo)")
 
 
 def _resolve_paths(context: Any, model_path: str) -> tuple[str | None, str | None]:
@@ -150,6 +154,10 @@ class FACERIG_OT_reconstruct(bpy.types.Operator):
                               description="0 = the panel's setting")
     build_armature: BoolProperty(name="Build armature", default=True)  # type: ignore[valid-type]
     add_camera: BoolProperty(name="Add camera", default=True)  # type: ignore[valid-type]
+    refine: BoolProperty(  # type: ignore[valid-type]
+        name="Refine on landmarks", default=True,
+        description="fit expression, pose and identity to the detected facial landmarks after the network "
+                    "(≈ 10 ms; closer overlay on the photo)")
     model_path: StringProperty(name="Regressor", subtype="FILE_PATH", options={"SKIP_SAVE"})  # type: ignore[valid-type]
     extra_filepaths: CollectionProperty(  # type: ignore[valid-type]
         type=FaceRigPhotoPath, options={"SKIP_SAVE"},
@@ -164,6 +172,7 @@ class FACERIG_OT_reconstruct(bpy.types.Operator):
             for extra in settings.extra_photos:
                 self.extra_filepaths.add().name = extra.name
         self.build_armature, self.add_camera = settings.build_armature, settings.add_camera
+        self.refine = settings.refine
         self.texture_size = self.texture_size or int(settings.texture_size)
         if self.face_index < 0 and _DETECTED["faces"] and _DETECTED["path"] == bpy.path.abspath(self.filepath):
             self.face_index = int(settings.face)
@@ -189,12 +198,13 @@ class FACERIG_OT_reconstruct(bpy.types.Operator):
             model = load_face_model(face_model_path)
             if len(paths) > 1:   # the face choice is the main photo's; the others use their largest face
                 recon = reconstruct_same_person(paths, [face_index] + [None] * (len(paths) - 1), regressor_path,
-                                                _resolve_cnet(context, self.cnet_path), model)
+                                                _resolve_cnet(context, self.cnet_path), model, refine=self.refine)
                 for warning in recon.warnings:
                     self.report({"WARNING"}, warning)
             else:
                 faces = _DETECTED["faces"] if _DETECTED["path"] == path and _DETECTED["faces"] else None
-                recon = reconstruct_photo(path, face_index, regressor_path, faces=faces)
+                recon = reconstruct_photo(path, face_index, regressor_path, faces=faces, refine=self.refine,
+                                          face_model=model)
             wm.progress_update(30)
             options = BuildOptions(texture_size=self.texture_size or int(context.scene.facerig.texture_size),
                                    build_armature=self.build_armature, add_camera=self.add_camera,

@@ -72,6 +72,7 @@ class VIEW3D_PT_facerig(bpy.types.Panel):
         col.prop(settings, "texture_size")
         col.prop(settings, "build_armature")
         col.prop(settings, "add_camera")
+        col.prop(settings, "refine")
         layout.operator(operators.FACERIG_OT_reconstruct.bl_idname, icon="USER")
         obj = context.active_object
         if obj is not None and obj.get("facerig_model_version"):

@@ -82,7 +82,7 @@ def bench_regressor(onnx_path: Path | None, runs: int) -> float:
 
 def bench_photo_to_params(onnx_path: Path | None, photo: Path, runs: int = PHOTO_RUNS
                           ) -> tuple[float, dict[str, Any]]:
-    """Median ms of decode + detect + crop + regress (``blender_addon.pipeline.reconstruct_photo``).
+    """Median ms of decode + detect + crop + regress + refine (``blender_addon.pipeline.reconstruct_photo``).
 
     The detail holds the pipeline's own per-stage medians, so a slow total can be attributed.
     """

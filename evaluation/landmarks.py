@@ -131,14 +131,58 @@ class FacerigLandmarker:
         return Prediction(variants[self.contour], np.asarray(p.rotation, np.float64), crop_box, variants)
 
 
-def make_landmarker(method: str, onnx_path: Path | str | None, contour: str, model_path: str | None
-                    ) -> Landmarker:
+class RefinedFacerigLandmarker(FacerigLandmarker):
+    """The regressor, then the add-on's refinement on MediaPipe FaceMesh's inner 51 points.
+
+    FaceMesh runs as in :class:`MediaPipeLandmarker` (same crop, same face choice); the fit is
+    ``facemodel.landmark_fit.InnerLandmarkRefiner`` with the add-on's settings. Where FaceMesh
+    finds no face the regressor's own prediction stands (counted in ``unrefined``).
+    """
+
+    name = "facerig+refine"
+
+    def __init__(self, onnx_path: Path | str, contour: str = DEFAULT_CONTOUR, model_path: str | None = None
+                 ) -> None:
+        from facemodel.landmark_fit import InnerLandmarkRefiner
+
+        from .mediapipe_baseline import MediaPipeLandmarks
+
+        super().__init__(onnx_path, contour, model_path)
+        self.mediapipe = MediaPipeLandmarks(model_path=model_path)
+        self.refiner = InnerLandmarkRefiner.from_model(self.projector.model)
+        self.unrefined = 0
+
+    def predict(self, image: np.ndarray, crop_box: Box, ref_box: Box) -> Prediction | None:
+        from .imaging import crop_square, crop_to_photo
+
+        crop = crop_square(image, crop_box, self.size)
+        params = self.regressor.predict(crop[None])
+        p = params[0] if params.batch_shape else params
+        if not np.all(np.isfinite(np.asarray(p.to_vector()))):
+            return None
+        detected = self.mediapipe.predict(image, crop_box, ref_box)
+        if detected is None:
+            self.unrefined += 1
+        else:
+            x0, y0, x1, y1 = crop_box
+            pts = (detected.points68 - np.array([x0, y0])) * self.size / np.array([x1 - x0, y1 - y0])
+            p = self.refiner.refine(p.numpy(), pts, self.size).params
+        variants = {c: crop_to_photo(v, crop_box, self.size)
+                    for c, v in self.projector.all_variants(p, self.size, self.size).items()}
+        return Prediction(variants[self.contour], np.asarray(p.rotation, np.float64), crop_box, variants)
+
+
+def make_landmarker(method: str, onnx_path: Path | str | None, contour: str, model_path: str | None,
+                    refine: bool = False) -> Landmarker:
     if method == "mediapipe":
+        if refine:
+            raise ValueError("--refine applies to --method facerig")
         return MediaPipeLandmarker(model_path)
     if method == "facerig":
         from .regressor import default_onnx_path
 
-        return FacerigLandmarker(onnx_path or default_onnx_path(), contour, model_path)
+        cls = RefinedFacerigLandmarker if refine else FacerigLandmarker
+        return cls(onnx_path or default_onnx_path(), contour, model_path)
     raise ValueError(f"--method must be one of {', '.join(METHODS)}")
 
 
@@ -255,14 +299,19 @@ def write_csv(results: list[ImageResult], path: Path) -> Path:
 
 def run(images_dir: Path, json_path: Path, method: str = "facerig", box_mode: str = "gt",
         contour: str = DEFAULT_CONTOUR, onnx_path: Path | None = None, model_path: str | None = None,
-        limit: int | None = None, plot: bool = True, progress: bool = True) -> dict[str, Any]:
-    """Evaluate, then write ``json_path`` plus ``<stem>.csv`` and ``<stem>.png`` beside it."""
+        limit: int | None = None, plot: bool = True, progress: bool = True, refine: bool = False
+        ) -> dict[str, Any]:
+    """Evaluate, then write ``json_path`` plus ``<stem>.csv`` and ``<stem>.png`` beside it.
+
+    ``refine`` (facerig only): the add-on's refinement on MediaPipe FaceMesh points after the
+    regressor (:class:`RefinedFacerigLandmarker`).
+    """
     if method not in METHODS:
         raise ValueError(f"--method must be one of {', '.join(METHODS)}")
     if box_mode not in BOX_MODES:
         raise ValueError(f"--box must be one of {', '.join(BOX_MODES)}")
     items = list_labelled_images(images_dir, limit=limit)
-    landmarker = make_landmarker(method, onnx_path, contour, model_path)
+    landmarker = make_landmarker(method, onnx_path, contour, model_path, refine)
     results = evaluate_images(items, landmarker, box_mode, progress, model_path)
     extra: dict[str, Any] = {}
     if method == "mediapipe":
@@ -276,6 +325,12 @@ def run(images_dir: Path, json_path: Path, method: str = "facerig", box_mode: st
         from .regressor import default_onnx_path
 
         extra["model"] = str(onnx_path or default_onnx_path())
+        extra["refine"] = refine
+        if refine:
+            from facemodel.landmark_fit import INNER_REFINE_SETTINGS
+
+            extra["refine_settings"] = dict(INNER_REFINE_SETTINGS.__dict__)
+            extra["unrefined"] = getattr(landmarker, "unrefined", 0)
         meta = getattr(getattr(landmarker, "regressor", None), "metadata", None)
         if meta:
             extra["model_card"] = meta.get("facerig.model_card")
@@ -289,7 +344,7 @@ def run(images_dir: Path, json_path: Path, method: str = "facerig", box_mode: st
         from .report import landmark_figure
 
         png = landmark_figure(results, items, json_path.with_suffix(".png"),
-                              title=f"{method} ({box_mode} box) on {Path(images_dir).name}")
+                              title=f"{landmarker.name} ({box_mode} box) on {Path(images_dir).name}")
         log.info("wrote %s", png)
     return report
 

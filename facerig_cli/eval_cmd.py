@@ -31,6 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                          "along horizontal lines), fixed (ICT's landmarks_multipie68, what the regressor is "
                          "trained on) or visible (ICT's documented visible-contour set); all three are in "
                          "by_contour")
+    lm.add_argument("--refine", action="store_true",
+                    help="facerig: refine the prediction on MediaPipe FaceMesh's inner 51 points, as the add-on "
+                         "and `facerig reconstruct` do by default")
     lm.add_argument("--face-model", dest="face_model", help="ICT-FaceKit npz (default: $FACERIG_FACE_MODEL/cache)")
     lm.add_argument("--limit", type=int, help="only the first N images (sorted by name)")
     lm.add_argument("--no-plot", action="store_true", help="skip the PNG")
@@ -86,7 +89,8 @@ def cmd_landmarks(args: argparse.Namespace) -> int:
 
     _check_positive(args.limit, "--limit")
     report = run(args.images, args.json, method=args.method, box_mode=args.box, contour=args.contour,
-                 onnx_path=args.model, model_path=args.face_model, limit=args.limit, plot=not args.no_plot)
+                 onnx_path=args.model, model_path=args.face_model, limit=args.limit, plot=not args.no_plot,
+                 refine=args.refine)
     _print_summary(report, ("n", "failed", "nme_bbox_68", "nme_bbox_51", "nme_io_68", "nme_io_51",
                             "nme_bbox_68_balanced"))
     return 0

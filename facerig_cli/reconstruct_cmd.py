@@ -70,6 +70,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--texture-size", type=int, default=1024)
     p.add_argument("--no-armature", action="store_true")
     p.add_argument("--no-camera", action="store_true")
+    p.add_argument("--no-refine", action="store_true",
+                   help="keep the network's prediction as is (default: refine it on the detected landmarks, "
+                        "≈ 10 ms; README \"Refinement\")")
 
 
 # -- reconstruct ------------------------------------------------------------------------------------
@@ -91,7 +94,8 @@ def reconstruct_to_file(photo: Path | np.ndarray, out: Path, args: argparse.Name
     """Run the photo pipeline (and Blender for mesh formats) for one photo; returns timings."""
     from blender_addon.pipeline import reconstruct_photo
 
-    recon = reconstruct_photo(photo, args.face, args.model)
+    recon = reconstruct_photo(photo, args.face, args.model, refine=not args.no_refine,
+                              face_model=str(args.face_model) if args.face_model else None)
     if source:
         recon.source = source
     report: dict[str, Any] = {"photo": recon.timings}
@@ -100,6 +104,8 @@ def reconstruct_to_file(photo: Path | np.ndarray, out: Path, args: argparse.Name
         out.parent.mkdir(parents=True, exist_ok=True)
         doc = {"params": recon.params.to_dict(), "crop_params": recon.crop_params.to_dict(), **recon.summary(),
                "landmarks": recon.landmarks.tolist()}
+        if recon.regressed_params is not None:
+            doc["regressed_crop_params"] = recon.regressed_params.to_dict()
         out.write_text(json.dumps(doc, indent=1))
         return report
     return _build_and_export(recon, out, args, report)
@@ -141,7 +147,7 @@ def reconstruct_same_person_to_file(photos: list[Path], out: Path, args: argpars
     from facemodel import FaceModel, resolve_model_path
 
     model = FaceModel.load(resolve_model_path(str(args.face_model) if args.face_model else None))
-    same = reconstruct_same_person(photos, args.face, args.model, args.cnet, model)
+    same = reconstruct_same_person(photos, args.face, args.model, args.cnet, model, refine=not args.no_refine)
     report: dict[str, Any] = {"same_person": same.timings, "_same": same}
     if out.suffix.lower() == ".json":
         out.parent.mkdir(parents=True, exist_ok=True)

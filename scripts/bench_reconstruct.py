@@ -111,21 +111,21 @@ def main() -> int:
         reg = get_regressor(model_path)
         load_ms = (time.perf_counter() - t) * 1e3
         print(f"regressor: {kind}; session load {load_ms:.0f} ms; input {reg.input_size}²")
-        cold = reconstruct_photo(photos[0], model=reg)
+        cold = reconstruct_photo(photos[0], model=reg, face_model=face_model)
         print("cold first photo (MediaPipe graph creation included): "
               + ", ".join(f"{k} {v:.1f}" for k, v in cold.timings.items()) + " ms")
         split: dict[str, list[float]] = {}
         recons = []
         for p in photos:
             for _ in range(args.repeat):
-                r = reconstruct_photo(p, model=reg)
+                r = reconstruct_photo(p, model=reg, face_model=face_model)
                 for k, v in r.timings.items():
                     split.setdefault(k, []).append(v)
-                after = r.timings["detect"] + r.timings["crop"] + r.timings["regress"]
+                after = r.timings["detect"] + r.timings["crop"] + r.timings["regress"] + r.timings["refine"]
                 split.setdefault("photo→params after decode", []).append(after)
             recons.append(r)
         print(f"\nphoto pipeline ({len(photos)} photos × {args.repeat}):")
-        for k in ("decode", "detect", "crop", "regress", "photo→params after decode"):
+        for k in ("decode", "detect", "crop", "regress", "refine", "photo→params after decode"):
             print(f"  {k:28s} {stats(split[k])}")
         batch = np.stack([r.crop for r in recons] * 4)
         reg.predict(batch)

@@ -40,7 +40,13 @@ def test_reconstruct_json(tmp_path: Path, regressor_path: Path, capsys: pytest.C
         params = FaceParams.from_dict(doc["params"])
         assert params.expression.shape == (53,) and len(doc["landmarks"]) == 68
         assert doc["image_size"][0] > 0 and "detect" in doc["timings_ms"]
+        assert doc["refinement"]["landmark_error_after_px"] < doc["refinement"]["landmark_error_before_px"]
+        assert FaceParams.from_dict(doc["regressed_crop_params"]).expression.shape == (53,)
     assert "→" in capsys.readouterr().out
+    assert main(["reconstruct", str(GRACE), "-o", str(tmp_path / "raw.json"), "--model", str(regressor_path),
+                 "--no-refine"]) == 0
+    doc = json.loads((tmp_path / "raw.json").read_text())
+    assert doc["refinement"] is None and "regressed_crop_params" not in doc
 
 
 def test_reconstruct_user_errors(tmp_path: Path, regressor_path: Path, capsys: pytest.CaptureFixture) -> None:

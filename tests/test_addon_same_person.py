@@ -126,11 +126,13 @@ def test_copies_of_one_photo_are_one_person(fallback, grace_copies: list[Path], 
     assert same.distances_mm.max() < 1.6           # leave-one-out, mirror included (measured below 1.3 mm)
     for photo, raw in zip(same.photos, same.identities):
         np.testing.assert_array_equal(photo.params.identity, same.identity)   # one shape for every view
-        np.testing.assert_array_equal(photo.crop_params.identity, raw)        # network output kept
-    yaws = [abs(float(p.params.rotation[0])) for p in same.photos]
+        np.testing.assert_array_equal(photo.regressed_params.identity, raw)   # network output kept
+        np.testing.assert_array_equal(photo.crop_params.identity, same.identity)   # refined with it fixed
+        assert photo.refinement["landmark_error_after_px"] < photo.refinement["landmark_error_before_px"]
+    yaws = [abs(float(p.regressed_params.rotation[0])) for p in same.photos]   # chosen before refining
     assert same.primary_index == int(np.argmin(yaws))
     assert same.params is same.primary.params
-    assert {"model_load", "photos", "cnet", "aggregate", "total"} <= set(same.timings)
+    assert {"model_load", "photos", "cnet", "aggregate", "refine", "total"} <= set(same.timings)
     doc = json.loads(json.dumps(same.summary()))
     assert [p["primary"] for p in doc["photos"]].count(True) == 1
 

@@ -11,7 +11,7 @@ import pytest
 
 from blender_addon import photo
 from blender_addon.detect import FACEMESH_TO_68, NoFaceError, detect_faces
-from blender_addon.pipeline import photo_camera, reconstruct_photo
+from blender_addon.pipeline import overlay_error, photo_camera, reconstruct_photo, refine_reconstruction
 from blender_addon.regressor import Regressor, RegressorError
 from blender_addon.testing import build_constant_regressor, plausible_params
 from facemodel import FaceParams, canonical_crop_box, crop_camera, project
@@ -219,7 +219,7 @@ def test_untrained_learner_network_through_onnx(face_model, tmp_path: Path) -> N
     for k, v in regressor_metadata(20, 128).items():
         m.metadata_props.add(key=k, value=v)
     onnx.save(m, str(path))
-    rec = reconstruct_photo(ASTRONAUT, model=path)
+    rec = reconstruct_photo(ASTRONAUT, model=path, refine=False)   # the network output itself
     assert np.isfinite(rec.params.to_vector()).all()
     np.testing.assert_allclose(rec.crop_params.translation, target.translation, rtol=0.05, atol=0.5)
 
@@ -240,6 +240,31 @@ def test_reconstruct_photo_camera_maps_back(regressor_path: Path, face_model) ->
     np.testing.assert_array_equal(rec.params.translation, rec.crop_params.translation)
     json.dumps(rec.summary())
     FaceParams.from_json(rec.params.to_json())
+
+
+def test_refinement_brings_the_mesh_onto_the_detected_landmarks(regressor_path: Path, face_model) -> None:
+    """A constant prediction (the plumbing regressor) refined on the astronaut's FaceMesh points."""
+    raw = reconstruct_photo(ASTRONAUT, model=regressor_path, refine=False)
+    assert raw.regressed_params is None and raw.refinement is None and "refine" not in raw.timings
+    rec = reconstruct_photo(ASTRONAUT, model=regressor_path, face_model=face_model)
+    assert rec.timings["refine"] < 1000
+    np.testing.assert_array_equal(rec.regressed_params.to_vector(), raw.crop_params.to_vector())
+    info = rec.refinement
+    assert info["landmark_error_after_px"] < 0.5 * info["landmark_error_before_px"]
+    assert overlay_error(face_model, rec) < 0.7 * overlay_error(face_model, raw)
+    # light, albedo and camera stay the network's; the photo camera still maps the crop's
+    np.testing.assert_array_equal(rec.crop_params.sh, raw.crop_params.sh)
+    np.testing.assert_array_equal(rec.params.camera, raw.params.camera)
+    assert 0.0 <= rec.params.expression.min() and rec.params.expression.max() <= 1.0
+    json.dumps(rec.summary())
+    # refining again starts from the network's prediction, not from the refined one
+    again = refine_reconstruction(rec, face_model)
+    np.testing.assert_allclose(again.crop_params.to_vector(), rec.crop_params.to_vector(), atol=1e-6)
+    # with a given identity (several photos of one person) only expression and pose move
+    ident = np.full_like(raw.crop_params.identity, 0.3)
+    fixed = refine_reconstruction(raw, face_model, identity=ident)
+    np.testing.assert_array_equal(fixed.params.identity, ident)
+    assert fixed.refinement["landmark_error_after_px"] < info["landmark_error_before_px"]
 
 
 def test_reconstruct_photo_errors(tmp_path: Path, regressor_path: Path) -> None:

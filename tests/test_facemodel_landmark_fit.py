@@ -1,0 +1,134 @@
+"""facemodel.landmark_fit: the MAP refinement of a prediction on detected 2-D landmarks."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from facemodel import FaceParams
+from facemodel.formation import landmarks_2d
+from facemodel.landmark_fit import LandmarkFitSettings, _Problem, fit_landmarks
+
+SIZE = 128
+
+
+def face(seed: int = 0, yaw_deg: float = 25.0) -> FaceParams:
+    """A random face (60 identity modes used) at ``yaw_deg``, 95 cm from the camera."""
+    rng = np.random.default_rng(seed)
+    ident = np.zeros(60, np.float32)
+    ident[:] = rng.normal(0, 1, 60)
+    expr = np.clip(rng.normal(0.1, 0.2, 53), 0, 1).astype(np.float32)
+    return replace(FaceParams.neutral(n_identity=60), identity=ident, expression=expr,
+                   rotation=np.radians([yaw_deg, 5.0, -3.0]).astype(np.float32),
+                   translation=np.array([1.0, -0.5, -95.0], np.float32))
+
+
+def perturbed(p: FaceParams, seed: int = 1) -> FaceParams:
+    rng = np.random.default_rng(seed)
+    return replace(p, identity=(p.identity + rng.normal(0, 0.5, p.identity.shape)).astype(np.float32),
+                   expression=np.clip(p.expression + rng.normal(0, 0.1, 53), 0, 1).astype(np.float32),
+                   rotation=(p.rotation + np.radians([4.0, -3.0, 2.0])).astype(np.float32),
+                   translation=(p.translation + np.array([0.8, -0.5, 4.0])).astype(np.float32))
+
+
+@pytest.fixture(scope="module")
+def inner51(face_model):
+    return face_model.arrays.subset(face_model.landmark_indices("fixed")[17:])
+
+
+@pytest.fixture(scope="module")
+def dense(face_model):
+    return face_model.arrays.subset(face_model.vertex_range("face")[::40])
+
+
+def test_jacobian_matches_finite_differences(inner51):
+    p = face()
+    target = np.asarray(landmarks_2d(inner51, p, SIZE, SIZE), np.float64) + 3.0
+    prob = _Problem(inner51, p, target, SIZE, SIZE, np.linspace(0.5, 1.5, 51), LandmarkFitSettings(sigma_px=1.7),
+                    None)
+    theta = prob.pack(perturbed(p))
+    jac = prob.jacobian(theta)
+    eps = 1e-6
+    fd = np.stack([(prob.residual(theta + eps * e) - prob.residual(theta - eps * e)) / (2 * eps)
+                   for e in np.eye(len(theta))], 1)
+    np.testing.assert_allclose(jac, fd, rtol=1e-5, atol=1e-5 * np.abs(fd).max())
+
+
+def test_exact_points_bring_a_perturbed_start_back(dense):
+    """With exact dense points and a sharp σ the fit lands on the true face's projection."""
+    truth = face(seed=3)
+    pixels = np.asarray(landmarks_2d(dense, truth, SIZE, SIZE), np.float64)
+    start = perturbed(truth)
+    fit = fit_landmarks(dense, start, pixels, SIZE, SIZE, LandmarkFitSettings(steps=30, sigma_px=0.01))
+    assert fit.rms_before_px > 3.0
+    assert fit.rms_after_px < 0.05
+    assert fit.steps_accepted > 0
+    np.testing.assert_allclose(fit.params.rotation, truth.rotation, atol=np.radians(0.3))
+    np.testing.assert_allclose(fit.params.translation, truth.translation, atol=1.0)
+    # lighting, albedo and camera are not the fit's business
+    for name in ("sh", "albedo", "camera"):
+        np.testing.assert_array_equal(getattr(fit.params, name), getattr(start, name))
+
+
+def test_fit_lowers_the_map_cost_and_keeps_expressions_in_range(inner51):
+    truth = face(seed=5, yaw_deg=-40.0)
+    rng = np.random.default_rng(0)
+    pixels = np.asarray(landmarks_2d(inner51, truth, SIZE, SIZE), np.float64) + rng.normal(0, 1.5, (51, 2))
+    start = perturbed(truth, seed=7)
+    settings = LandmarkFitSettings(steps=10, sigma_px=1.5)
+    fit = fit_landmarks(inner51, start, pixels, SIZE, SIZE, settings)
+    prob = _Problem(inner51, start, pixels, SIZE, SIZE, np.ones(51), settings, None)
+    assert prob.cost(prob.pack(fit.params)) < prob.cost(prob.clip(prob.pack(start)))
+    assert fit.rms_after_px < fit.rms_before_px
+    assert fit.params.expression.min() >= 0.0 and fit.params.expression.max() <= 1.0
+    assert fit.params.expression.dtype == np.float32
+
+
+def test_priors_hold_what_the_points_do_not_say(inner51):
+    """A strong expression prior keeps the start's expressions; no identity fit keeps identity."""
+    truth = face(seed=2)
+    pixels = np.asarray(landmarks_2d(inner51, truth, SIZE, SIZE), np.float64)
+    start = perturbed(truth)
+    held = fit_landmarks(inner51, start, pixels, SIZE, SIZE,
+                         LandmarkFitSettings(expression_prior=1e8, fit_identity=False)).params
+    np.testing.assert_allclose(held.expression, start.expression, atol=1e-3)
+    np.testing.assert_array_equal(held.identity, start.identity)
+    assert not np.allclose(held.rotation, start.rotation)     # pose still moves to the points
+    # the identity prior's mean is where an unconstrained identity stays
+    anchored = fit_landmarks(inner51, start, pixels, SIZE, SIZE, LandmarkFitSettings(sigma_px=1e6),
+                             identity_prior_mean=start.identity).params
+    np.testing.assert_allclose(anchored.identity, start.identity, atol=1e-3)
+
+
+def test_zero_steps_and_ignored_points(inner51):
+    p = face()
+    pixels = np.asarray(landmarks_2d(inner51, p, SIZE, SIZE), np.float64)
+    same = fit_landmarks(inner51, p, pixels, SIZE, SIZE, LandmarkFitSettings(steps=0))
+    np.testing.assert_array_equal(same.params.to_vector(), p.to_vector())
+    assert same.rms_before_px == pytest.approx(0.0, abs=1e-3)
+    # a missing (NaN) point or a zero-weight outlier does not pull the face
+    bad = pixels.copy()
+    bad[3] = np.nan
+    bad[10] += 500.0
+    w = np.ones(51)
+    w[10] = 0.0
+    fit = fit_landmarks(inner51, perturbed(p), bad, SIZE, SIZE, LandmarkFitSettings(steps=20, sigma_px=0.05),
+                        weights=w)
+    assert fit.rms_after_px < 0.2
+
+
+def test_bad_input_is_rejected(inner51):
+    p = face()
+    pixels = np.zeros((51, 2))
+    with pytest.raises(ValueError, match=r"\(51, 2\)"):
+        fit_landmarks(inner51, p, np.zeros((68, 2)), SIZE, SIZE)
+    with pytest.raises(ValueError, match="one face"):
+        fit_landmarks(inner51, FaceParams.stack([p, p]), pixels, SIZE, SIZE)
+    with pytest.raises(ValueError, match="at least 6"):
+        fit_landmarks(inner51, p, np.full((51, 2), np.nan), SIZE, SIZE)
+    with pytest.raises(ValueError, match="weights"):
+        fit_landmarks(inner51, p, pixels, SIZE, SIZE, weights=-np.ones(51))
+    with pytest.raises(ValueError, match="sigma_px"):
+        LandmarkFitSettings(sigma_px=0.0)
+    with pytest.raises(ValueError, match="steps"):
+        LandmarkFitSettings(steps=-1)
