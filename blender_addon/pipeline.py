@@ -66,20 +66,23 @@ def get_refiner(face_model: "facemodel.FaceModel | str | Path | None" = None
 
 def refine_on_face(crop_params: Any, face: Face, box: tuple[float, float, float, float], size: int,
                    face_model: "facemodel.FaceModel | str | Path | None" = None, fit_identity: bool = True
-                   ) -> tuple[Any, dict[str, float]]:
+                   ) -> tuple[Any, dict[str, Any]]:
     """The crop's params refined on the face's detected inner landmarks (MediaPipe FaceMesh).
 
     The regressor underfits the detector it was taught from; a 10-step MAP fit of identity,
     expression and pose to the detected points, in the crop, gains most of that back (README,
     "Refinement"). ``fit_identity=False`` keeps the identity of ``crop_params``. Returns the
-    params and a summary (mean point distance before/after, crop px).
+    params and a summary (mean point distance before/after, crop px; ``skipped`` says why the
+    params were left alone when detector and network disagree too much).
     """
     x0, y0, x1, y1 = box
     lm = np.asarray(face.landmarks, np.float64)
     pts = np.stack([(lm[:, 0] - x0) * size / (x1 - x0), (lm[:, 1] - y0) * size / (y1 - y0)], -1)
     fit = get_refiner(face_model).refine(crop_params, pts, size, fit_identity)
+    if fit.skipped:
+        log.warning("refinement skipped: %s", fit.skipped)
     info = {"landmark_error_before_px": fit.rms_before_px, "landmark_error_after_px": fit.rms_after_px,
-            "steps_accepted": fit.steps_accepted, "crop_size_px": size}
+            "steps_accepted": fit.steps_accepted, "crop_size_px": size, "skipped": fit.skipped}
     return fit.params, info
 
 
@@ -98,7 +101,7 @@ class PhotoReconstruction:
     model_version: str
     source: str = ""
     regressed_params: Any = None     # the network's own crop params when refined (else None)
-    refinement: dict[str, float] | None = None
+    refinement: dict[str, Any] | None = None
 
     @property
     def face(self) -> Face:

@@ -136,7 +136,8 @@ class RefinedFacerigLandmarker(FacerigLandmarker):
 
     FaceMesh runs as in :class:`MediaPipeLandmarker` (same crop, same face choice); the fit is
     ``facemodel.landmark_fit.InnerLandmarkRefiner`` with the add-on's settings. Where FaceMesh
-    finds no face the regressor's own prediction stands (counted in ``unrefined``).
+    finds no face, or its points are too far from the regressor's to be trusted, the regressor's
+    own prediction stands (counted in ``unrefined``).
     """
 
     name = "facerig+refine"
@@ -166,7 +167,9 @@ class RefinedFacerigLandmarker(FacerigLandmarker):
         else:
             x0, y0, x1, y1 = crop_box
             pts = (detected.points68 - np.array([x0, y0])) * self.size / np.array([x1 - x0, y1 - y0])
-            p = self.refiner.refine(p.numpy(), pts, self.size).params
+            fit = self.refiner.refine(p.numpy(), pts, self.size)
+            self.unrefined += bool(fit.skipped)
+            p = fit.params
         variants = {c: crop_to_photo(v, crop_box, self.size)
                     for c, v in self.projector.all_variants(p, self.size, self.size).items()}
         return Prediction(variants[self.contour], np.asarray(p.rotation, np.float64), crop_box, variants)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .camera import project
+from .formation import landmarks_2d
 from .geometry import euler_to_matrix
 from .model import FaceModel, ModelArrays
 from .params import FaceParams
@@ -61,6 +62,7 @@ class LandmarkFit:
     rms_before_px: float            # mean point distance (pixels) at the start
     rms_after_px: float
     steps_accepted: int
+    skipped: str = ""               # why the points were not used (params unchanged), else ""
 
 
 def _rotation_derivatives(rotation: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -219,6 +221,10 @@ def fit_landmarks(arrays: ModelArrays, params: FaceParams, pixels: np.ndarray, w
 # inner points carry Gaussian noise of MediaPipe's Helen accuracy (README, "Refinement").
 INNER_REFINE_SETTINGS = LandmarkFitSettings(steps=10, sigma_px=2.0, expression_prior=25.0)
 REFINE_REFERENCE_SIZE = 128   # sigma_px above is in pixels of a 128-px canonical crop
+# Start-to-points distance (fraction of the points' box size) beyond which detector and network
+# disagree too much to trust the detector: Helen's worst face is at 0.06; MediaPipe failing
+# (e.g. on renders, where it is out of its domain) reaches 0.1–0.5 and then wrecks the pose.
+MAX_DISAGREEMENT = 0.08
 
 
 @dataclass(frozen=True)
@@ -232,6 +238,7 @@ class InnerLandmarkRefiner:
 
     arrays: ModelArrays
     settings: LandmarkFitSettings = INNER_REFINE_SETTINGS
+    max_disagreement: float = MAX_DISAGREEMENT
 
     @classmethod
     def from_model(cls, model: FaceModel, settings: LandmarkFitSettings = INNER_REFINE_SETTINGS
@@ -247,6 +254,14 @@ class InnerLandmarkRefiner:
         points68 = np.asarray(points68, np.float64)
         if points68.shape != (68, 2):
             raise ValueError(f"points68 must be (68, 2), got {points68.shape}")
+        inner = points68[17:]
+        start = np.asarray(landmarks_2d(self.arrays, params, image_size, image_size), np.float64)
+        size = float(np.sqrt(np.prod(np.ptp(inner, axis=0))))
+        dist = float(np.linalg.norm(start - inner, axis=1).mean())
+        if not np.isfinite(dist) or dist > self.max_disagreement * size:
+            return LandmarkFit(params, dist, dist, 0,
+                               skipped=f"detected landmarks {dist / max(size, 1e-9):.1%} of the face size from the "
+                                       f"network's (limit {self.max_disagreement:.0%}): not trusted")
         scale = image_size / REFINE_REFERENCE_SIZE
         settings = replace(self.settings, sigma_px=self.settings.sigma_px * scale,
                            fit_identity=fit_identity and self.settings.fit_identity)

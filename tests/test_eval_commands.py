@@ -94,18 +94,18 @@ def test_eval_landmarks_facerig_with_an_onnx_fixture(tmp_path, const_onnx):
     assert "nme_bbox_68_visible" in header and "nme_bbox_68_march" in header
 
 
-def test_eval_landmarks_refined_constant_face_gets_close(tmp_path, const_onnx):
-    """--refine: the constant mean face fitted to FaceMesh's inner points scores near MediaPipe."""
+def test_eval_landmarks_refined_shipped_model(tmp_path):
+    """--refine: the shipped regressor refined on FaceMesh's inner points beats it on Helen images."""
     needs_helen()
-    onnx_path, _ = const_onnx
-    common = ["--images", HELEN, "--model", onnx_path, "--limit", 3, "--no-plot"]
+    common = ["--images", HELEN, "--limit", 8, "--no-plot"]
     assert run("eval", "landmarks", "--json", tmp_path / "raw.json", *common).returncode == 0
     out = run("eval", "landmarks", "--json", tmp_path / "ref.json", "--refine", *common)
     assert out.returncode == 0, out.stderr
     raw, ref = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("raw", "ref"))
     assert ref["refine"] is True and raw["refine"] is False and ref["unrefined"] == 0
     assert ref["refine_settings"]["sigma_px"] > 0
-    assert ref["nme_bbox_51"] < 0.5 * raw["nme_bbox_51"] and ref["nme_bbox_51"] < 5.0
+    # all 330: 3.72 → 2.93 % (68), 3.19 → 2.22 % (51); on these 8 the gain must show too
+    assert ref["nme_bbox_51"] < 0.9 * raw["nme_bbox_51"] and ref["nme_bbox_68"] < raw["nme_bbox_68"]
     bad = run("eval", "landmarks", "--json", tmp_path / "x.json", "--method", "mediapipe", "--refine", *common)
     assert bad.returncode == 2 and "--refine" in bad.stderr and "Traceback" not in bad.stderr
 

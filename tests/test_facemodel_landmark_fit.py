@@ -7,7 +7,7 @@ import pytest
 
 from facemodel import FaceParams
 from facemodel.formation import landmarks_2d
-from facemodel.landmark_fit import LandmarkFitSettings, _Problem, fit_landmarks
+from facemodel.landmark_fit import InnerLandmarkRefiner, LandmarkFitSettings, _Problem, fit_landmarks
 
 SIZE = 128
 
@@ -132,3 +132,23 @@ def test_bad_input_is_rejected(inner51):
         LandmarkFitSettings(sigma_px=0.0)
     with pytest.raises(ValueError, match="steps"):
         LandmarkFitSettings(steps=-1)
+
+
+def test_refiner_uses_inner_points_and_distrusts_a_detector_far_off(face_model):
+    """The jaw is ignored; points ≫ 8 % of the face size away from the start leave the params alone."""
+    refiner = InnerLandmarkRefiner.from_model(face_model)
+    truth = face(seed=4)
+    points = np.asarray(landmarks_2d(face_model.arrays.subset(face_model.landmark_indices("fixed")), truth,
+                                     SIZE, SIZE), np.float64)
+    points[:17] += 40.0                      # a jaw on the visible outline far from the model's: not used
+    start = replace(truth, rotation=(truth.rotation + np.radians([2.0, -1.5, 1.0])).astype(np.float32),
+                    translation=(truth.translation + np.array([0.3, 0.2, 1.0])).astype(np.float32))
+    fit = refiner.refine(start, points, SIZE)
+    assert not fit.skipped and fit.rms_after_px < 0.5 * fit.rms_before_px
+    far = points.copy()
+    far[17:] = far[17:] * 1.4 - 20           # a different, larger face
+    skipped = refiner.refine(start, far, SIZE)
+    assert "not trusted" in skipped.skipped and skipped.steps_accepted == 0
+    np.testing.assert_array_equal(skipped.params.to_vector(), start.to_vector())
+    with pytest.raises(ValueError, match=r"\(68, 2\)"):
+        refiner.refine(start, points[17:], SIZE)
