@@ -44,6 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--max-seed-nme", type=float, default=5.0,
                    help="seed filter: 51-point NME (bbox, %%) against the detector (default 5)")
     b.add_argument("--max-seeds", type=int, default=8000, help="most confident seeds per round (default 8000)")
+    b.add_argument("--refine-seeds", action="store_true",
+                   help="refine the kept seeds on their detector landmarks before rendering views (as the "
+                        "add-on refines its predictions)")
     b.add_argument("--workers", type=int, default=2, help="render workers")
     b.add_argument("--helen", type=Path, help="68-point evaluation folder, evaluated after every round")
     b.add_argument("--synthetic-test", type=Path, help="held-out rendered corpus, evaluated after every round")
@@ -124,7 +127,8 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
         rotations=args.rotations, relight=args.relight, max_seed_yaw=args.max_seed_yaw,
         max_seed_nme=args.max_seed_nme, max_seeds=args.max_seeds, workers=args.workers,
         helen=args.helen.resolve() if args.helen else None,
-        synthetic_test=args.synthetic_test.resolve() if args.synthetic_test else None)
+        synthetic_test=args.synthetic_test.resolve() if args.synthetic_test else None,
+        refine_seeds=args.refine_seeds)
     config = Config.load(args.config) if args.config else None
     try:
         summary = Bootstrap(settings, args.out, config, progress=not args.no_progress).run()

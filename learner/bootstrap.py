@@ -7,6 +7,8 @@ Round r (r = 1 … N), starting from the network of round r − 1 (round 0 = ``i
 2. **filter** the seeds: only reconstructions the network is confident in — near-frontal
    (|yaw| ≤ ``max_seed_yaw``) and agreeing with the detector's landmarks (51 inner points,
    NME bbox ≤ ``max_seed_nme`` %); the counts and thresholds go to the round's manifest and log;
+   with ``refine_seeds`` the kept seeds are then refined on those landmarks (the add-on's
+   ``facemodel.landmark_fit`` refinement), so the views' labels sit on the photo more closely;
 3. **render** new views of the kept reconstructions (``synth.views``: rotated VRN views with
    the photo as texture and backplane, InverseFaceNet resampled + relit renders);
 4. **train** on the new views mixed with the original synthetic corpora (and, with
@@ -59,6 +61,7 @@ class BootstrapSettings:
     seed: int = 0
     helen: Path | None = None            # evaluation set (68-point .pts); never trained on
     synthetic_test: Path | None = None
+    refine_seeds: bool = False           # refine kept seeds on the detector landmarks before rendering
 
     def validate(self) -> None:
         if self.rounds < 1:
@@ -100,6 +103,32 @@ def seed_scores(face_model: FaceModel, params: np.ndarray, layout: ParamLayout, 
             "nme51": nme_bbox(pred, detector_lm, INNER_51)}
 
 
+def refine_params(face_model: FaceModel, params: np.ndarray, layout: ParamLayout, detector_lm: np.ndarray,
+                  size: int, progress: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
+    """Seeds' parameter vectors refined on their detector landmarks (68, crop pixels), as the add-on does.
+
+    Returns the vectors and counts (refined / left alone because detector and network disagree).
+    """
+    from tqdm import tqdm
+
+    from facemodel.landmark_fit import InnerLandmarkRefiner
+
+    refiner = InnerLandmarkRefiner.from_model(face_model)
+    out = params.copy()
+    skipped = 0
+    before, after = [], []
+    for i in tqdm(range(len(params)), desc="refine seeds", unit="face", disable=not progress):
+        fit = refiner.refine(FaceParams.from_vector(params[i], layout), detector_lm[i], size)
+        skipped += bool(fit.skipped)
+        before.append(fit.rms_before_px)
+        after.append(fit.rms_after_px)
+        out[i] = np.asarray(fit.params.to_vector(), params.dtype)
+    info = {"refined": int(len(params) - skipped), "skipped": int(skipped),
+            "median_px_before": float(np.median(before)) if before else None,
+            "median_px_after": float(np.median(after)) if after else None}
+    return out, info
+
+
 def select_seeds(scores: dict[str, np.ndarray], max_yaw: float, max_nme: float, max_seeds: int) -> np.ndarray:
     """Indices of confident reconstructions, most confident (lowest NME) first."""
     ok = (scores["abs_yaw_deg"] <= max_yaw) & (scores["nme51"] <= max_nme) & np.isfinite(scores["nme51"])
@@ -122,7 +151,10 @@ class Bootstrap:
         state_path = self.out / STATE_FILE
         if state_path.is_file():
             saved = json.loads(state_path.read_text())
-            if (_without_rounds(saved.get("settings")) != _without_rounds(settings.to_dict())
+            defaults = BootstrapSettings(real=[], synthetic=[], init=Path()).to_dict()   # keys added later
+            saved_settings = {**{k: v for k, v in defaults.items() if k not in ("real", "synthetic", "init")},
+                              **(saved.get("settings") or {})}
+            if (_without_rounds(saved_settings) != _without_rounds(settings.to_dict())
                     or saved.get("config") != self.config.to_dict()):
                 raise ValueError(f"{self.out} holds a bootstrap run with other settings; choose a new --out "
                                  "or rerun the original command (a larger --rounds adds rounds) to resume it")
@@ -181,6 +213,12 @@ class Bootstrap:
                            "median_nme51_all": float(np.nanmedian(scores["nme51"])),
                            "median_nme51_kept": float(np.median(scores["nme51"][keep])) if len(keep) else None}}
         log.info("round %d seeds: %s", r, info["filter"])
+        if self.s.refine_seeds and len(keep):
+            refined, info["refine"] = refine_params(self.face_model, params[keep], layout, lms[keep], size,
+                                                    self.progress)
+            params = params.copy()
+            params[keep] = refined
+            log.info("round %d seeds refined on the detector landmarks: %s", r, info["refine"])
         write_reconstructions(recon, images[keep], params[keep], layout, names[keep],
                               {k: v[keep] for k, v in scores.items()}, info)
         return recon

@@ -112,6 +112,26 @@ def recon_dir(tmp_path_factory):
     return out, pc
 
 
+def test_seed_refinement_brings_seeds_onto_the_detector_landmarks(recon_dir, face_model):
+    """--refine-seeds: the shipped model's seeds of 4 real photos refined on their detector landmarks."""
+    from learner.bootstrap import refine_params, seed_scores
+    from learner.photo_corpus import load_photo_corpus
+
+    arrays, _ = read_reconstructions(recon_dir[0])
+    d = load_photo_corpus(recon_dir[1])
+    layout = ParamLayout(60)
+    refined, info = refine_params(face_model, arrays["params"], layout, d.landmarks, 128, progress=False)
+    assert info["refined"] + info["skipped"] == 4 and info["refined"] >= 3
+    assert info["median_px_after"] < 0.8 * info["median_px_before"]
+    before = seed_scores(face_model, arrays["params"], layout, d.landmarks, 128)["nme51"]
+    after = seed_scores(face_model, refined, layout, d.landmarks, 128)["nme51"]
+    assert np.median(after) < 0.8 * np.median(before)
+    # lighting and albedo (appearance) are untouched
+    sl = layout.slices
+    for part in ("sh", "albedo"):
+        np.testing.assert_array_equal(refined[:, sl[part]], arrays["params"][:, sl[part]])
+
+
 @pytest.mark.slow
 def test_views_render_with_the_photo_as_backplane(recon_dir, tmp_path, face_model):
     from facerig_cli.main import main
