@@ -88,7 +88,7 @@ class FaceRigSettings(bpy.types.PropertyGroup):
     refine: BoolProperty(  # type: ignore[valid-type]
         name="Refine on landmarks", default=True,
         description="fit expression, pose and identity to the detected facial landmarks after the network "
-                    "(≈ 10 ms; closer overlay on the photo)")
+                    "(≈ 15–50 ms; closer overlay on the photo)")
 
 
 def _resolve_paths(context: Any, model_path: str) -> tuple[str | None, str | None]:
@@ -157,7 +157,7 @@ class FACERIG_OT_reconstruct(bpy.types.Operator):
     refine: BoolProperty(  # type: ignore[valid-type]
         name="Refine on landmarks", default=True,
         description="fit expression, pose and identity to the detected facial landmarks after the network "
-                    "(≈ 10 ms; closer overlay on the photo)")
+                    "(≈ 15–50 ms; closer overlay on the photo)")
     model_path: StringProperty(name="Regressor", subtype="FILE_PATH", options={"SKIP_SAVE"})  # type: ignore[valid-type]
     extra_filepaths: CollectionProperty(  # type: ignore[valid-type]
         type=FaceRigPhotoPath, options={"SKIP_SAVE"},
