@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 from tqdm import tqdm
 
-from facemodel import metrics
+from facemodel import FaceParams, metrics
 from facemodel.crop import canonical_crop_box
 
 from .imaging import Box, box_iou, detect_faces, load_image, points_box
@@ -118,17 +118,25 @@ class FacerigLandmarker:
         self.size = regressor_input_size(self.regressor)
         self.projector = ContourLandmarks(face_model(model_path))   # shared with the annotation yaw
 
-    def predict(self, image: np.ndarray, crop_box: Box, ref_box: Box) -> Prediction | None:
-        from .imaging import crop_square, crop_to_photo
+    def regress(self, image: np.ndarray, crop_box: Box) -> FaceParams | None:
+        """The network's crop params (numpy), or None when they are not finite."""
+        from .imaging import crop_square
 
-        crop = crop_square(image, crop_box, self.size)
-        params = self.regressor.predict(crop[None])
-        p = params[0] if params.batch_shape else params
-        if not np.all(np.isfinite(np.asarray(p.to_vector()))):
-            return None
+        params = self.regressor.predict(crop_square(image, crop_box, self.size)[None])
+        p = (params[0] if params.batch_shape else params).numpy()
+        return p if np.all(np.isfinite(np.asarray(p.to_vector()))) else None
+
+    def prediction(self, p: FaceParams, crop_box: Box) -> Prediction:
+        """Every contour variant of crop params ``p``, in photo pixels."""
+        from .imaging import crop_to_photo
+
         variants = {c: crop_to_photo(v, crop_box, self.size)
                     for c, v in self.projector.all_variants(p, self.size, self.size).items()}
         return Prediction(variants[self.contour], np.asarray(p.rotation, np.float64), crop_box, variants)
+
+    def predict(self, image: np.ndarray, crop_box: Box, ref_box: Box) -> Prediction | None:
+        p = self.regress(image, crop_box)
+        return None if p is None else self.prediction(p, crop_box)
 
 
 class RefinedFacerigLandmarker(FacerigLandmarker):
@@ -154,12 +162,8 @@ class RefinedFacerigLandmarker(FacerigLandmarker):
         self.unrefined = 0
 
     def predict(self, image: np.ndarray, crop_box: Box, ref_box: Box) -> Prediction | None:
-        from .imaging import crop_square, crop_to_photo
-
-        crop = crop_square(image, crop_box, self.size)
-        params = self.regressor.predict(crop[None])
-        p = params[0] if params.batch_shape else params
-        if not np.all(np.isfinite(np.asarray(p.to_vector()))):
+        p = self.regress(image, crop_box)
+        if p is None:
             return None
         detected = self.mediapipe.predict(image, crop_box, ref_box)
         if detected is None:
@@ -167,12 +171,10 @@ class RefinedFacerigLandmarker(FacerigLandmarker):
         else:
             x0, y0, x1, y1 = crop_box
             pts = (detected.points68 - np.array([x0, y0])) * self.size / np.array([x1 - x0, y1 - y0])
-            fit = self.refiner.refine(p.numpy(), pts, self.size)
+            fit = self.refiner.refine(p, pts, self.size)
             self.unrefined += bool(fit.skipped)
             p = fit.params
-        variants = {c: crop_to_photo(v, crop_box, self.size)
-                    for c, v in self.projector.all_variants(p, self.size, self.size).items()}
-        return Prediction(variants[self.contour], np.asarray(p.rotation, np.float64), crop_box, variants)
+        return self.prediction(p, crop_box)
 
 
 def make_landmarker(method: str, onnx_path: Path | str | None, contour: str, model_path: str | None,
