@@ -242,14 +242,14 @@ def _face_indices(face_index: int | None | Sequence[int | None], n: int) -> list
 
 
 def reconstruct_views(paths: Sequence[PhotoInput], face_index: int | None | Sequence[int | None],
-                      regressor: Regressor, refine: bool = False
-                      ) -> tuple[list[PhotoReconstruction], list[SkippedPhoto]]:
-    """The single-photo pipeline on each photo; unreadable or faceless photos are skipped (warned)."""
+                      regressor: Regressor) -> tuple[list[PhotoReconstruction], list[SkippedPhoto]]:
+    """The single-photo pipeline on each photo, unrefined (the network's identities are what get
+    aggregated); unreadable or faceless photos are skipped (warned)."""
     recons, skipped = [], []
     for k, (photo, index) in enumerate(zip(paths, _face_indices(face_index, len(paths)))):
         name = _name(photo, k)
         try:
-            recon = reconstruct_photo(photo, index, regressor, refine=refine)
+            recon = reconstruct_photo(photo, index, regressor, refine=False)
         except (NoFaceError, PhotoError, FileNotFoundError) as exc:  # a bad face index stays an error
             log.warning("skipping %s: %s", name, exc)
             skipped.append(SkippedPhoto(name, str(exc)))

@@ -191,7 +191,6 @@ def landmarks_on_crop(image: np.ndarray, crop_box: tuple[float, float, float, fl
     pass's. Of the meshes found, the one overlapping ``face``'s landmarks most (IoU ≥ 0.3) is
     taken; None when there is none.
     """
-    x0, y0, x1, y1 = crop_box
     crop = crop_square(np.asarray(image), crop_box, FIT_CROP_SIZE)
     with _MP.lock:
         result = _MP.mesh.process(crop)
@@ -199,8 +198,8 @@ def landmarks_on_crop(image: np.ndarray, crop_box: tuple[float, float, float, fl
     ref = (float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1]))
     best, best_iou = None, 0.3
     for lms in result.multi_face_landmarks or []:
-        pts = _mesh_points(lms, FIT_CROP_SIZE, FIT_CROP_SIZE)[FACEMESH_TO_68, :2].astype(np.float64)
-        pts = np.stack([x0 + pts[:, 0] * (x1 - x0) / FIT_CROP_SIZE, y0 + pts[:, 1] * (y1 - y0) / FIT_CROP_SIZE], -1)
+        pts = facemodel.crop.points_from_crop(_mesh_points(lms, FIT_CROP_SIZE, FIT_CROP_SIZE)[FACEMESH_TO_68, :2],
+                                              crop_box, FIT_CROP_SIZE)
         plo, phi = pts.min(0), pts.max(0)
         iou = _iou((float(plo[0]), float(plo[1]), float(phi[0]), float(phi[1])), ref)
         if iou > best_iou:

@@ -75,9 +75,7 @@ def refine_on_face(crop_params: Any, landmarks: np.ndarray, box: tuple[float, fl
     the params and a summary (mean point distance before/after, crop px; ``skipped`` says why the
     params were left alone when detector and network disagree too much).
     """
-    x0, y0, x1, y1 = box
-    lm = np.asarray(landmarks, np.float64)
-    pts = np.stack([(lm[:, 0] - x0) * size / (x1 - x0), (lm[:, 1] - y0) * size / (y1 - y0)], -1)
+    pts = facemodel.crop.points_to_crop(landmarks, box, size)
     fit = get_refiner(face_model).refine(crop_params, pts, size, fit_identity)
     if fit.skipped:
         log.warning("refinement skipped: %s", fit.skipped)

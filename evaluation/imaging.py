@@ -14,6 +14,7 @@ import numpy as np
 
 from blender_addon import detect as addon_detect
 from blender_addon import photo as addon_photo
+from facemodel.crop import points_from_crop
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +33,7 @@ def crop_square(image: np.ndarray, box: Box, size: int) -> np.ndarray:
 
 def crop_to_photo(points: np.ndarray, box: Box, size: int) -> np.ndarray:
     """Map (…, 2) crop pixel coordinates back to the photo (exact inverse of the crop)."""
-    x0, y0, x1, y1 = box
-    p = np.asarray(points, np.float64)
-    return np.stack([x0 + p[..., 0] * (x1 - x0) / size, y0 + p[..., 1] * (y1 - y0) / size], -1)
+    return points_from_crop(points, box, size)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from facemodel import FaceParams, metrics
-from facemodel.crop import canonical_crop_box
+from facemodel.crop import canonical_crop_box, points_to_crop
 
 from .imaging import Box, box_iou, detect_faces, load_image, points_box
 from .pose import annotation_yaw_deg
@@ -169,9 +169,7 @@ class RefinedFacerigLandmarker(FacerigLandmarker):
         if detected is None:
             self.unrefined += 1
         else:
-            x0, y0, x1, y1 = crop_box
-            pts = (detected.points68 - np.array([x0, y0])) * self.size / np.array([x1 - x0, y1 - y0])
-            fit = self.refiner.refine(p, pts, self.size)
+            fit = self.refiner.refine(p, points_to_crop(detected.points68, crop_box, self.size), self.size)
             self.unrefined += bool(fit.skipped)
             p = fit.params
         return self.prediction(p, crop_box)

@@ -27,6 +27,20 @@ def canonical_crop_box(points: np.ndarray, scale: float = CROP_SCALE,
     return (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
 
 
+def points_to_crop(points: np.ndarray, box: tuple[float, float, float, float], size: int) -> np.ndarray:
+    """Photo pixel coordinates (…, 2) → pixels of the ``size``-px crop of ``box`` (x0, y0, x1, y1)."""
+    x0, y0, x1, y1 = box
+    p = np.asarray(points, np.float64)
+    return np.stack([(p[..., 0] - x0) * size / (x1 - x0), (p[..., 1] - y0) * size / (y1 - y0)], -1)
+
+
+def points_from_crop(points: np.ndarray, box: tuple[float, float, float, float], size: int) -> np.ndarray:
+    """Inverse of :func:`points_to_crop`: crop pixels (…, 2) → photo pixels."""
+    x0, y0, x1, y1 = box
+    p = np.asarray(points, np.float64)
+    return np.stack([x0 + p[..., 0] * (x1 - x0) / size, y0 + p[..., 1] * (y1 - y0) / size], -1)
+
+
 def box_from_detection(box: tuple[float, float, float, float], scale: float = 1.0
                        ) -> tuple[float, float, float, float]:
     """Square box with the same centre as ``box`` and side ``scale × max(w, h)``."""

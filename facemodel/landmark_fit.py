@@ -27,6 +27,7 @@ import numpy as np
 from .camera import project
 from .formation import landmarks_2d
 from .geometry import euler_to_matrix
+from .metrics import bbox_size, point_errors
 from .model import FaceModel, ModelArrays
 from .params import FaceParams
 
@@ -256,8 +257,8 @@ class InnerLandmarkRefiner:
             raise ValueError(f"points68 must be (68, 2), got {points68.shape}")
         inner = points68[17:]
         start = np.asarray(landmarks_2d(self.arrays, params, image_size, image_size), np.float64)
-        size = float(np.sqrt(np.prod(np.ptp(inner, axis=0))))
-        dist = float(np.linalg.norm(start - inner, axis=1).mean())
+        size = float(bbox_size(inner))
+        dist = float(point_errors(start, inner).mean())
         if not np.isfinite(dist) or dist > self.max_disagreement * size:
             return LandmarkFit(params, dist, dist, 0,
                                skipped=f"detected landmarks {dist / max(size, 1e-9):.1%} of the face size from the "
@@ -265,5 +266,5 @@ class InnerLandmarkRefiner:
         scale = image_size / REFINE_REFERENCE_SIZE
         settings = replace(self.settings, sigma_px=self.settings.sigma_px * scale,
                            fit_identity=fit_identity and self.settings.fit_identity)
-        return fit_landmarks(self.arrays, params, points68[17:], image_size, image_size, settings,
+        return fit_landmarks(self.arrays, params, inner, image_size, image_size, settings,
                              identity_prior_mean=np.asarray(params.identity))
