@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from .blas_threads import single_blas_thread
 from .camera import project
 from .formation import landmarks_2d
 from .geometry import euler_to_matrix
@@ -158,6 +159,28 @@ class _Problem:
         return jac.reshape(2 * n, -1) * self.sqrt_w[:, None]
 
 
+def _minimise(prob: _Problem, theta: np.ndarray, settings: LandmarkFitSettings) -> tuple[np.ndarray, int]:
+    """Levenberg-damped Gauss-Newton from ``theta``; a step is kept only if the cost falls."""
+    cost, lam, accepted = prob.cost(theta), settings.damping, 0
+    for _ in range(settings.steps):
+        jac = prob.jacobian(theta)
+        r = prob.residual(theta)
+        normal = jac.T @ jac + np.diag(prob.prior)
+        grad = jac.T @ r + prob.prior * (theta - prob.prior_mean)
+        diag = np.diag(normal) + 1e-9
+        for _try in range(_MAX_DAMPING_TRIES):
+            step = np.linalg.solve(normal + lam * np.diag(diag), -grad)
+            cand = prob.clip(theta + step)
+            cand_cost = prob.cost(cand)
+            if cand_cost < cost:
+                theta, cost, lam, accepted = cand, cand_cost, max(lam / 3.0, 1e-7), accepted + 1
+                break
+            lam *= 10.0
+        else:
+            break  # no damping makes progress: at a minimum (to numerical precision)
+    return theta, accepted
+
+
 def fit_landmarks(arrays: ModelArrays, params: FaceParams, pixels: np.ndarray, width: float, height: float,
                   settings: LandmarkFitSettings = LandmarkFitSettings(), weights: np.ndarray | None = None,
                   identity_prior_mean: np.ndarray | None = None) -> LandmarkFit:
@@ -192,23 +215,8 @@ def fit_landmarks(arrays: ModelArrays, params: FaceParams, pixels: np.ndarray, w
         return float((np.linalg.norm(r, axis=1) * w).sum() / w_sum)
 
     before = mean_dist(theta)
-    cost, lam, accepted = prob.cost(theta), settings.damping, 0
-    for _ in range(settings.steps):
-        jac = prob.jacobian(theta)
-        r = prob.residual(theta)
-        normal = jac.T @ jac + np.diag(prob.prior)
-        grad = jac.T @ r + prob.prior * (theta - prob.prior_mean)
-        diag = np.diag(normal) + 1e-9
-        for _try in range(_MAX_DAMPING_TRIES):
-            step = np.linalg.solve(normal + lam * np.diag(diag), -grad)
-            cand = prob.clip(theta + step)
-            cand_cost = prob.cost(cand)
-            if cand_cost < cost:
-                theta, cost, lam, accepted = cand, cand_cost, max(lam / 3.0, 1e-7), accepted + 1
-                break
-            lam *= 10.0
-        else:
-            break  # no damping makes progress: at a minimum (to numerical precision)
+    with single_blas_thread():   # ~120² solves: threads cost more than they save (blas_threads)
+        theta, accepted = _minimise(prob, theta, settings)
 
     ident = np.asarray(params.identity, np.float64).copy()
     ident[: prob.k] = theta[: prob.k]

@@ -5,7 +5,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from facemodel import FaceParams
+from facemodel import FaceParams, blas_threads, landmark_fit
 from facemodel.formation import landmarks_2d
 from facemodel.landmark_fit import InnerLandmarkRefiner, LandmarkFitSettings, _Problem, fit_landmarks
 
@@ -152,3 +152,30 @@ def test_refiner_uses_inner_points_and_distrusts_a_detector_far_off(face_model):
     np.testing.assert_array_equal(skipped.params.to_vector(), start.to_vector())
     with pytest.raises(ValueError, match=r"\(68, 2\)"):
         refiner.refine(start, points[17:], SIZE)
+
+
+def test_fit_runs_on_one_blas_thread_and_restores_the_count(inner51, monkeypatch):
+    """The solves run single-threaded (threads cost more than a 120² solve) and the caller's
+    thread count is back afterwards; the result does not depend on the thread count."""
+    blas = blas_threads.numpy_openblas()
+    if blas is None:
+        pytest.skip("numpy here does not bundle OpenBLAS")
+    before = blas.get()
+    seen: list[int] = []
+    real_minimise = landmark_fit._minimise
+
+    def spy(*args, **kwargs):
+        seen.append(blas.get())
+        return real_minimise(*args, **kwargs)
+
+    monkeypatch.setattr(landmark_fit, "_minimise", spy)
+    p = face(seed=5)
+    target = np.asarray(landmarks_2d(inner51, p, SIZE, SIZE), np.float64) + 1.5
+    single = fit_landmarks(inner51, perturbed(p), target, SIZE, SIZE, LandmarkFitSettings(sigma_px=2.0))
+    assert seen == [1] and blas.get() == before
+    monkeypatch.setattr(blas_threads, "numpy_openblas", lambda: None)   # a BLAS we cannot steer: no-op
+    plain = fit_landmarks(inner51, perturbed(p), target, SIZE, SIZE, LandmarkFitSettings(sigma_px=2.0))
+    assert seen == [1, before]
+    np.testing.assert_allclose(single.params.identity, plain.params.identity, atol=1e-6)
+    np.testing.assert_allclose(single.params.rotation, plain.params.rotation, atol=1e-7)
+    assert single.rms_after_px < single.rms_before_px
