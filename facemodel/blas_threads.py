@@ -2,7 +2,7 @@
 
 The landmark fit solves a ~120×120 system ten times per photo. OpenBLAS spreads even that over
 all cores, and next to MediaPipe's own threads on a 2-core machine the hand-offs cost more than
-the arithmetic: 44 ms per fit inside the pipeline against 8 ms on one thread (``facerig bench``).
+the arithmetic: 44 ms per fit inside the pipeline against 15–18 ms on one thread (``facerig bench``).
 ``threadpoolctl`` would do this but is not a dependency; numpy's bundled OpenBLAS exports
 ``openblas_set_num_threads`` (with an ILP64 suffix in the pip wheels), which is all it takes.
 Where no such library is found (another BLAS, e.g. Accelerate or MKL) the context is a no-op.

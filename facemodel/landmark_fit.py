@@ -3,7 +3,7 @@
 Why: the regressor's landmarks are ≈ 0.6 % NME less accurate than the MediaPipe FaceMesh
 points the add-on detects anyway (it underfits its teacher). A few Levenberg-damped
 Gauss-Newton steps of identity, expression, rotation and translation against those points,
-starting from the regressor's prediction, close that gap for ≈ 8 ms of numpy per face (≈ 15–18 ms inside the pipeline, where it runs on one BLAS thread).
+starting from the regressor's prediction, close that gap for ≈ 8–18 ms of numpy per face (more when damping tries are rejected).
 
 The cost is the posterior of the fit, in pixels of the image the points are given in:
 
