@@ -33,6 +33,10 @@ class NetworkConfig:
     width: float = 0.75
     head_width: int = 1024      # hidden units of the regression head
     dropout: float = 0.1
+    # Dense keypoint branch (0 = off): a small FPN decoder predicts this many face-vertex positions
+    # as stride-8 heat maps read out by soft-argmax, and the head sees their coordinates next to the
+    # pooled features — explicit 2-D geometry for the identity, which global pooling blurs.
+    keypoints: int = 0
 
 
 @dataclass
@@ -43,6 +47,7 @@ class LossConfig:
     vertex3d: float = 1.0       # MobileFace 3D vertex loss (eq. 3), cm, on the face subset
     vertex2d: float = 1.0       # MobileFace 2D projection loss (eq. 4), per image width ×100
     landmark: float = 1.0       # masked 2D landmark loss over the unified point set, ×100
+    keypoint: float = 0.0       # the keypoint branch's soft-argmax points vs. the true projections, ×100
     prior_identity: float = 0.0
     prior_expression: float = 0.0
     prior_albedo: float = 0.0
@@ -156,6 +161,10 @@ class Config:
 
     def validate(self) -> None:
         n, t, lo = self.network, self.train, self.loss
+        if n.keypoints < 0:
+            raise ValueError(f"network.keypoints must be ≥ 0, got {n.keypoints}")
+        if lo.keypoint and not n.keypoints:
+            raise ValueError("loss.keypoint needs the keypoint branch (network.keypoints > 0)")
         if n.input_size < 32 or n.input_size % 32:
             raise ValueError(f"network.input_size must be a multiple of 32 (≥ 32), got {n.input_size}")
         if not 0 <= n.n_identity <= 100:

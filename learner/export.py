@@ -115,6 +115,7 @@ def metadata(state: dict[str, Any]) -> dict[str, str]:
     return {"facerig.layout_version": str(state["layout"]["layout_version"]),
             "facerig.n_identity": str(cfg.network.n_identity),
             "facerig.input_size": str(cfg.network.input_size),
+            "facerig.keypoints": str(cfg.network.keypoints),
             "facerig.crop_scale": repr(CROP_SCALE),
             "facerig.crop_center_up": repr(CROP_CENTER_UP),
             "facerig.model_card": model_card(state)}

@@ -15,6 +15,8 @@ Terms (each weighted by :class:`learner.config.LossConfig`; weight 0 = not compu
 * ``landmark``: masked 2D landmark loss over a *unified* point set, so datasets with different
   point sets (synthetic fixed-jaw 68, photo annotations with a visible jaw contour) are fused:
   each dataset fills its slots of the target vector and the mask.
+* ``keypoint``: the keypoint branch's soft-argmax points (``network.keypoints``) against the
+  true projections of the same evenly spread face vertices, in percent of the image width.
 * priors on identity (‖α‖²), expression (L1: sparse activations) and albedo (standardised ‖·‖²),
   averaged over the samples without parameter labels only.
 
@@ -86,6 +88,11 @@ def face_vertex_subset(model: FaceModel, count: int) -> np.ndarray:
     return face[np.round(np.linspace(0, len(face) - 1, count)).astype(np.int64)]
 
 
+def keypoint_vertices(model: FaceModel, count: int) -> np.ndarray:
+    """The face vertices the keypoint branch predicts: an even spread over the face region."""
+    return face_vertex_subset(model, count)
+
+
 def basis_rms(basis_flat: np.ndarray, vertices: np.ndarray) -> np.ndarray:
     """(K,) RMS vertex displacement (cm per unit coefficient) of each basis over ``vertices``."""
     k = basis_flat.shape[0]
@@ -111,7 +118,8 @@ class FaceLoss:
     """All loss terms for one network layout; holds torch copies of the needed model arrays."""
 
     def __init__(self, model: FaceModel, layout: ParamLayout, gt_layout: ParamLayout, config: LossConfig,
-                 stats: OutputStats, image_size: int, dtype: torch.dtype = torch.float32) -> None:
+                 stats: OutputStats, image_size: int, dtype: torch.dtype = torch.float32,
+                 n_keypoints: int = 0) -> None:
         self.config, self.layout, self.gt_layout, self.size = config, layout, gt_layout, image_size
         self.face_idx = face_vertex_subset(model, config.n_face_vertices)
         arrays = model.arrays
@@ -120,6 +128,9 @@ class FaceLoss:
         as_t = lambda a: torch.as_tensor(np.asarray(a), dtype=dtype if np.asarray(a).dtype.kind == "f" else None)  # noqa: E731
         self.face: ModelArrays = face_np.map(as_t)
         self.landmarks: ModelArrays = lm_np.map(as_t)
+        self.keypoint_arrays: ModelArrays | None = None
+        if n_keypoints:
+            self.keypoint_arrays = arrays.subset(keypoint_vertices(model, n_keypoints)).map(as_t)
         all_face = model.vertex_range("face")
         s = layout.slices
         w = np.ones(layout.size - 3, np.float64)
@@ -194,8 +205,17 @@ class FaceLoss:
         n = mask.sum(1)
         return d.sum(1) / n.clamp_min(1) * (100.0 / self.size)
 
-    def __call__(self, pred_vec: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        """Total loss (scalar) and the per-term means (unweighted, for logging)."""
+    def keypoint_loss(self, points: torch.Tensor, gt: FaceParams) -> torch.Tensor:
+        """(B,) mean distance of the keypoint branch's points to the true projections, % of width."""
+        if self.keypoint_arrays is None:
+            raise ValueError("this loss was built without keypoints (n_keypoints=0)")
+        target = project_to_image(mesh_camera_space(self.keypoint_arrays, gt), gt, self.size, self.size)
+        return _mean_distance(points - target) * (100.0 / self.size)
+
+    def __call__(self, pred_vec: torch.Tensor, batch: Batch, keypoints: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Total loss (scalar) and the per-term means (unweighted, for logging). ``keypoints``:
+        the keypoint branch's (B, K, 2) output, needed when its term is on."""
         c = self.config
         pred = FaceParams.from_vector(pred_vec, self.layout)
         gt = FaceParams.from_vector(batch.params, self.gt_layout)
@@ -209,6 +229,8 @@ class FaceLoss:
             terms["vertex3d"] = (self.vertex3d_loss(pred, gt) * has).sum() / n_lab
         if c.vertex2d:
             terms["vertex2d"] = (self.vertex2d_loss(pred, gt) * has).sum() / n_lab
+        if c.keypoint and keypoints is not None:
+            terms["keypoint"] = (self.keypoint_loss(keypoints, gt) * has).sum() / n_lab
         if c.landmark:
             has_lm = batch.landmark_mask.any(1).to(pred_vec.dtype)
             lm_pred = pred if c.landmark_identity_unlabelled else _identity_detached_where(pred, ~batch.has_params)

@@ -103,6 +103,36 @@ class InvertedResidual(nn.Module):
         return x + y if self.residual else y
 
 
+class KeypointDecoder(nn.Module):
+    """Stride-32/16/8 features → K heat maps at stride 8 → soft-argmax pixel positions (N, K, 2).
+
+    FPN-style top-down path (nearest upsampling plus 1×1 lateral projections). Soft-argmax (the
+    expectation of each softmax-normalised map) is differentiable, sub-pixel and exports to ONNX
+    as Softmax and MatMul.
+    """
+
+    def __init__(self, c8: int, c16: int, c32: int, keypoints: int, input_size: int, width: int = 64) -> None:
+        super().__init__()
+        self.lat32 = ConvBN(c32, width, 1, act=None)
+        self.lat16 = ConvBN(c16, width, 1, act=None)
+        self.lat8 = ConvBN(c8, width, 1, act=None)
+        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        self.smooth = nn.Sequential(ConvBN(width, width, 3, groups=width, act=nn.Hardswish),
+                                    ConvBN(width, width, 1, act=nn.Hardswish))
+        self.heat = nn.Conv2d(width, keypoints, 1)
+        cells = input_size // 8
+        self.register_buffer("centres", (torch.arange(cells, dtype=torch.float32) + 0.5) * 8.0)
+
+    def forward(self, f8: torch.Tensor, f16: torch.Tensor, f32: torch.Tensor) -> torch.Tensor:
+        x = self.up(self.up(self.lat32(f32)) + self.lat16(f16)) + self.lat8(f8)
+        heat = self.heat(self.smooth(x))
+        n, k, h, w = heat.shape
+        prob = torch.softmax(heat.reshape(n, k, h * w), -1).reshape(n, k, h, w)
+        u = prob.sum(2) @ self.centres   # marginal over columns · column centres
+        v = prob.sum(3) @ self.centres
+        return torch.stack([u, v], -1)
+
+
 def translation_to_uvlogd(t: Any, focal: float = DEFAULT_CAMERA[0]) -> Any:
     """(…, 3) camera-space translation (cm) → (u, v, log depth); u, v in crop widths."""
     d = (-t[..., 2]).clamp_min(1e-3)
@@ -165,7 +195,12 @@ class FaceRegressor(nn.Module):
         last = _div8(576 * w)
         self.last = ConvBN(cin, last, 1, act=nn.Hardswish)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(last, config.head_width), nn.Hardswish(inplace=True),
+        self.keypoints: KeypointDecoder | None = None
+        if config.keypoints:
+            c8, c16 = _div8(MBV3_SMALL[2][2] * w), _div8(MBV3_SMALL[7][2] * w)
+            self.keypoints = KeypointDecoder(c8, c16, last, config.keypoints, config.input_size)
+        head_in = last + 2 * config.keypoints
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(head_in, config.head_width), nn.Hardswish(inplace=True),
                                   nn.Dropout(config.dropout), nn.Linear(config.head_width, self.layout.size - 3))
         stats = stats or OutputStats.identity(self.layout)
         self.register_buffer("out_mean", torch.as_tensor(stats.mean, dtype=torch.float32))
@@ -193,11 +228,37 @@ class FaceRegressor(nn.Module):
         self.out_std.copy_(torch.as_tensor(stats.std))
 
     def features(self, image: torch.Tensor) -> torch.Tensor:
-        x = (image - INPUT_MEAN) * (1.0 / INPUT_STD)
-        return self.pool(self.last(self.blocks(self.stem(x))))
+        """(N, C) pooled features (the head's input without the keypoint coordinates)."""
+        return self.pool(self._trunk(image)[-1]).flatten(1)
+
+    def _trunk(self, image: torch.Tensor) -> list[torch.Tensor]:
+        """Feature maps at strides 8, 16 and 32 (the last after the final 1×1 convolution)."""
+        x = self.stem((image - INPUT_MEAN) * (1.0 / INPUT_STD))
+        maps = []
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i in (2, 7):
+                maps.append(x)
+        maps.append(self.last(x))
+        return maps
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        z = self.head(self.features(image)) * self.out_std + self.out_mean
+        return self.forward_train(image)[0]
+
+    def forward_train(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Params and, with the keypoint branch, its (N, K, 2) pixel positions (for its loss)."""
+        f8, f16, f32 = self._trunk(image)
+        feats = self.pool(f32).flatten(1)
+        points = None
+        if self.keypoints is not None:
+            points = self.keypoints(f8, f16, f32)
+            coords = points * (2.0 / self.config.input_size) - 1.0
+            feats = torch.cat([feats, coords.flatten(1)], 1)
+        return self._decode(self.head(feats)), points
+
+    def _decode(self, head_out: torch.Tensor) -> torch.Tensor:
+        """Standardised head outputs → the plain layout vector."""
+        z = head_out * self.out_std + self.out_mean
         s = self.layout.slices
         n_id = s["identity"].stop
         ident = z[:, :n_id]

@@ -38,6 +38,7 @@ def network_config_from_onnx(path: Path | str, base: NetworkConfig | None = None
     try:
         cfg.input_size = int(meta["facerig.input_size"])
         cfg.n_identity = int(meta["facerig.n_identity"])
+        cfg.keypoints = int(meta.get("facerig.keypoints", "0"))   # models before the branch have none
     except (KeyError, ValueError):
         raise OnnxImportError(f"{path} has no facerig metadata (facerig.input_size, facerig.n_identity)") from None
     return cfg

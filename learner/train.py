@@ -165,7 +165,7 @@ class Trainer:
         # Loss weights use the network's own output statistics (restored ones on --resume).
         self.loss = FaceLoss(self.face_model, self.layout, self.gt_layout, cfg.loss,
                              OutputStats(self.net.out_mean.numpy().copy(), self.net.out_std.numpy().copy()),
-                             self.size)
+                             self.size, n_keypoints=cfg.network.keypoints)
         cfg.save(self.paths.config)
         log.info("run %s: %d train / %d val images, %d parameters, layout n_identity=%d, step %d/%d",
                  self.paths.root, len(train_idx), len(self.val_data),
@@ -270,8 +270,8 @@ class Trainer:
         self.net.train()
         if cfg.train.freeze_batchnorm:
             freeze_batchnorm(self.net)
-        pred = self.net(batch.images)
-        total, terms = self.loss(pred, batch)
+        pred, keypoints = self.net.forward_train(batch.images)
+        total, terms = self.loss(pred, batch, keypoints)
         self.optimizer.zero_grad(set_to_none=True)
         if not torch.isfinite(total):
             self.bad_steps += 1

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from facemodel import DEFAULT_CAMERA, FaceParams, ParamLayout
+from facemodel.camera import project
 from facemodel.formation import mesh_camera_space
 from learner.config import LossConfig
-from learner.losses import (N_UNIFIED, Batch, FaceLoss, face_vertex_subset, to_unified,
+from learner.losses import (N_UNIFIED, Batch, FaceLoss, face_vertex_subset, keypoint_vertices, to_unified,
                             unified_vertex_indices)
 from learner.network import OutputStats, translation_to_uvlogd, uvlogd_to_translation
 
@@ -190,3 +191,21 @@ def test_landmark_term_can_leave_photo_identity_alone(face_model, gt_params, ide
     g_pose = pred.grad[:, NET.slices["rotation"]].abs().sum(1)
     assert g_id[0] > 0 and torch.all(g_pose > 0)                 # labelled rows: identity always trained
     assert torch.all(g_id[1:] > 0) if identity_from_landmarks else torch.all(g_id[1:] == 0)
+
+
+def test_keypoint_loss_hand_computed(face_model, gt_params):
+    cfg = LossConfig(n_face_vertices=200, keypoint=1.0, vertex3d=0, vertex2d=0, landmark=0, param=0)
+    loss = FaceLoss(face_model, NET, GT, cfg, OutputStats.identity(NET), SIZE, dtype=torch.float64, n_keypoints=32)
+    gtp = FaceParams.from_vector(torch.as_tensor(np.asarray(gt_params.to_vector()), dtype=torch.float64), GT)
+    idx = keypoint_vertices(face_model, 32)
+    truth = torch.as_tensor(np.asarray(project(mesh_camera_space(face_model.arrays.subset(idx), gt_params),
+                                               gt_params.camera, SIZE, SIZE)), dtype=torch.float64)
+    np.testing.assert_allclose(loss.keypoint_loss(truth, gtp).numpy(), 0, atol=1e-3)
+    # every point 3-4-5 pixels off: 5 px = 5/64 of the width
+    off = truth + torch.tensor([3.0, 4.0], dtype=torch.float64)
+    np.testing.assert_allclose(loss.keypoint_loss(off, gtp).numpy(), 500 / SIZE, rtol=1e-6)
+    batch = Batch(torch.zeros(3, 3, SIZE, SIZE), gtp.to_vector(), torch.ones(3, dtype=torch.bool),
+                  torch.zeros(3, N_UNIFIED, 2), torch.zeros(3, N_UNIFIED, dtype=torch.bool))
+    pred = torch.as_tensor(net_vector(gt_params))
+    total, terms = loss(pred, batch, off)
+    assert set(terms) == {"keypoint"} and float(total) == pytest.approx(500 / SIZE, rel=1e-6)

@@ -88,3 +88,37 @@ def test_metrics_hand_computed(face_model):
     bins = yaw_bin_masks(np.array([0, 29.9, 30, -60, 95]))
     assert bins["0-30"].tolist() == [True, True, False, False, False]
     assert bins["60-90"].tolist() == [False, False, False, True, True]
+
+
+def test_keypoint_branch_reads_out_heat_map_peaks():
+    cfg = NetworkConfig(input_size=64, n_identity=10, width=0.5, head_width=32, keypoints=3)
+    net = build_network(cfg).eval()
+    dec = net.keypoints
+    # a sharp peak in cell (row 2, column 5) of the stride-8 map → that cell's centre in pixels
+    heat = torch.full((1, 3, 8, 8), -50.0)
+    heat[0, 0, 2, 5] = 50.0
+    heat[0, 1, 7, 0] = 50.0
+    heat[0, 2] = 0.0                        # flat map: the image centre
+    dec.heat.forward = lambda x: heat       # noqa: ARG005 — bypass the learned maps
+    with torch.no_grad():
+        params, points = net.forward_train(torch.rand(1, 3, 64, 64))
+    np.testing.assert_allclose(points[0].numpy(), [[44, 20], [4, 60], [32, 32]], atol=1e-3)
+    assert params.shape == (1, ParamLayout(10).size)
+
+
+def test_keypoint_network_trains_its_points():
+    torch.manual_seed(0)
+    cfg = NetworkConfig(input_size=64, n_identity=10, width=0.5, head_width=32, keypoints=4)
+    net = build_network(cfg)
+    opt = torch.optim.Adam(net.parameters(), 3e-3)
+    images = torch.rand(8, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+    target = torch.rand(8, 4, 2) * 40 + 12
+    first = None
+    for _ in range(60):
+        _, points = net.forward_train(images)
+        loss = (points - target).norm(dim=-1).mean()
+        first = first if first is not None else float(loss.detach())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss) < 0.5 * first

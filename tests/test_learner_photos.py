@@ -182,3 +182,33 @@ def test_training_mixes_photos_with_renders(photo_corpus, tmp_path, face_model):
     rows = [json.loads(r) for r in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     train_rows = [r for r in rows if r["kind"] == "train"]
     assert all(np.isfinite(r["loss"]) and "loss/landmark" in r for r in train_rows)
+
+
+def test_keypoint_network_exports_and_imports(tmp_path):
+    from learner.config import NetworkConfig
+    from learner.export import write_onnx
+    from learner.network import build_network
+
+    cfg = NetworkConfig(input_size=64, n_identity=10, width=0.5, head_width=32, keypoints=6)
+    torch.manual_seed(1)
+    net = build_network(cfg).eval()
+    with torch.no_grad():          # as if trained: no two tensors equal (the exporter merges
+        for p in net.parameters():  # identical initializers), batch-norm folding not trivial
+            p.add_(torch.rand_like(p) * 0.01)
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    out = tmp_path / "kp.onnx"
+    meta = {"facerig.input_size": "64", "facerig.n_identity": "10", "facerig.keypoints": "6"}
+    write_onnx(net.to(memory_format=torch.contiguous_format), torch.rand(2, 3, 64, 64), out, "params", meta)
+    images = _real_crops(3, 64)
+    with torch.no_grad():
+        ref = net(torch.as_tensor(images)).numpy()
+    got = run_onnx(out, images)
+    assert np.abs(got - ref).max() < 1e-4
+    assert np.abs(run_onnx(out, images[:1]) - ref[:1]).max() < 1e-4      # dynamic batch
+    back = network_from_onnx(out, NetworkConfig(width=0.5, head_width=32))
+    assert back.config.keypoints == 6
+    with torch.no_grad():
+        assert np.abs(back(torch.as_tensor(images)).numpy() - ref).max() < 1e-4
