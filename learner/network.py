@@ -20,6 +20,9 @@ Output parametrisation (inside the network, before the plain layout):
   shows directly; raw (x, y, z) in cm couples lateral and depth errors (x = u·d/f), and log
   depth makes the depth error relative, like the image scale it is read from;
 * camera = ``DEFAULT_CAMERA``, a constant.
+
+Optional keypoint branch (``NetworkConfig.keypoints``): heat maps of face vertices read out by
+soft-argmax, whose coordinates the head sees beside the pooled features (learner README).
 """
 
 from __future__ import annotations

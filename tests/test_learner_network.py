@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -55,6 +56,21 @@ def test_config_toml_json_and_typos(tmp_path):
         Config.load(toml)
     with pytest.raises(FileNotFoundError):
         Config.load(tmp_path / "missing.toml")
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "learner" / "configs").glob("*.toml")),
+                         ids=lambda p: p.name)
+def test_shipped_config_files_load_and_validate(path):
+    Config.load(path).validate()
+
+
+def test_keypoint_loss_needs_the_branch():
+    cfg = Config()
+    cfg.loss.keypoint = 1.0
+    with pytest.raises(ValueError, match="keypoint branch"):
+        cfg.validate()
+    cfg.network.keypoints = 16
+    cfg.validate()
 
 
 def test_identity_mode_report_supports_the_default(face_model):
