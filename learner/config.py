@@ -35,7 +35,8 @@ class NetworkConfig:
     dropout: float = 0.1
     # Dense keypoint branch (0 = off): a small FPN decoder predicts this many face-vertex positions
     # as stride-8 heat maps read out by soft-argmax, and the head sees their coordinates next to the
-    # pooled features — explicit 2-D geometry for the identity, which global pooling blurs.
+    # pooled features. Measured with 128 (README): 3–4 % lower NME at equal training time, no identity
+    # gain, 0.70 vs 0.49 ms in onnxruntime — so off in the shipped configuration.
     keypoints: int = 0
 
 

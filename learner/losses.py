@@ -215,7 +215,7 @@ class FaceLoss:
     def __call__(self, pred_vec: torch.Tensor, batch: Batch, keypoints: torch.Tensor | None = None
                  ) -> tuple[torch.Tensor, dict[str, float]]:
         """Total loss (scalar) and the per-term means (unweighted, for logging). ``keypoints``:
-        the keypoint branch's (B, K, 2) output, needed when its term is on."""
+        the keypoint branch's (B, K, 2) output; without it (validation) that term is left out."""
         c = self.config
         pred = FaceParams.from_vector(pred_vec, self.layout)
         gt = FaceParams.from_vector(batch.params, self.gt_layout)
