@@ -55,6 +55,8 @@ MBV3_SMALL = (
     (5, 576, 96, True, True, 1),
     (5, 576, 96, True, True, 1),
 )
+# Stages whose outputs the keypoint branch taps: the last at stride 8 and the last at stride 16.
+TAP_STAGES = (2, 7)
 
 
 def _div8(v: float) -> int:
@@ -200,7 +202,7 @@ class FaceRegressor(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.keypoints: KeypointDecoder | None = None
         if config.keypoints:
-            c8, c16 = _div8(MBV3_SMALL[2][2] * w), _div8(MBV3_SMALL[7][2] * w)
+            c8, c16 = (_div8(MBV3_SMALL[i][2] * w) for i in TAP_STAGES)
             self.keypoints = KeypointDecoder(c8, c16, last, config.keypoints, config.input_size)
         head_in = last + 2 * config.keypoints
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(head_in, config.head_width), nn.Hardswish(inplace=True),
@@ -240,7 +242,7 @@ class FaceRegressor(nn.Module):
         maps = []
         for i, block in enumerate(self.blocks):
             x = block(x)
-            if i in (2, 7):
+            if i in TAP_STAGES:
                 maps.append(x)
         maps.append(self.last(x))
         return maps
