@@ -65,18 +65,19 @@ def get_refiner(face_model: "facemodel.FaceModel | str | Path | None" = None
 
 
 def refine_on_face(crop_params: Any, landmarks: np.ndarray, box: tuple[float, float, float, float], size: int,
-                   face_model: "facemodel.FaceModel | str | Path | None" = None, fit_identity: bool = True
-                   ) -> tuple[Any, dict[str, Any]]:
+                   face_model: "facemodel.FaceModel | str | Path | None" = None, fit_identity: bool = True,
+                   max_disagreement: float | None = None) -> tuple[Any, dict[str, Any]]:
     """The crop's params refined on the face's detected (68, 2) photo-pixel ``landmarks``.
 
     The regressor underfits the detector it was taught from; a 10-step MAP fit of identity,
     expression and pose to the detected inner points, in the crop, gains most of that back
     (README, "Refinement"). ``fit_identity=False`` keeps the identity of ``crop_params``. Returns
     the params and a summary (mean point distance before/after, crop px; ``skipped`` says why the
-    params were left alone when detector and network disagree too much).
+    params were left alone when detector and network disagree more than ``max_disagreement``, the
+    regressor's own limit, default 8 % of the face size).
     """
     pts = facemodel.crop.points_to_crop(landmarks, box, size)
-    fit = get_refiner(face_model).refine(crop_params, pts, size, fit_identity)
+    fit = get_refiner(face_model).refine(crop_params, pts, size, fit_identity, max_disagreement)
     if fit.skipped:
         log.warning("refinement skipped: %s", fit.skipped)
     info = {"landmark_error_before_px": fit.rms_before_px, "landmark_error_after_px": fit.rms_after_px,
@@ -101,6 +102,7 @@ class PhotoReconstruction:
     regressed_params: Any = None     # the network's own crop params when refined (else None)
     refinement: dict[str, Any] | None = None
     fit_landmarks: np.ndarray | None = field(repr=False, default=None)  # (68, 2) the refinement fitted
+    refine_max_disagreement: float | None = None  # the regressor's limit for trusting detected landmarks
 
     @property
     def face(self) -> Face:
@@ -181,7 +183,8 @@ def reconstruct_photo(path_or_image: str | Path | np.ndarray, face_index: int | 
     h, w = image.shape[:2]
     recon = PhotoReconstruction(params=_in_photo(crop_params, box, w, h), crop_params=crop_params, image=image,
                                 faces=faces, face_index=index, crop_box=box, crop=crop, timings=timings,
-                                model_version=regressor.model_version, source=source)
+                                model_version=regressor.model_version, source=source,
+                                refine_max_disagreement=regressor.refine_max_disagreement)
     return refine_reconstruction(recon, face_model) if refine else recon
 
 
@@ -215,7 +218,8 @@ def refine_reconstruction(recon: PhotoReconstruction, face_model: "facemodel.Fac
     if identity is not None:
         start = replace(regressed, identity=np.asarray(identity, np.asarray(regressed.identity).dtype).copy())
     crop_params, info = refine_on_face(start, points, recon.crop_box, int(recon.crop.shape[0]), face_model,
-                                       fit_identity=identity is None)
+                                       fit_identity=identity is None,
+                                       max_disagreement=recon.refine_max_disagreement)
     t_end = time.perf_counter()
     timings = {**recon.timings, "refine_landmarks": (t_mesh - t) * 1e3, "refine": (t_end - t_mesh) * 1e3}
     return replace(recon, params=_in_photo(crop_params, recon.crop_box, recon.width, recon.height),

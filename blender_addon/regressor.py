@@ -64,6 +64,7 @@ class Regressor:
         self.layout = self._layout(params.shape)
         self._check_crop()
         self.model_version = self._version()
+        self.refine_max_disagreement = self._refine_gate()
         log.info("regressor %s: input %d², %d identity modes, version %s", self.path.name, self.input_size,
                  self.layout.n_identity, self.model_version)
 
@@ -93,6 +94,14 @@ class Regressor:
             if key in self.metadata and abs(float(self.metadata[key]) - expected) > 1e-6:
                 raise RegressorError(f"{self.path.name} was trained with {key}={self.metadata[key]}, "
                                      f"this facerig crops with {expected}")
+
+    def _refine_gate(self) -> float:
+        """How far (fraction of the face size) detected landmarks may lie from this model's and
+        still be fitted (``facerig.refine_max_disagreement``; default 8 %)."""
+        try:
+            return facemodel.landmark_fit.refine_gate(self.metadata)
+        except ValueError as exc:
+            raise RegressorError(f"{self.path.name}: {exc}") from None
 
     def _version(self) -> str:
         return model_version(self.path, self.metadata)

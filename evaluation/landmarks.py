@@ -159,6 +159,7 @@ class RefinedFacerigLandmarker(FacerigLandmarker):
         super().__init__(onnx_path, contour, model_path)
         self.mediapipe = MediaPipeLandmarks(model_path=model_path)
         self.refiner = InnerLandmarkRefiner.from_model(self.projector.model)
+        self.max_disagreement = float(self.regressor.refine_max_disagreement)   # the model's own limit
         self.unrefined = 0
 
     def predict(self, image: np.ndarray, crop_box: Box, ref_box: Box) -> Prediction | None:
@@ -169,7 +170,8 @@ class RefinedFacerigLandmarker(FacerigLandmarker):
         if detected is None:
             self.unrefined += 1
         else:
-            fit = self.refiner.refine(p, points_to_crop(detected.points68, crop_box, self.size), self.size)
+            fit = self.refiner.refine(p, points_to_crop(detected.points68, crop_box, self.size), self.size,
+                                      max_disagreement=self.max_disagreement)
             self.unrefined += bool(fit.skipped)
             p = fit.params
         return self.prediction(p, crop_box)
@@ -334,6 +336,7 @@ def run(images_dir: Path, json_path: Path, method: str = "facerig", box_mode: st
 
             extra["refine_settings"] = dict(INNER_REFINE_SETTINGS.__dict__)
             extra["unrefined"] = getattr(landmarker, "unrefined", 0)
+            extra["refine_max_disagreement"] = getattr(landmarker, "max_disagreement", None)
         meta = getattr(getattr(landmarker, "regressor", None), "metadata", None)
         if meta:
             extra["model_card"] = meta.get("facerig.model_card")

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from facemodel import FaceParams, ParamLayout
+from facemodel.landmark_fit import refine_gate
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ class OnnxRegressor:
         self.layout = ParamLayout(n_identity=int(meta.get("facerig.n_identity", 100)),
                                   version=int(meta.get("facerig.layout_version", 1)))
         self.input_name = self.session.get_inputs()[0].name
+        self.refine_max_disagreement = refine_gate(self.metadata)   # as the add-on's Regressor
 
     def predict_vectors(self, crops: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: _to_nchw(crops)})[0]

@@ -20,6 +20,8 @@ Lighting, albedo and camera are not touched.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -234,6 +236,24 @@ REFINE_REFERENCE_SIZE = 128   # sigma_px above is in pixels of a 128-px canonica
 # disagree too much to trust the detector: Helen's worst face is at 0.06; MediaPipe failing
 # (e.g. on renders, where it is out of its domain) reaches 0.1–0.5 and then wrecks the pose.
 MAX_DISAGREEMENT = 0.08
+# A regressor export may declare its own limit in its ONNX metadata: a model with a larger domain gap
+# on photos (the synthetic-only one) sits farther from the detector on every photo, so 8 % would
+# leave a third of them unrefined. `facerig eval refine-gate` measures a model and writes the key.
+REFINE_GATE_KEY = "facerig.refine_max_disagreement"
+
+
+def refine_gate(metadata: Mapping[str, str]) -> float:
+    """The disagreement limit a regressor declares (``REFINE_GATE_KEY``), else :data:`MAX_DISAGREEMENT`."""
+    raw = metadata.get(REFINE_GATE_KEY)
+    if raw is None:
+        return MAX_DISAGREEMENT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not 0.0 < value <= 10.0:   # also rejects nan
+        raise ValueError(f"metadata {REFINE_GATE_KEY}={raw!r} is not a fraction of the face size in (0, 10]")
+    return value
 
 
 @dataclass(frozen=True)
@@ -254,23 +274,30 @@ class InnerLandmarkRefiner:
                    ) -> "InnerLandmarkRefiner":
         return cls(model.arrays.subset(model.landmark_indices("fixed")[17:]), settings)
 
-    def refine(self, params: FaceParams, points68: np.ndarray, image_size: int, fit_identity: bool = True
-               ) -> LandmarkFit:
-        """``params`` of one face in a square ``image_size`` crop, refined on its (68, 2) points there.
-
-        ``fit_identity=False`` keeps the identity (e.g. one aggregated from several photos).
-        """
+    def disagreement(self, params: FaceParams, points68: np.ndarray, image_size: int) -> tuple[float, float]:
+        """(mean inner-point distance start ↔ detected in pixels, that distance / the points' box size)."""
         points68 = np.asarray(points68, np.float64)
         if points68.shape != (68, 2):
             raise ValueError(f"points68 must be (68, 2), got {points68.shape}")
         inner = points68[17:]
         start = np.asarray(landmarks_2d(self.arrays, params, image_size, image_size), np.float64)
-        size = float(bbox_size(inner))
         dist = float(point_errors(start, inner).mean())
-        if not np.isfinite(dist) or dist > self.max_disagreement * size:
+        return dist, dist / max(float(bbox_size(inner)), 1e-9)
+
+    def refine(self, params: FaceParams, points68: np.ndarray, image_size: int, fit_identity: bool = True,
+               max_disagreement: float | None = None) -> LandmarkFit:
+        """``params`` of one face in a square ``image_size`` crop, refined on its (68, 2) points there.
+
+        ``fit_identity=False`` keeps the identity (e.g. one aggregated from several photos);
+        ``max_disagreement`` replaces this refiner's limit (the regressor's own, :func:`refine_gate`).
+        """
+        limit = self.max_disagreement if max_disagreement is None else float(max_disagreement)
+        dist, fraction = self.disagreement(params, points68, image_size)
+        if not np.isfinite(fraction) or fraction > limit:
             return LandmarkFit(params, dist, dist, 0,
-                               skipped=f"detected landmarks {dist / max(size, 1e-9):.1%} of the face size from the "
-                                       f"network's (limit {self.max_disagreement:.0%}): not trusted")
+                               skipped=f"detected landmarks {fraction:.1%} of the face size from the "
+                                       f"network's (limit {limit:.0%}): not trusted")
+        inner = np.asarray(points68, np.float64)[17:]
         scale = image_size / REFINE_REFERENCE_SIZE
         settings = replace(self.settings, sigma_px=self.settings.sigma_px * scale,
                            fit_identity=fit_identity and self.settings.fit_identity)

@@ -1,5 +1,5 @@
-"""``facerig eval landmarks|synthetic|identity-bound|identity-consistency`` and ``facerig bench``: the
-evaluation harness (issue 6).
+"""``facerig eval landmarks|synthetic|identity-bound|identity-consistency|refine-gate`` and ``facerig
+bench``: the evaluation harness (issue 6).
 
 JSON keys written here are a stable interface (CI, the model card and docs read them); the
 work is done in the ``evaluation`` package.
@@ -67,6 +67,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     ic.add_argument("--limit", type=int, help="only the first N images (sorted by name)")
     ic.add_argument("--no-plot", action="store_true")
     ic.set_defaults(func=cmd_identity_consistency)
+    rg = esub.add_parser("refine-gate", help="how far the regressor's landmarks lie from the detector's on "
+                         "unlabelled photos, and the limit up to which the refinement trusts the detector")
+    rg.add_argument("--images", type=Path, action="append", required=True,
+                    help="folder of photos (repeatable; no labels needed)")
+    rg.add_argument("--json", type=Path, required=True, help="report path")
+    rg.add_argument("--model", type=Path, help="regressor ONNX (default: blender_addon/models/facerig_regressor.onnx)")
+    rg.add_argument("--every", type=int, default=1, help="every N-th photo of each folder (sorted names)")
+    rg.add_argument("--write", action="store_true",
+                    help="store the recommended limit in the model's ONNX metadata (weights untouched)")
+    rg.add_argument("--face-model", dest="face_model")
+    rg.set_defaults(func=cmd_refine_gate)
     p.set_defaults(func=lambda a: p.print_help() or 2)
 
     b = sub.add_parser("bench", help="speed: regressor, photo → params, photo → Blender, synthesis, training")
@@ -129,6 +140,18 @@ def cmd_identity_consistency(args: argparse.Namespace) -> int:
                             "mirror_retrieval_top5", "median_rank", "spread_from_mean_face_mm"))
     if report["skipped"]:
         print(f"skipped {len(report['skipped'])} images (reasons in the JSON)")
+    return 0
+
+
+def cmd_refine_gate(args: argparse.Namespace) -> int:
+    from evaluation.refine_gate import run
+
+    _check_positive(args.every, "--every")
+    report = run(args.images, args.json, onnx_path=args.model, face_model=args.face_model, every=args.every,
+                 write=args.write)
+    _print_summary({**report, **{f"disagreement_{k}": v for k, v in report["disagreement"].items()}},
+                   ("measured", "disagreement_p50", "disagreement_p99", "disagreement_max", "share_above_default",
+                    "recommended_limit", "share_above_recommended", "written"))
     return 0
 
 

@@ -7,7 +7,8 @@ import pytest
 
 from facemodel import FaceParams, blas_threads, landmark_fit
 from facemodel.formation import landmarks_2d
-from facemodel.landmark_fit import InnerLandmarkRefiner, LandmarkFitSettings, _Problem, fit_landmarks
+from facemodel.landmark_fit import (MAX_DISAGREEMENT, REFINE_GATE_KEY, InnerLandmarkRefiner, LandmarkFitSettings,
+                                   _Problem, fit_landmarks, refine_gate)
 
 SIZE = 128
 
@@ -152,6 +153,21 @@ def test_refiner_uses_inner_points_and_distrusts_a_detector_far_off(face_model):
     np.testing.assert_array_equal(skipped.params.to_vector(), start.to_vector())
     with pytest.raises(ValueError, match=r"\(68, 2\)"):
         refiner.refine(start, points[17:], SIZE)
+    # the regressor's own limit replaces the refiner's: a model known to sit farther from the detector
+    dist, fraction = refiner.disagreement(start, far, SIZE)
+    assert fraction > MAX_DISAGREEMENT and f"{fraction:.1%}" in skipped.skipped and dist == skipped.rms_before_px
+    wide = refiner.refine(start, far, SIZE, max_disagreement=1.5 * fraction)
+    assert not wide.skipped and wide.rms_after_px < 0.5 * wide.rms_before_px
+    assert refiner.refine(start, far, SIZE, max_disagreement=0.9 * fraction).skipped
+
+
+def test_refine_gate_from_model_metadata():
+    """A regressor's ONNX metadata may declare its limit; a malformed one is an error, not a silent 8 %."""
+    assert refine_gate({}) == MAX_DISAGREEMENT == 0.08
+    assert refine_gate({REFINE_GATE_KEY: "0.327", "other": "x"}) == 0.327
+    for bad in ("abc", "nan", "0", "-0.1", "11", ""):
+        with pytest.raises(ValueError, match=REFINE_GATE_KEY):
+            refine_gate({REFINE_GATE_KEY: bad})
 
 
 def test_fit_runs_on_one_blas_thread_and_restores_the_count(inner51, monkeypatch):

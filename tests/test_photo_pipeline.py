@@ -196,6 +196,37 @@ def test_regressor_refuses_other_crop(face_model, tmp_path: Path) -> None:
         Regressor(path)
 
 
+def test_regressor_refinement_limit_from_metadata(face_model, tmp_path: Path) -> None:
+    """A prediction ~15 % of the face size off the detector is left alone under the default 8 % limit
+    and refined when the model declares a wider one (as the synthetic-only model does)."""
+    from dataclasses import replace
+
+    from blender_addon.pipeline import get_refiner
+    from evaluation.refine_gate import write_gate
+    from facemodel.crop import points_to_crop
+
+    p = plausible_params(face_model)
+    off = replace(p, translation=(p.translation + np.array([2.0, 0.0, 0.0])).astype(np.float32))
+    path = build_constant_regressor(tmp_path / "off.onnx", off)
+    strict = reconstruct_photo(ASTRONAUT, model=path, face_model=face_model)
+    assert strict.refine_max_disagreement == 0.08
+    assert "not trusted" in strict.refinement["skipped"]
+    np.testing.assert_array_equal(strict.crop_params.to_vector(), strict.regressed_params.to_vector())
+    size = int(strict.crop.shape[0])
+    _, fraction = get_refiner(face_model).disagreement(
+        strict.crop_params, points_to_crop(strict.fit_landmarks, strict.crop_box, size), size)
+    assert 0.1 < fraction < 0.4
+    wide = tmp_path / "wide.onnx"
+    wide.write_bytes(path.read_bytes())
+    write_gate(wide, 2 * fraction, "test")
+    rec = reconstruct_photo(ASTRONAUT, model=wide, face_model=face_model)
+    assert rec.refine_max_disagreement == pytest.approx(2 * fraction, rel=1e-3) and not rec.refinement["skipped"]
+    assert overlay_error(face_model, rec) < 0.3 * overlay_error(face_model, strict)
+    write_gate(wide, 0.0, "test")   # a malformed limit is refused when the model is opened
+    with pytest.raises(RegressorError, match="refine_max_disagreement"):
+        Regressor(wide)
+
+
 @pytest.mark.slow
 def test_untrained_learner_network_through_onnx(face_model, tmp_path: Path) -> None:
     """If learner's network exists: export it untrained and run it through the add-on's Regressor."""
