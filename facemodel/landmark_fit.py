@@ -233,8 +233,9 @@ def fit_landmarks(arrays: ModelArrays, params: FaceParams, pixels: np.ndarray, w
 INNER_REFINE_SETTINGS = LandmarkFitSettings(steps=10, sigma_px=2.0, expression_prior=25.0)
 REFINE_REFERENCE_SIZE = 128   # sigma_px above is in pixels of a 128-px canonical crop
 # Start-to-points distance (fraction of the points' box size) beyond which detector and network
-# disagree too much to trust the detector: Helen's worst face is at 0.06; MediaPipe failing
-# (e.g. on renders, where it is out of its domain) reaches 0.1–0.5 and then wrecks the pose.
+# disagree too much to trust the detector: Helen's worst face is at 0.06 with the default model;
+# MediaPipe failing badly reaches 0.1–0.6 and then wrecks the pose. (On renders, out of its domain,
+# FaceMesh is also slightly off within the limit: the limit only catches far-off detections.)
 MAX_DISAGREEMENT = 0.08
 # A regressor export may declare its own limit in its ONNX metadata: a model with a larger domain gap
 # on photos (the synthetic-only one) sits farther from the detector on every photo, so 8 % would
@@ -296,7 +297,7 @@ class InnerLandmarkRefiner:
         if not np.isfinite(fraction) or fraction > limit:
             return LandmarkFit(params, dist, dist, 0,
                                skipped=f"detected landmarks {fraction:.1%} of the face size from the "
-                                       f"network's (limit {limit:.0%}): not trusted")
+                                       f"network's (limit {limit:.1%}): not trusted")
         inner = np.asarray(points68, np.float64)[17:]
         scale = image_size / REFINE_REFERENCE_SIZE
         settings = replace(self.settings, sigma_px=self.settings.sigma_px * scale,

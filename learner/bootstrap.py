@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -104,8 +104,10 @@ def seed_scores(face_model: FaceModel, params: np.ndarray, layout: ParamLayout, 
 
 
 def refine_params(face_model: FaceModel, params: np.ndarray, layout: ParamLayout, detector_lm: np.ndarray,
-                  size: int, progress: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
-    """Seeds' parameter vectors refined on their detector landmarks (68, crop pixels), as the add-on does.
+                  size: int, progress: bool = True, max_disagreement: float | None = None
+                  ) -> tuple[np.ndarray, dict[str, Any]]:
+    """Seeds' parameter vectors refined on their detector landmarks (68, crop pixels), as the add-on does
+    (``max_disagreement``: the network's own limit, ``facemodel.landmark_fit.refine_gate``).
 
     Returns the vectors and counts (refined / left alone because detector and network disagree).
     """
@@ -114,6 +116,8 @@ def refine_params(face_model: FaceModel, params: np.ndarray, layout: ParamLayout
     from facemodel.landmark_fit import InnerLandmarkRefiner
 
     refiner = InnerLandmarkRefiner.from_model(face_model)
+    if max_disagreement is not None:
+        refiner = replace(refiner, max_disagreement=max_disagreement)
     out = params.copy()
     skipped = 0
     before, after = [], []
@@ -127,6 +131,16 @@ def refine_params(face_model: FaceModel, params: np.ndarray, layout: ParamLayout
             "median_px_before": float(np.median(before)) if before else None,
             "median_px_after": float(np.median(after)) if after else None}
     return out, info
+
+
+def onnx_refine_gate(path: Path) -> float:
+    """The refinement limit an exported network declares in its metadata (default 8 %)."""
+    import onnxruntime as ort
+
+    from facemodel.landmark_fit import refine_gate
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return refine_gate(sess.get_modelmeta().custom_metadata_map)
 
 
 def select_seeds(scores: dict[str, np.ndarray], max_yaw: float, max_nme: float, max_seeds: int) -> np.ndarray:
@@ -215,7 +229,7 @@ class Bootstrap:
         log.info("round %d seeds: %s", r, info["filter"])
         if self.s.refine_seeds and len(keep):
             refined, info["refine"] = refine_params(self.face_model, params[keep], layout, lms[keep], size,
-                                                    self.progress)
+                                                    self.progress, onnx_refine_gate(model))
             params = params.copy()
             params[keep] = refined
             log.info("round %d seeds refined on the detector landmarks: %s", r, info["refine"])
