@@ -13,6 +13,10 @@ mirrored photo). Reported, as RMS face-region shape distances (mm):
 * ``mirror_retrieval_top1`` / ``top5`` / ``median_rank`` — how often the mirrored face finds its
   own original as the nearest (among the 5 nearest) identity of all faces.
 
+With ``refine`` each prediction (plain and mirrored) is first refined on FaceMesh's inner points of
+its crop, as the add-on does (:mod:`facemodel.landmark_fit`, the model's own disagreement limit),
+and the refined identities are compared.
+
 A model that predicts the same face for everyone scores ``within`` 0 but retrieves nothing, and
 one that predicts noise scores high ``between`` and also retrieves nothing; only person-specific
 identities score on both. Not a substitute for several photos per person (the mirror shares
@@ -41,6 +45,7 @@ log = logging.getLogger(__name__)
 
 BOX_MODES = ("gt", "detect")
 BATCH = 64
+FIT_CROP_SIZE = 256   # FaceMesh sees the canonical crop at this size, as in the add-on's refinement
 
 
 @dataclass
@@ -50,10 +55,11 @@ class Crops:
     images: np.ndarray            # (N, S, S, 3) uint8
     names: list[str]
     skipped: dict[str, str]       # image name → reason
+    fit_images: np.ndarray | None = None   # (N, FIT_CROP_SIZE, FIT_CROP_SIZE, 3): the same crops for FaceMesh
 
 
 def collect_crops(folder: Path | str, box_mode: str, size: int, limit: int | None = None,
-                  progress: bool = True) -> Crops:
+                  progress: bool = True, fit_crops: bool = False) -> Crops:
     """Crops from ``.pts`` landmarks (``gt``) or from the add-on's detector (``detect``: the
     largest face of each image — the detector lists faces largest first — so folders of
     unlabelled photos work)."""
@@ -67,7 +73,7 @@ def collect_crops(folder: Path | str, box_mode: str, size: int, limit: int | Non
         if not paths:
             raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
         entries = [(p, None) for p in paths[:limit]]
-    crops, names, skipped = [], [], {}
+    crops, fits, names, skipped = [], [], [], {}
     for path, item in tqdm(entries, desc="crop faces", unit="img", disable=not progress):
         try:
             image = load_image(path)
@@ -83,11 +89,13 @@ def collect_crops(folder: Path | str, box_mode: str, size: int, limit: int | Non
                 continue
             box = faces[0].crop_box
         crops.append(crop_square(image, box, size))
+        if fit_crops:
+            fits.append(crop_square(image, box, FIT_CROP_SIZE))
         names.append(path.name)
     if len(crops) < 2:
         raise ValueError(f"identity consistency needs at least 2 faces; {folder} gave {len(crops)} "
                          f"({len(skipped)} images skipped)")
-    return Crops(np.stack(crops), names, skipped)
+    return Crops(np.stack(crops), names, skipped, np.stack(fits) if fit_crops else None)
 
 
 def predict_identities(regressor: Any, crops: np.ndarray) -> np.ndarray:
@@ -95,6 +103,42 @@ def predict_identities(regressor: Any, crops: np.ndarray) -> np.ndarray:
     out = [np.asarray(regressor.predict(crops[i:i + BATCH]).identity, np.float64)
            for i in range(0, len(crops), BATCH)]
     return np.concatenate(out)
+
+
+def refined_identities(regressor: Any, crops: np.ndarray, fit_crops: np.ndarray, model: FaceModel,
+                       progress: bool = True) -> tuple[np.ndarray, int]:
+    """((N, n) identities refined on FaceMesh's points of each crop, how many were left unrefined).
+
+    FaceMesh runs on the ``FIT_CROP_SIZE`` copy of the crop; of its faces the one nearest the crop's
+    centre is the face (the canonical crop centres it). No face, or points beyond the regressor's
+    disagreement limit, leave the network's identity.
+    """
+    from facemodel.landmark_fit import InnerLandmarkRefiner, MAX_DISAGREEMENT
+
+    from .mediapipe_baseline import FaceMeshRunner
+
+    params = regressor.predict(crops)
+    size = crops.shape[1]
+    refiner = InnerLandmarkRefiner.from_model(model)
+    limit = getattr(regressor, "refine_max_disagreement", MAX_DISAGREEMENT)
+    runner = FaceMeshRunner()
+    ids, unrefined = [], 0
+    try:
+        for i in tqdm(range(len(crops)), desc="refine", unit="face", disable=not progress):
+            p = params[i].numpy()
+            faces = runner(fit_crops[i])
+            if not faces:
+                unrefined += 1
+                ids.append(np.asarray(p.identity, np.float64))
+                continue
+            centre = FIT_CROP_SIZE / 2
+            pts = min((f.points68 for f in faces), key=lambda q: float(np.linalg.norm(q.mean(0) - centre)))
+            fit = refiner.refine(p, pts * size / FIT_CROP_SIZE, size, max_disagreement=limit)
+            unrefined += bool(fit.skipped)
+            ids.append(np.asarray(fit.params.identity, np.float64))
+    finally:
+        runner.close()
+    return np.stack(ids), unrefined
 
 
 def split_distances(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -120,22 +164,32 @@ def consistency(d: np.ndarray, spread: np.ndarray) -> dict[str, Any]:
 
 
 def run(images_dir: Path, json_path: Path, onnx_path: Path | None = None, model_path: str | None = None,
-        box_mode: str = "gt", limit: int | None = None, plot: bool = True, progress: bool = True
-        ) -> dict[str, Any]:
-    """Crop, predict plain and mirrored, write ``json_path`` (and ``<stem>.png``)."""
+        box_mode: str = "gt", limit: int | None = None, plot: bool = True, progress: bool = True,
+        refine: bool = False) -> dict[str, Any]:
+    """Crop, predict plain and mirrored (``refine``: then refine both), write ``json_path`` (and ``<stem>.png``)."""
     from .regressor import default_onnx_path, load_regressor, regressor_input_size
 
     onnx_path = onnx_path or default_onnx_path()
     regressor = load_regressor(onnx_path)
     model = FaceModel.load(model_path)
-    crops = collect_crops(images_dir, box_mode, regressor_input_size(regressor), limit, progress)
-    ids = predict_identities(regressor, crops.images)
-    ids_mirror = predict_identities(regressor, np.ascontiguousarray(crops.images[:, :, ::-1]))
+    crops = collect_crops(images_dir, box_mode, regressor_input_size(regressor), limit, progress, fit_crops=refine)
+    mirrored = np.ascontiguousarray(crops.images[:, :, ::-1])
+    unrefined = None
+    if refine:
+        assert crops.fit_images is not None
+        ids, u1 = refined_identities(regressor, crops.images, crops.fit_images, model, progress)
+        ids_mirror, u2 = refined_identities(regressor, mirrored, np.ascontiguousarray(crops.fit_images[:, :, ::-1]),
+                                            model, progress)
+        unrefined = u1 + u2
+    else:
+        ids = predict_identities(regressor, crops.images)
+        ids_mirror = predict_identities(regressor, mirrored)
     d = identity_distance_matrix_mm(model, ids_mirror, ids)          # query i (mirror) × gallery j
     spread = identity_distance_matrix_mm(model, ids, np.zeros((1, ids.shape[1])))[:, 0]
     report = consistency(d, spread)
     report["per_image"]["name"] = crops.names
-    report.update({"images": str(images_dir), "box": box_mode, "model": str(onnx_path),
+    report.update({"images": str(images_dir), "box": box_mode, "model": str(onnx_path), "refine": refine,
+                   "unrefined": unrefined,
                    "skipped": crops.skipped, "units": "mm, RMS face-region shape distance of identities",
                    "about": "each face against its own mirrored crop (within) and against every other "
                             "face (between); images are assumed to show different people"})
@@ -155,4 +209,5 @@ def run(images_dir: Path, json_path: Path, onnx_path: Path | None = None, model_
     return report
 
 
-__all__ = ["Crops", "collect_crops", "consistency", "predict_identities", "run", "split_distances"]
+__all__ = ["Crops", "collect_crops", "consistency", "predict_identities", "refined_identities", "run",
+           "split_distances"]

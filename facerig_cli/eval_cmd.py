@@ -65,6 +65,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="crop from the .pts landmarks (default) or the largest detected face (any photo folder)")
     ic.add_argument("--face-model", dest="face_model")
     ic.add_argument("--limit", type=int, help="only the first N images (sorted by name)")
+    ic.add_argument("--refine", action="store_true",
+                    help="compare identities refined on FaceMesh's inner points, as the add-on makes them")
     ic.add_argument("--no-plot", action="store_true")
     ic.set_defaults(func=cmd_identity_consistency)
     rg = esub.add_parser("refine-gate", help="how far the regressor's landmarks lie from the detector's on "
@@ -135,7 +137,7 @@ def cmd_identity_consistency(args: argparse.Namespace) -> int:
 
     _check_positive(args.limit, "--limit")
     report = run(args.images, args.json, onnx_path=args.model, model_path=args.face_model, box_mode=args.box,
-                 limit=args.limit, plot=not args.no_plot)
+                 limit=args.limit, plot=not args.no_plot, refine=args.refine)
     _print_summary(report, ("n", "within_mirror_mm", "between_mm", "between_over_within", "mirror_retrieval_top1",
                             "mirror_retrieval_top5", "median_rank", "spread_from_mean_face_mm"))
     if report["skipped"]:
