@@ -117,7 +117,6 @@ def refined_identities(regressor: Any, crops: np.ndarray, fit_crops: np.ndarray,
 
     from .mediapipe_baseline import FaceMeshRunner
 
-    params = regressor.predict(crops)
     size = crops.shape[1]
     refiner = InnerLandmarkRefiner.from_model(model)
     limit = getattr(regressor, "refine_max_disagreement", MAX_DISAGREEMENT)
@@ -125,7 +124,7 @@ def refined_identities(regressor: Any, crops: np.ndarray, fit_crops: np.ndarray,
     ids, unrefined = [], 0
     try:
         for i in tqdm(range(len(crops)), desc="refine", unit="face", disable=not progress):
-            p = params[i].numpy()
+            p = regressor.predict(crops[i:i + 1])[0].numpy()   # one at a time: any folder size fits in memory
             faces = runner(fit_crops[i])
             if not faces:
                 unrefined += 1
