@@ -227,6 +227,19 @@ def refine_reconstruction(recon: PhotoReconstruction, face_model: "facemodel.Fac
                    fit_landmarks=np.asarray(points, np.float64))
 
 
+def refinement_warnings(recon: Any) -> list[str]:
+    """One line per photo whose landmark refinement was skipped (a single-photo or a same-person result),
+    for the user to see: the mesh then is the network's raw prediction."""
+    photos = getattr(recon, "photos", None) or [recon]
+    out = []
+    for r in photos:
+        skipped = (r.refinement or {}).get("skipped")
+        if skipped:
+            name = Path(r.source).name if r.source else "the photo"
+            out.append(f"{name}: landmark refinement skipped, {skipped}; the network's prediction is kept")
+    return out
+
+
 def overlay_error(model: "facemodel.FaceModel", recon: PhotoReconstruction, jawline: str = "visible") -> float:
     """Mean distance between the reconstruction's projected landmarks and the detected ones,
     as a fraction of sqrt(w·h) of the detected landmark box (the README's NME (bbox)).

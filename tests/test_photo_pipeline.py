@@ -11,7 +11,8 @@ import pytest
 
 from blender_addon import photo
 from blender_addon.detect import FACEMESH_TO_68, NoFaceError, detect_faces
-from blender_addon.pipeline import overlay_error, photo_camera, reconstruct_photo, refine_reconstruction
+from blender_addon.pipeline import (overlay_error, photo_camera, reconstruct_photo, refine_reconstruction,
+                                    refinement_warnings)
 from blender_addon.regressor import Regressor, RegressorError
 from blender_addon.testing import build_constant_regressor, plausible_params
 from facemodel import FaceParams, canonical_crop_box, crop_camera, project
@@ -211,6 +212,8 @@ def test_regressor_refinement_limit_from_metadata(face_model, tmp_path: Path) ->
     strict = reconstruct_photo(ASTRONAUT, model=path, face_model=face_model)
     assert strict.refine_max_disagreement == 0.08
     assert "not trusted" in strict.refinement["skipped"]
+    (warning,) = refinement_warnings(strict)   # what the add-on shows the artist
+    assert warning.startswith("astronaut_eileen_collins_nasa.png: landmark refinement skipped") and "kept" in warning
     np.testing.assert_array_equal(strict.crop_params.to_vector(), strict.regressed_params.to_vector())
     size = int(strict.crop.shape[0])
     _, fraction = get_refiner(face_model).disagreement(
@@ -221,6 +224,7 @@ def test_regressor_refinement_limit_from_metadata(face_model, tmp_path: Path) ->
     write_gate(wide, 2 * fraction, "test")
     rec = reconstruct_photo(ASTRONAUT, model=wide, face_model=face_model)
     assert rec.refine_max_disagreement == pytest.approx(2 * fraction, rel=1e-3) and not rec.refinement["skipped"]
+    assert refinement_warnings(rec) == []
     assert overlay_error(face_model, rec) < 0.3 * overlay_error(face_model, strict)
     write_gate(wide, 0.0, "test")   # a malformed limit is refused when the model is opened
     with pytest.raises(RegressorError, match="refine_max_disagreement"):
