@@ -110,11 +110,15 @@ class ConfidenceNet:
         if self.n_identity != regressor.layout.n_identity:
             raise ConfidenceNetError(f"C-Net {self.path.name} weights {self.n_identity} identity modes, the "
                                      f"regressor {regressor.path.name} predicts {regressor.layout.n_identity}")
-        trained_for = self.metadata.get("facerig.regressor_sha256_12")
-        if trained_for and not regressor.model_version.endswith(trained_for):
+        if not self.trained_for(regressor):
             log.warning("C-Net %s was trained for regressor %s, not %s: its confidences may not fit this "
                         "regressor's errors (retrain with `facerig cnet train --regressor`)", self.path.name,
-                        trained_for, regressor.model_version)
+                        self.metadata.get("facerig.regressor_sha256_12"), regressor.model_version)
+
+    def trained_for(self, regressor: Regressor) -> bool:
+        """Whether this C-Net was trained on ``regressor``'s errors (True when the file does not say)."""
+        trained_for = self.metadata.get("facerig.regressor_sha256_12")
+        return not trained_for or regressor.model_version.endswith(trained_for)
 
     def predict(self, crops: np.ndarray) -> np.ndarray:
         """uint8 (N, S, S, 3) crops → float32 (N, n_identity) confidences (global mode: (N, 1))."""
@@ -293,6 +297,15 @@ def reconstruct_same_person(paths: Sequence[PhotoInput], face_index: int | None 
     t_all = t = time.perf_counter()
     reg = get_regressor(regressor)
     net = get_cnet(cnet)
+    notes = []
+    if net is not None and net.path == DEFAULT_CNET_PATH.resolve() and cnet is None and not net.trained_for(reg):
+        # The shipped C-Net, picked by default, holds the default regressor's weights: with another
+        # regressor (e.g. the synthetic-only model) its confidences would not fit, and it would pull
+        # research-trained weights into a commercially clean run. One named by the user is used.
+        notes.append(f"the C-Net {net.path.name} was trained for another regressor than {reg.path.name}: "
+                     "identities are averaged without confidences (pass the C-Net explicitly to use it anyway)")
+        log.warning(notes[-1])
+        net = None
     if net is not None:
         net.check_compatible(reg)
     model = _face_model(model)
@@ -301,7 +314,7 @@ def reconstruct_same_person(paths: Sequence[PhotoInput], face_index: int | None 
     t = time.perf_counter()
     recons, skipped = reconstruct_views(paths, face_index, reg)
     timings["photos"] = (time.perf_counter() - t) * 1e3
-    warnings = [f"skipped {s.source}: {s.reason}" for s in skipped]
+    warnings = notes + [f"skipped {s.source}: {s.reason}" for s in skipped]
     if not recons:
         raise SamePersonError("no usable photo: " + "; ".join(f"{Path(s.source).name}: {s.reason}" for s in skipped))
 

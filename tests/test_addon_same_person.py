@@ -271,6 +271,24 @@ def test_real_cnet_contract() -> None:
 
 
 @real_cnet
+def test_default_cnet_is_not_used_for_another_regressor(face_model, caplog: pytest.LogCaptureFixture) -> None:
+    """The shipped C-Net holds the default regressor: with the synthetic-only model it is left out unless
+    given explicitly (its confidences would not fit, and it would bring research-trained weights into a
+    commercially clean run)."""
+    synthetic = DEFAULT_CNET_PATH.with_name("facerig_regressor_synthetic.onnx")
+    same = reconstruct_same_person([GRACE, BRYAN], regressor=synthetic, model=face_model)
+    assert same.cnet_version == NO_CNET and same.threshold_mm == FALLBACK_THRESHOLD_MM
+    assert any("trained for another regressor" in w for w in same.warnings)
+    with caplog.at_level(logging.WARNING, logger="blender_addon.aggregate"):
+        forced = reconstruct_same_person([GRACE, BRYAN], regressor=synthetic, cnet=DEFAULT_CNET_PATH,
+                                         model=face_model)
+    assert forced.cnet_version != NO_CNET and "was trained for regressor" in caplog.text
+    assert not any("another regressor" in w for w in forced.warnings)
+    default = reconstruct_same_person([GRACE, BRYAN], model=face_model)   # the pair it was made for
+    assert default.cnet_version != NO_CNET and not default.warnings
+
+
+@real_cnet
 def test_real_cnet_copies_are_one_person(grace_copies: list[Path], face_model) -> None:
     same = reconstruct_same_person(grace_copies, model=face_model)
     assert same.cnet_version != NO_CNET and same.confidences.shape == (5, 60) and (same.confidences > 0).all()
