@@ -28,13 +28,14 @@ from tqdm import tqdm
 
 from facemodel.landmark_fit import MAX_DISAGREEMENT, REFINE_GATE_KEY
 
+from .pts import IMAGE_SUFFIXES, list_images
+
 log = logging.getLogger(__name__)
 
 GATE_MARGIN = 1.5          # × the 99th percentile: the default model's 5.3 % gives the 8 % chosen on Helen
 GATE_PERCENTILE = 99.0
 MIN_PHOTOS = 20            # fewer measured photos give no meaningful 99th percentile
 SOURCE_KEY = REFINE_GATE_KEY + "_source"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
 def list_photos(folders: Sequence[Path], every: int = 1) -> list[Path]:
@@ -43,10 +44,7 @@ def list_photos(folders: Sequence[Path], every: int = 1) -> list[Path]:
         raise ValueError("--every must be at least 1")
     out: list[Path] = []
     for folder in folders:
-        folder = Path(folder)
-        if not folder.is_dir():
-            raise FileNotFoundError(f"{folder} is not a folder of photos")
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = list_images(folder)
         if not files:
             raise FileNotFoundError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
         out += files[::every]
