@@ -160,6 +160,16 @@ def get_cnet(cnet: ConfidenceNet | str | Path | None = None) -> ConfidenceNet | 
     return _CNETS[path]
 
 
+def shipped_cnet_for(regressor: Regressor) -> ConfidenceNet | None:
+    """Of the C-Nets in the add-on's models/ folder (``facerig_cnet*.onnx``), the one trained for
+    ``regressor`` (its ``facerig.regressor_sha256_12``), or None."""
+    for path in sorted(DEFAULT_CNET_PATH.parent.glob("facerig_cnet*.onnx")):
+        net = get_cnet(path)
+        if net is not None and net.metadata.get("facerig.regressor_sha256_12") and net.trained_for(regressor):
+            return net
+    return None
+
+
 def _face_model(model: "facemodel.FaceModel | None") -> "facemodel.FaceModel":
     if model is not None:
         return model
@@ -299,13 +309,15 @@ def reconstruct_same_person(paths: Sequence[PhotoInput], face_index: int | None 
     net = get_cnet(cnet)
     notes = []
     if net is not None and net.path == DEFAULT_CNET_PATH.resolve() and cnet is None and not net.trained_for(reg):
-        # The shipped C-Net, picked by default, holds the default regressor's weights: with another
-        # regressor (e.g. the synthetic-only model) its confidences would not fit, and it would pull
-        # research-trained weights into a commercially clean run. One named by the user is used.
-        notes.append(f"the C-Net {net.path.name} was trained for another regressor than {reg.path.name}: "
-                     "identities are averaged without confidences (pass the C-Net explicitly to use it anyway)")
-        log.warning(notes[-1])
-        net = None
+        # The shipped default C-Net holds the default regressor's weights: with another regressor (e.g.
+        # the synthetic-only model) its confidences would not fit, and it would pull research-trained
+        # weights into a commercially clean run. A shipped C-Net made for this regressor replaces it;
+        # one named by the user is used as given.
+        net = shipped_cnet_for(reg)
+        if net is None:
+            notes.append(f"no shipped C-Net was trained for {reg.path.name}: identities are averaged without "
+                         "confidences (pass a C-Net explicitly to use one anyway)")
+            log.warning(notes[-1])
     if net is not None:
         net.check_compatible(reg)
     model = _face_model(model)

@@ -271,21 +271,29 @@ def test_real_cnet_contract() -> None:
 
 
 @real_cnet
-def test_default_cnet_is_not_used_for_another_regressor(face_model, caplog: pytest.LogCaptureFixture) -> None:
-    """The shipped C-Net holds the default regressor: with the synthetic-only model it is left out unless
-    given explicitly (its confidences would not fit, and it would bring research-trained weights into a
-    commercially clean run)."""
+def test_each_shipped_regressor_gets_its_own_cnet(face_model, tmp_path: Path,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """The default C-Net holds the default regressor (research-trained weights): the synthetic-only model
+    gets the C-Net trained for it (renders only), a regressor with none gets plain averaging and a
+    warning, and a C-Net named by the user is used as given."""
+    from blender_addon.testing import build_constant_regressor, plausible_params
+
     synthetic = DEFAULT_CNET_PATH.with_name("facerig_regressor_synthetic.onnx")
-    same = reconstruct_same_person([GRACE, BRYAN], regressor=synthetic, model=face_model)
-    assert same.cnet_version == NO_CNET and same.threshold_mm == FALLBACK_THRESHOLD_MM
-    assert any("trained for another regressor" in w for w in same.warnings)
+    clean = reconstruct_same_person([GRACE, BRYAN], regressor=synthetic, model=face_model)
+    own = ConfidenceNet(DEFAULT_CNET_PATH.with_name("facerig_cnet_synthetic.onnx"))
+    assert clean.cnet_version == own.model_version and not clean.warnings
+    card = own.metadata["facerig.model_card"]
+    assert "no photographs" in card and "Frozen regressor facerig_regressor_synthetic.onnx" in card
+    default = reconstruct_same_person([GRACE, BRYAN], model=face_model)
+    assert default.cnet_version == ConfidenceNet().model_version and not default.warnings
+    other = build_constant_regressor(tmp_path / "other.onnx", plausible_params(face_model, n_identity=60))
+    plain = reconstruct_same_person([GRACE, BRYAN], regressor=other, model=face_model)
+    assert plain.cnet_version == NO_CNET and plain.threshold_mm == FALLBACK_THRESHOLD_MM
+    assert any("no shipped C-Net was trained for other.onnx" in w for w in plain.warnings)
     with caplog.at_level(logging.WARNING, logger="blender_addon.aggregate"):
         forced = reconstruct_same_person([GRACE, BRYAN], regressor=synthetic, cnet=DEFAULT_CNET_PATH,
                                          model=face_model)
-    assert forced.cnet_version != NO_CNET and "was trained for regressor" in caplog.text
-    assert not any("another regressor" in w for w in forced.warnings)
-    default = reconstruct_same_person([GRACE, BRYAN], model=face_model)   # the pair it was made for
-    assert default.cnet_version != NO_CNET and not default.warnings
+    assert forced.cnet_version == ConfidenceNet().model_version and "was trained for regressor" in caplog.text
 
 
 @real_cnet
