@@ -113,13 +113,13 @@ def refined_identities(regressor: Any, crops: np.ndarray, fit_crops: np.ndarray,
     centre is the face (the canonical crop centres it). No face, or points beyond the regressor's
     disagreement limit, leave the network's identity.
     """
-    from facemodel.landmark_fit import InnerLandmarkRefiner, MAX_DISAGREEMENT
+    from facemodel.landmark_fit import InnerLandmarkRefiner
 
     from .mediapipe_baseline import FaceMeshRunner
 
     size = crops.shape[1]
     refiner = InnerLandmarkRefiner.from_model(model)
-    limit = getattr(regressor, "refine_max_disagreement", MAX_DISAGREEMENT)
+    limit = regressor.refine_max_disagreement   # the model's own (both regressor classes read it)
     runner = FaceMeshRunner()
     ids, unrefined = [], 0
     try:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -116,13 +116,12 @@ def refine_params(face_model: FaceModel, params: np.ndarray, layout: ParamLayout
     from facemodel.landmark_fit import InnerLandmarkRefiner
 
     refiner = InnerLandmarkRefiner.from_model(face_model)
-    if max_disagreement is not None:
-        refiner = replace(refiner, max_disagreement=max_disagreement)
     out = params.copy()
     skipped = 0
     before, after = [], []
     for i in tqdm(range(len(params)), desc="refine seeds", unit="face", disable=not progress):
-        fit = refiner.refine(FaceParams.from_vector(params[i], layout), detector_lm[i], size)
+        fit = refiner.refine(FaceParams.from_vector(params[i], layout), detector_lm[i], size,
+                             max_disagreement=max_disagreement)
         skipped += bool(fit.skipped)
         before.append(fit.rms_before_px)
         after.append(fit.rms_after_px)
