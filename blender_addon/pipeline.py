@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .detect import Face, NoFaceError, detect_faces, landmarks_on_crop
+from .detect import Face, NoFaceError, detect_faces, facemesh_on_crop
 from .fm import facemodel
 from .photo import as_rgb8, check_size, crop_square, load_image
 from .regressor import Regressor, resolve_regressor_path
@@ -24,7 +24,7 @@ from .regressor import Regressor, resolve_regressor_path
 log = logging.getLogger(__name__)
 
 _REGRESSORS: dict[Path, Regressor] = {}
-_REFINERS: dict[str, "facemodel.landmark_fit.InnerLandmarkRefiner"] = {}
+_REFINERS: dict[str, "facemodel.landmark_fit.LandmarkRefiner"] = {}
 
 
 def get_regressor(model: Regressor | str | Path | None = None) -> Regressor:
@@ -50,27 +50,28 @@ def photo_camera(crop_cam: np.ndarray, box: tuple[float, float, float, float], w
 
 
 def get_refiner(face_model: "facemodel.FaceModel | str | Path | None" = None
-                ) -> "facemodel.landmark_fit.InnerLandmarkRefiner":
+                ) -> "facemodel.landmark_fit.LandmarkRefiner":
     """The landmark refiner for ``face_model`` (a model, its file, or None = the installed ICT
     model), cached per model file."""
     if face_model is None or isinstance(face_model, (str, Path)):
         key = str(facemodel.resolve_model_path(face_model or None))
         if key not in _REFINERS:
-            _REFINERS[key] = facemodel.landmark_fit.InnerLandmarkRefiner.from_model(facemodel.FaceModel.load(key))
+            _REFINERS[key] = facemodel.landmark_fit.LandmarkRefiner.from_model(facemodel.FaceModel.load(key))
         return _REFINERS[key]
     key = str(face_model.path) if face_model.path else f"in-memory {id(face_model)}"
     if key not in _REFINERS:
-        _REFINERS[key] = facemodel.landmark_fit.InnerLandmarkRefiner.from_model(face_model)
+        _REFINERS[key] = facemodel.landmark_fit.LandmarkRefiner.from_model(face_model)
     return _REFINERS[key]
 
 
 def refine_on_face(crop_params: Any, landmarks: np.ndarray, box: tuple[float, float, float, float], size: int,
                    face_model: "facemodel.FaceModel | str | Path | None" = None, fit_identity: bool = True,
                    max_disagreement: float | None = None) -> tuple[Any, dict[str, Any]]:
-    """The crop's params refined on the face's detected (68, 2) photo-pixel ``landmarks``.
+    """The crop's params refined on the face's detected photo-pixel ``landmarks``: FaceMesh's
+    (468, 2) points (the dense fit) or (68, 2) iBUG points (their inner 51).
 
     The regressor underfits the detector it was taught from; a 10-step MAP fit of identity,
-    expression and pose to the detected inner points, in the crop, gains most of that back
+    expression and pose to the detected points, in the crop, gains that back and more
     (README, "Refinement"). ``fit_identity=False`` keeps the identity of ``crop_params``. Returns
     the params and a summary (mean point distance before/after, crop px; ``skipped`` says why the
     params were left alone when detector and network disagree more than ``max_disagreement``, the
@@ -81,7 +82,8 @@ def refine_on_face(crop_params: Any, landmarks: np.ndarray, box: tuple[float, fl
     if fit.skipped:
         log.warning("refinement skipped: %s", fit.skipped)
     info = {"landmark_error_before_px": fit.rms_before_px, "landmark_error_after_px": fit.rms_after_px,
-            "steps_accepted": fit.steps_accepted, "crop_size_px": size, "skipped": fit.skipped}
+            "steps_accepted": fit.steps_accepted, "crop_size_px": size, "skipped": fit.skipped,
+            "points": fit.points}
     return fit.params, info
 
 
@@ -101,7 +103,7 @@ class PhotoReconstruction:
     source: str = ""
     regressed_params: Any = None     # the network's own crop params when refined (else None)
     refinement: dict[str, Any] | None = None
-    fit_landmarks: np.ndarray | None = field(repr=False, default=None)  # (68, 2) the refinement fitted
+    fit_landmarks: np.ndarray | None = field(repr=False, default=None)  # (468 or 68, 2) the points fitted
     refine_max_disagreement: float | None = None  # the regressor's limit for trusting detected landmarks
 
     @property
@@ -199,7 +201,7 @@ def refine_reconstruction(recon: PhotoReconstruction, face_model: "facemodel.Fac
                           identity: np.ndarray | None = None) -> PhotoReconstruction:
     """``recon`` refined on its face's detected inner landmarks (:func:`refine_on_face`).
 
-    The landmarks are FaceMesh's on the canonical crop (:func:`detect.landmarks_on_crop`, one
+    The points are FaceMesh's 468 on the canonical crop (:func:`detect.facemesh_on_crop`, one
     more FaceMesh pass, ≈ 6 ms), kept in ``fit_landmarks``. Starts from the network's own
     prediction (also when ``recon`` was refined before). With an
     ``identity`` (several photos of one person: the aggregate) that identity is kept fixed and
@@ -208,10 +210,11 @@ def refine_reconstruction(recon: PhotoReconstruction, face_model: "facemodel.Fac
     t = time.perf_counter()
     points = recon.fit_landmarks
     if points is None:
-        points = landmarks_on_crop(recon.image, recon.crop_box, recon.face)
+        points = facemesh_on_crop(recon.image, recon.crop_box, recon.face)
         if points is None:   # FaceMesh lost the face in the canonical crop: the detection pass's points
             log.info("no FaceMesh face in the canonical crop; refining on the detection pass's landmarks")
-            points = recon.face.landmarks
+            mesh = recon.face.mesh
+            points = mesh[:, :2] if len(mesh) else recon.face.landmarks
     t_mesh = time.perf_counter()
     regressed = recon.regressed_params if recon.regressed_params is not None else recon.crop_params
     start = regressed

@@ -13,7 +13,7 @@ mirrored photo). Reported, as RMS face-region shape distances (mm):
 * ``mirror_retrieval_top1`` / ``top5`` / ``median_rank`` — how often the mirrored face finds its
   own original as the nearest (among the 5 nearest) identity of all faces.
 
-With ``refine`` each prediction (plain and mirrored) is first refined on FaceMesh's inner points of
+With ``refine`` each prediction (plain and mirrored) is first refined on FaceMesh's points of
 its crop, as the add-on does (:mod:`facemodel.landmark_fit`, the model's own disagreement limit),
 and the refined identities are compared.
 
@@ -113,12 +113,12 @@ def refined_identities(regressor: Any, crops: np.ndarray, fit_crops: np.ndarray,
     centre is the face (the canonical crop centres it). No face, or points beyond the regressor's
     disagreement limit, leave the network's identity.
     """
-    from facemodel.landmark_fit import InnerLandmarkRefiner
+    from facemodel.landmark_fit import LandmarkRefiner
 
     from .mediapipe_baseline import FaceMeshRunner
 
     size = crops.shape[1]
-    refiner = InnerLandmarkRefiner.from_model(model)
+    refiner = LandmarkRefiner.from_model(model)
     limit = regressor.refine_max_disagreement   # the model's own (both regressor classes read it)
     runner = FaceMeshRunner()
     ids, unrefined = [], 0
@@ -131,8 +131,8 @@ def refined_identities(regressor: Any, crops: np.ndarray, fit_crops: np.ndarray,
                 ids.append(np.asarray(p.identity, np.float64))
                 continue
             centre = FIT_CROP_SIZE / 2
-            pts = min((f.points68 for f in faces), key=lambda q: float(np.linalg.norm(q.mean(0) - centre)))
-            fit = refiner.refine(p, pts * size / FIT_CROP_SIZE, size, max_disagreement=limit)
+            face = min(faces, key=lambda f: float(np.linalg.norm(f.points68.mean(0) - centre)))
+            fit = refiner.refine(p, face.points[:, :2] * size / FIT_CROP_SIZE, size, max_disagreement=limit)
             unrefined += bool(fit.skipped)
             ids.append(np.asarray(fit.params.identity, np.float64))
     finally:

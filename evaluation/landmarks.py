@@ -140,10 +140,10 @@ class FacerigLandmarker:
 
 
 class RefinedFacerigLandmarker(FacerigLandmarker):
-    """The regressor, then the add-on's refinement on MediaPipe FaceMesh's inner 51 points.
+    """The regressor, then the add-on's refinement on MediaPipe FaceMesh's points (the dense fit).
 
     FaceMesh runs as in :class:`MediaPipeLandmarker` (same crop, same face choice); the fit is
-    ``facemodel.landmark_fit.InnerLandmarkRefiner`` with the add-on's settings. Where FaceMesh
+    ``facemodel.landmark_fit.LandmarkRefiner`` with the add-on's settings. Where FaceMesh
     finds no face, or its points are too far from the regressor's to be trusted, the regressor's
     own prediction stands (counted in ``unrefined``).
     """
@@ -152,13 +152,13 @@ class RefinedFacerigLandmarker(FacerigLandmarker):
 
     def __init__(self, onnx_path: Path | str, contour: str = DEFAULT_CONTOUR, model_path: str | None = None
                  ) -> None:
-        from facemodel.landmark_fit import InnerLandmarkRefiner
+        from facemodel.landmark_fit import LandmarkRefiner
 
         from .mediapipe_baseline import MediaPipeLandmarks
 
         super().__init__(onnx_path, contour, model_path)
         self.mediapipe = MediaPipeLandmarks(model_path=model_path)
-        self.refiner = InnerLandmarkRefiner.from_model(self.projector.model)
+        self.refiner = LandmarkRefiner.from_model(self.projector.model)
         self.max_disagreement = float(self.regressor.refine_max_disagreement)   # the model's own limit
         self.unrefined = 0
 
@@ -170,7 +170,7 @@ class RefinedFacerigLandmarker(FacerigLandmarker):
         if detected is None:
             self.unrefined += 1
         else:
-            fit = self.refiner.refine(p, points_to_crop(detected.points68, crop_box, self.size), self.size,
+            fit = self.refiner.refine(p, points_to_crop(detected.points, crop_box, self.size), self.size,
                                       max_disagreement=self.max_disagreement)
             self.unrefined += bool(fit.skipped)
             p = fit.params
@@ -332,9 +332,10 @@ def run(images_dir: Path, json_path: Path, method: str = "facerig", box_mode: st
         extra["model"] = str(onnx_path or default_onnx_path())
         extra["refine"] = refine
         if refine:
-            from facemodel.landmark_fit import INNER_REFINE_SETTINGS
+            from facemodel.landmark_fit import DENSE_REFINE_SETTINGS, dense_point_indices
 
-            extra["refine_settings"] = dict(INNER_REFINE_SETTINGS.__dict__)
+            extra["refine_settings"] = {**DENSE_REFINE_SETTINGS.__dict__, "points": "FaceMesh dense",
+                                        "n_points": int(len(dense_point_indices()))}
             extra["unrefined"] = getattr(landmarker, "unrefined", 0)
             extra["refine_max_disagreement"] = getattr(landmarker, "max_disagreement", None)
         meta = getattr(getattr(landmarker, "regressor", None), "metadata", None)

@@ -204,6 +204,7 @@ class MediaPipePrediction:
     points68: np.ndarray   # (68, 2) photo pixels
     rotation: np.ndarray   # (3,) yaw, pitch, roll radians (PnP)
     crop_box: Box
+    points: np.ndarray     # (468, 2) all FaceMesh points, photo pixels (what the dense refinement fits)
 
 
 class MediaPipeLandmarks:
@@ -229,13 +230,14 @@ class MediaPipeLandmarks:
             return None
         best, best_iou = None, -1.0
         for f in faces:
-            pts = crop_to_photo(f.points68, crop_box, self.crop_size)
-            iou = box_iou(points_box(pts), box)
+            pts = crop_to_photo(f.points[:, :2], crop_box, self.crop_size)
+            iou = box_iou(points_box(pts[list(MEDIAPIPE_TO_68)]), box)
             if iou > best_iou:
                 best, best_iou = pts, iou
         assert best is not None
-        rot = pnp_pose(best, self.reference, crop_box)
-        return MediaPipePrediction(best, rot, crop_box)
+        points68 = best[list(MEDIAPIPE_TO_68)]
+        rot = pnp_pose(points68, self.reference, crop_box)
+        return MediaPipePrediction(points68, rot, crop_box, best)
 
     def close(self) -> None:
         self.runner.close()

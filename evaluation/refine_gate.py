@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from tqdm import tqdm
 
 from facemodel.landmark_fit import MAX_DISAGREEMENT, REFINE_GATE_KEY
 
@@ -54,33 +53,15 @@ def list_photos(folders: Sequence[Path], every: int = 1) -> list[Path]:
 def disagreements(photos: Sequence[Path], onnx_path: Path | str, face_model: str | None = None,
                   progress: bool = True) -> tuple[np.ndarray, dict[str, str]]:
     """(fractions of the face size, {photo: why skipped}): network ↔ FaceMesh inner points per photo."""
-    from blender_addon.detect import detect_faces, landmarks_on_crop
-    from blender_addon.photo import PhotoError, load_image
-    from blender_addon.pipeline import get_refiner, get_regressor, reconstruct_photo
-    from facemodel.crop import points_to_crop
+    from blender_addon.pipeline import get_refiner, get_regressor
+
+    from .refinement_inputs import refinement_inputs
 
     regressor = get_regressor(Path(onnx_path))
     refiner = get_refiner(face_model)
-    values: list[float] = []
     skipped: dict[str, str] = {}
-    for path in tqdm(photos, desc="refine gate", unit="photo", disable=not progress):
-        try:
-            image = load_image(path)
-            faces = detect_faces(image)
-        except PhotoError as exc:
-            skipped[str(path)] = str(exc)
-            continue
-        if len(faces) != 1:
-            skipped[str(path)] = f"{len(faces)} faces"
-            continue
-        recon = reconstruct_photo(image, model=regressor, faces=faces, refine=False)
-        points = landmarks_on_crop(recon.image, recon.crop_box, recon.face)
-        if points is None:
-            skipped[str(path)] = "FaceMesh found no face in the canonical crop"
-            continue
-        size = int(recon.crop.shape[0])
-        _, fraction = refiner.disagreement(recon.crop_params, points_to_crop(points, recon.crop_box, size), size)
-        values.append(fraction)
+    values = [refiner.disagreement(item.crop_params, item.points, item.size)[1]
+              for item in refinement_inputs(photos, regressor, skipped, progress, "refine gate")]
     return np.asarray(values, np.float64), skipped
 
 

@@ -3,7 +3,8 @@
 Why: the regressor's landmarks are ≈ 0.6 % NME less accurate than the MediaPipe FaceMesh
 points the add-on detects anyway (it underfits its teacher). A few Levenberg-damped
 Gauss-Newton steps of identity, expression, rotation and translation against those points,
-starting from the regressor's prediction, close that gap for ≈ 8–18 ms of numpy per face (more when damping tries are rejected).
+starting from the regressor's prediction, close that gap and more: ≈ 8–18 ms of numpy per face on the
+51 inner points, ≈ 20–27 ms on FaceMesh's 397 dense points (:class:`LandmarkRefiner`).
 
 The cost is the posterior of the fit, in pixels of the image the points are given in:
 
@@ -30,6 +31,7 @@ from .blas_threads import single_blas_thread
 from .camera import project
 from .formation import landmarks_2d
 from .geometry import euler_to_matrix
+from .landmark_maps import MEDIAPIPE_SPREAD_MM, MEDIAPIPE_TO_68, MEDIAPIPE_TO_ICT
 from .metrics import bbox_size, point_errors
 from .model import FaceModel, ModelArrays
 from .params import FaceParams
@@ -67,6 +69,7 @@ class LandmarkFit:
     rms_after_px: float
     steps_accepted: int
     skipped: str = ""               # why the points were not used (params unchanged), else ""
+    points: str = ""                # which points the refiner fitted ("dense" / "inner 51")
 
 
 def _rotation_derivatives(rotation: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -231,6 +234,16 @@ def fit_landmarks(arrays: ModelArrays, params: FaceParams, pixels: np.ndarray, w
 # Chosen on Helen (detector box, MediaPipe FaceMesh points) and on synthetic faces whose true
 # inner points carry Gaussian noise of MediaPipe's Helen accuracy (README, "Refinement").
 INNER_REFINE_SETTINGS = LandmarkFitSettings(steps=10, sigma_px=2.0, expression_prior=25.0)
+# The dense fit (≈ 400 FaceMesh points): σ chosen on renders whose FaceMesh points carry FaceMesh's own
+# errors scaled to its photo accuracy (0.45 ×), where 2–8 px all score 4.03–4.06 mm (295 faces); 3 px keeps the
+# identities' spread near the inner fit's (README, "Refinement").
+DENSE_REFINE_SETTINGS = LandmarkFitSettings(steps=10, sigma_px=3.0, expression_prior=25.0)
+# FaceMesh points whose ICT vertex varies by less than this over the photos the table was derived on.
+DENSE_SPREAD_LIMIT_MM = 15.0
+# Beyond this |yaw| of the network's prediction the inner 51 are fitted instead: on renders with
+# FaceMesh's errors scaled to photos the dense fit wins at 0–30° (3.85 against 4.07 mm) and loses at
+# 30–60° (4.01 against 3.88) and 60–90° (4.14 against 3.93); FaceMesh guesses the far cheek.
+DENSE_MAX_YAW_DEG = 30.0
 REFINE_REFERENCE_SIZE = 128   # sigma_px above is in pixels of a 128-px canonical crop
 # Start-to-points distance (fraction of the points' box size) beyond which detector and network
 # disagree too much to trust the detector: Helen's worst face is at 0.06 with the default model;
@@ -241,6 +254,11 @@ MAX_DISAGREEMENT = 0.08
 # on photos (the synthetic-only one) sits farther from the detector on every photo, so 8 % would
 # leave a third of them unrefined. `facerig eval refine-gate` measures a model and writes the key.
 REFINE_GATE_KEY = "facerig.refine_max_disagreement"
+
+
+def dense_point_indices(limit_mm: float = DENSE_SPREAD_LIMIT_MM) -> np.ndarray:
+    """FaceMesh point indices the dense fit uses: those with a well-defined ICT vertex."""
+    return np.flatnonzero(np.asarray(MEDIAPIPE_SPREAD_MM) < limit_mm)
 
 
 def refine_gate(metadata: Mapping[str, str]) -> float:
@@ -258,49 +276,84 @@ def refine_gate(metadata: Mapping[str, str]) -> float:
 
 
 @dataclass(frozen=True)
-class InnerLandmarkRefiner:
-    """Refines a regressor prediction on a detector's inner 51 of the iBUG 68 points.
+class LandmarkRefiner:
+    """Refines a regressor prediction on a detector's points: FaceMesh's 468 (the dense fit) or the
+    iBUG 68 (their inner 51).
 
-    Only the inner points: detectors mark the jaw on the visible outline, which a fixed or
-    marched model contour follows poorly (fitting the jaw too made Helen worse). The identity
-    prior is centred on the regressor's identity, which the 51 points alone cannot beat.
+    *Dense* (468 points given, the network's |yaw| ≤ ``DENSE_MAX_YAW_DEG``): the FaceMesh points whose
+    ICT vertex is well defined (:func:`dense_point_indices`: spread below ``DENSE_SPREAD_LIMIT_MM``, 397
+    of 468 — not the face oval, which slides along the silhouette, nor the hairline), each fitted to its
+    vertex of ``landmark_maps.MEDIAPIPE_TO_ICT``. Against the inner 51 alone: Helen from the detector box,
+    68 points 2.92 → 2.82 % (default model) and 3.16 → 2.88 % (synthetic-only), the same 51-point error,
+    mirror retrieval top-1 52.7 → 63.6 %; on renders with FaceMesh's own errors scaled to its photo
+    accuracy, aligned vertex error 3.98 → 3.88 mm (README, "Dense FaceMesh points").
+
+    *Inner 51* (68 points given — the bootstrap's stored detector landmarks — or a turned face): the jaw is
+    left out — detectors mark it on the visible outline, which a fixed or marched model contour follows
+    poorly (fitting it too made Helen worse).
+
+    Either way the identity prior is centred on the regressor's identity, and the trust limit
+    (:meth:`disagreement`) is measured on the inner 51 points, so one limit serves both fits.
     """
 
-    arrays: ModelArrays
+    arrays: ModelArrays                       # ICT's Multi-PIE vertices 17–67 (the inner 51)
+    dense_arrays: ModelArrays | None = None   # ICT vertices of the dense FaceMesh points
     settings: LandmarkFitSettings = INNER_REFINE_SETTINGS
+    dense_settings: LandmarkFitSettings = DENSE_REFINE_SETTINGS
     max_disagreement: float = MAX_DISAGREEMENT
 
     @classmethod
-    def from_model(cls, model: FaceModel, settings: LandmarkFitSettings = INNER_REFINE_SETTINGS
-                   ) -> "InnerLandmarkRefiner":
-        return cls(model.arrays.subset(model.landmark_indices("fixed")[17:]), settings)
+    def from_model(cls, model: FaceModel, settings: LandmarkFitSettings = INNER_REFINE_SETTINGS,
+                   dense_settings: LandmarkFitSettings = DENSE_REFINE_SETTINGS) -> "LandmarkRefiner":
+        dense = np.asarray(MEDIAPIPE_TO_ICT, np.int64)[dense_point_indices()]
+        return cls(model.arrays.subset(model.landmark_indices("fixed")[17:]), model.arrays.subset(dense),
+                   settings, dense_settings)
 
-    def disagreement(self, params: FaceParams, points68: np.ndarray, image_size: int) -> tuple[float, float]:
+    @staticmethod
+    def inner_points(points: np.ndarray) -> np.ndarray:
+        """The inner 51 of (68, 2) iBUG points or of (468, 2) FaceMesh points."""
+        points = np.asarray(points, np.float64)
+        if points.shape == (68, 2):
+            return points[17:]
+        if points.shape == (len(MEDIAPIPE_TO_ICT), 2):
+            return points[np.asarray(MEDIAPIPE_TO_68[17:], np.int64)]
+        raise ValueError(f"points must be (68, 2) iBUG or ({len(MEDIAPIPE_TO_ICT)}, 2) FaceMesh, got {points.shape}")
+
+    def disagreement(self, params: FaceParams, points: np.ndarray, image_size: int) -> tuple[float, float]:
         """(mean inner-point distance start ↔ detected in pixels, that distance / the points' box size)."""
-        points68 = np.asarray(points68, np.float64)
-        if points68.shape != (68, 2):
-            raise ValueError(f"points68 must be (68, 2), got {points68.shape}")
-        inner = points68[17:]
+        inner = self.inner_points(points)
         start = np.asarray(landmarks_2d(self.arrays, params, image_size, image_size), np.float64)
         dist = float(point_errors(start, inner).mean())
         return dist, dist / max(float(bbox_size(inner)), 1e-9)
 
-    def refine(self, params: FaceParams, points68: np.ndarray, image_size: int, fit_identity: bool = True,
+    def refine(self, params: FaceParams, points: np.ndarray, image_size: int, fit_identity: bool = True,
                max_disagreement: float | None = None) -> LandmarkFit:
-        """``params`` of one face in a square ``image_size`` crop, refined on its (68, 2) points there.
+        """``params`` of one face in a square ``image_size`` crop, refined on its points there:
+        (468, 2) FaceMesh points (dense fit) or (68, 2) iBUG points (inner 51).
 
         ``fit_identity=False`` keeps the identity (e.g. one aggregated from several photos);
         ``max_disagreement`` replaces this refiner's limit (the regressor's own, :func:`refine_gate`).
         """
         limit = self.max_disagreement if max_disagreement is None else float(max_disagreement)
-        dist, fraction = self.disagreement(params, points68, image_size)
+        dist, fraction = self.disagreement(params, points, image_size)
         if not np.isfinite(fraction) or fraction > limit:
             return LandmarkFit(params, dist, dist, 0,
                                skipped=f"detected landmarks {fraction:.1%} of the face size from the "
                                        f"network's (limit {limit:.1%}): not trusted")
-        inner = np.asarray(points68, np.float64)[17:]
+        points = np.asarray(points, np.float64)
+        if self.uses_dense(params, points):
+            arrays, target, base, which = self.dense_arrays, points[dense_point_indices()], self.dense_settings, "dense"
+        else:
+            arrays, target, base, which = self.arrays, self.inner_points(points), self.settings, "inner 51"
         scale = image_size / REFINE_REFERENCE_SIZE
-        settings = replace(self.settings, sigma_px=self.settings.sigma_px * scale,
-                           fit_identity=fit_identity and self.settings.fit_identity)
-        return fit_landmarks(self.arrays, params, inner, image_size, image_size, settings,
-                             identity_prior_mean=np.asarray(params.identity))
+        settings = replace(base, sigma_px=base.sigma_px * scale, fit_identity=fit_identity and base.fit_identity)
+        fit = fit_landmarks(arrays, params, target, image_size, image_size, settings,
+                            identity_prior_mean=np.asarray(params.identity))
+        return replace(fit, points=which)
+
+    def uses_dense(self, params: FaceParams, points: np.ndarray) -> bool:
+        """Whether :meth:`refine` fits the dense points: FaceMesh's 468 given and a face within
+        ``DENSE_MAX_YAW_DEG`` of frontal (the network's yaw)."""
+        yaw = abs(math.degrees(float(np.asarray(params.rotation)[0])))
+        return (np.shape(points)[0] == len(MEDIAPIPE_TO_ICT) and self.dense_arrays is not None
+                and yaw <= DENSE_MAX_YAW_DEG)

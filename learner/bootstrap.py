@@ -106,16 +106,17 @@ def seed_scores(face_model: FaceModel, params: np.ndarray, layout: ParamLayout, 
 def refine_params(face_model: FaceModel, params: np.ndarray, layout: ParamLayout, detector_lm: np.ndarray,
                   size: int, progress: bool = True, max_disagreement: float | None = None
                   ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Seeds' parameter vectors refined on their detector landmarks (68, crop pixels), as the add-on does
-    (``max_disagreement``: the network's own limit, ``facemodel.landmark_fit.refine_gate``).
+    """Seeds' parameter vectors refined on their detector landmarks (68, crop pixels): the add-on's refiner
+    on their inner 51 (the photo corpus stores no dense FaceMesh points, so not the add-on's dense fit;
+    ``max_disagreement``: the network's own limit, ``facemodel.landmark_fit.refine_gate``).
 
     Returns the vectors and counts (refined / left alone because detector and network disagree).
     """
     from tqdm import tqdm
 
-    from facemodel.landmark_fit import InnerLandmarkRefiner
+    from facemodel.landmark_fit import LandmarkRefiner
 
-    refiner = InnerLandmarkRefiner.from_model(face_model)
+    refiner = LandmarkRefiner.from_model(face_model)
     out = params.copy()
     skipped = 0
     before, after = [], []

@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 
 from facemodel import FaceParams, blas_threads, landmark_fit
-from facemodel.formation import landmarks_2d
-from facemodel.landmark_fit import (MAX_DISAGREEMENT, REFINE_GATE_KEY, InnerLandmarkRefiner, LandmarkFitSettings,
+from facemodel.formation import landmarks_2d, mesh_model_space
+from facemodel.geometry import procrustes_align
+from facemodel.landmark_fit import (MAX_DISAGREEMENT, REFINE_GATE_KEY, LandmarkFitSettings, LandmarkRefiner,
                                    _Problem, fit_landmarks, refine_gate)
+from facemodel.landmark_maps import MEDIAPIPE_TO_68
 
 SIZE = 128
 
@@ -137,7 +139,7 @@ def test_bad_input_is_rejected(inner51):
 
 def test_refiner_uses_inner_points_and_distrusts_a_detector_far_off(face_model):
     """The jaw is ignored; points ≫ 8 % of the face size away from the start leave the params alone."""
-    refiner = InnerLandmarkRefiner.from_model(face_model)
+    refiner = LandmarkRefiner.from_model(face_model)
     truth = face(seed=4)
     points = np.asarray(landmarks_2d(face_model.arrays.subset(face_model.landmark_indices("fixed")), truth,
                                      SIZE, SIZE), np.float64)
@@ -195,3 +197,63 @@ def test_fit_runs_on_one_blas_thread_and_restores_the_count(inner51, monkeypatch
     np.testing.assert_allclose(single.params.identity, plain.params.identity, atol=1e-6)
     np.testing.assert_allclose(single.params.rotation, plain.params.rotation, atol=1e-7)
     assert single.rms_after_px < single.rms_before_px
+
+
+def test_facemesh_table_agrees_with_icts_own_landmarks(face_model):
+    """Two tables derived independently place the inner 51 points together: FaceMesh → ICT vertex
+    (votes on photos, ``MEDIAPIPE_TO_ICT``) through ``MEDIAPIPE_TO_68``, and ICT's own Multi-PIE vertices."""
+    from facemodel.landmark_maps import MEDIAPIPE_SPREAD_MM, MEDIAPIPE_TO_ICT
+
+    table = np.asarray(MEDIAPIPE_TO_ICT)
+    assert table.shape == (468,) == np.shape(MEDIAPIPE_SPREAD_MM)
+    assert table.min() >= 0 and table.max() < len(face_model.vertex_range("face"))
+    used = landmark_fit.dense_point_indices()
+    assert 350 < len(used) < 468 and len(set(table[used])) > 0.97 * len(used)
+    mean = np.asarray(face_model.neutral, np.float64)
+    apart_mm = 10 * np.linalg.norm(mean[table[list(MEDIAPIPE_TO_68[17:])]]
+                                   - mean[face_model.landmark_indices("fixed")[17:]], axis=1)
+    assert np.median(apart_mm) < 2.0 and np.percentile(apart_mm, 90) < 5.0
+    # the face oval slides along the silhouette: its sides are not fitted
+    jaw_sides = [MEDIAPIPE_TO_68[i] for i in (0, 1, 2, 3, 13, 14, 15, 16)]
+    assert not set(jaw_sides) & set(used.tolist())
+
+
+def facemesh_points(face_model, p: FaceParams) -> np.ndarray:
+    """(468, 2) exact 'FaceMesh' points of ``p``: its ``MEDIAPIPE_TO_ICT`` vertices projected."""
+    from facemodel.landmark_maps import MEDIAPIPE_TO_ICT
+
+    return np.asarray(landmarks_2d(face_model.arrays.subset(np.asarray(MEDIAPIPE_TO_ICT)), p, SIZE, SIZE), np.float64)
+
+
+def test_dense_refinement_recovers_more_shape_than_the_inner_51(face_model):
+    """Given exact points, the ~400 FaceMesh points pin the face's shape down better than the 51 inner
+    ones (the identity bound of the README); both fits use the shipped settings."""
+    refiner = LandmarkRefiner.from_model(face_model)
+    region = face_model.vertex_range("face")
+    errs = {"start": [], "inner": [], "dense": []}
+    for seed in range(4):
+        truth = face(seed=10 + seed, yaw_deg=8.0 * seed)   # the start adds 4°: all within 30°
+        start = perturbed(truth, seed=20 + seed)
+        points = facemesh_points(face_model, truth)
+        ibug = np.asarray(landmarks_2d(face_model.arrays.subset(face_model.landmark_indices("fixed")), truth,
+                                       SIZE, SIZE), np.float64)
+        dense = refiner.refine(start, points, SIZE, max_disagreement=1.0)
+        inner = refiner.refine(start, ibug, SIZE, max_disagreement=1.0)
+        assert not dense.skipped and dense.rms_after_px < 0.2 * dense.rms_before_px
+        assert (dense.points, inner.points) == ("dense", "inner 51")
+        true_shape = np.asarray(mesh_model_space(face_model.arrays, truth))[region]
+        for key, p in (("start", start), ("inner", inner.params), ("dense", dense.params)):
+            shape = np.asarray(mesh_model_space(face_model.arrays, p))[region]
+            aligned = procrustes_align(shape, true_shape)
+            errs[key].append(10 * np.linalg.norm(aligned - true_shape, axis=1).mean())
+    mean = {k: float(np.mean(v)) for k, v in errs.items()}
+    assert mean["dense"] < 0.8 * mean["inner"] < 0.8 * mean["start"], mean
+    # the trust limit is measured on the same inner 51 either way
+    np.testing.assert_allclose(refiner.disagreement(start, points, SIZE)[1],
+                               refiner.disagreement(start, points[list(MEDIAPIPE_TO_68)], SIZE)[1])
+    with pytest.raises(ValueError, match="468, 2"):
+        refiner.refine(start, points[:400], SIZE)
+    # a turned face: FaceMesh guesses the far cheek, so the inner 51 of its points are fitted
+    turned = face(seed=30, yaw_deg=45.0)
+    fit = refiner.refine(perturbed(turned), facemesh_points(face_model, turned), SIZE, max_disagreement=1.0)
+    assert fit.points == "inner 51" and not refiner.uses_dense(turned, facemesh_points(face_model, turned))
