@@ -23,18 +23,28 @@ from .regressor import Regressor, resolve_regressor_path
 
 log = logging.getLogger(__name__)
 
-_REGRESSORS: dict[Path, Regressor] = {}
+_REGRESSORS: dict[Path, tuple[tuple[int, int], Regressor]] = {}
 _REFINERS: dict[str, "facemodel.landmark_fit.LandmarkRefiner"] = {}
 
 
 def get_regressor(model: Regressor | str | Path | None = None) -> Regressor:
-    """A cached :class:`Regressor` (sessions take ~50 ms to create; Blender calls repeatedly)."""
+    """A cached :class:`Regressor` (sessions take ~50 ms to create; Blender calls repeatedly).
+
+    The cache is keyed by the file's modification time and size too, so a model rewritten in place
+    (``facerig eval refine-gate --write`` adds its refinement limit) is read again, not served stale.
+    """
     if isinstance(model, Regressor):
         return model
     path = resolve_regressor_path(model)
-    if path not in _REGRESSORS:
-        _REGRESSORS[path] = Regressor(path)
-    return _REGRESSORS[path]
+    try:
+        st = path.stat()
+        stamp = (st.st_mtime_ns, st.st_size)
+    except OSError:
+        stamp = (0, 0)        # Regressor(path) raises the user-facing error for a missing file
+    cached = _REGRESSORS.get(path)
+    if cached is None or cached[0] != stamp:
+        _REGRESSORS[path] = (stamp, Regressor(path))
+    return _REGRESSORS[path][1]
 
 
 def photo_camera(crop_cam: np.ndarray, box: tuple[float, float, float, float], width: int,

@@ -226,6 +226,10 @@ def test_regressor_refinement_limit_from_metadata(face_model, tmp_path: Path) ->
     assert rec.refine_max_disagreement == pytest.approx(2 * fraction, rel=1e-3) and not rec.refinement["skipped"]
     assert refinement_warnings(rec) == []
     assert overlay_error(face_model, rec) < 0.3 * overlay_error(face_model, strict)
+    # a model rewritten in place is read again, not served from the pipeline's cache
+    write_gate(path, 2 * fraction, "test")
+    assert reconstruct_photo(ASTRONAUT, model=path, face_model=face_model).refine_max_disagreement == \
+        pytest.approx(2 * fraction, rel=1e-3)
     write_gate(wide, 0.0, "test")   # a malformed limit is refused when the model is opened
     with pytest.raises(RegressorError, match="refine_max_disagreement"):
         Regressor(wide)
