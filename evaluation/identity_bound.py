@@ -27,8 +27,14 @@ DENSE_STRIDE = 8  # every 8th face-region vertex: 1,177 points, as dense as the 
 
 
 def point_sets(model: FaceModel) -> dict[str, np.ndarray]:
-    """The fitted point sets: the 68 fixed landmarks and a dense face-region subset."""
-    return {"landmarks68": model.landmark_indices("fixed"), "dense": model.vertex_range("face")[::DENSE_STRIDE]}
+    """The fitted point sets: the 68 fixed landmarks, the FaceMesh points the add-on's dense refinement
+    fits (``facemodel.landmark_maps.MEDIAPIPE_TO_ICT``, 397), and a dense face-region subset."""
+    from facemodel.landmark_fit import dense_point_indices
+    from facemodel.landmark_maps import MEDIAPIPE_TO_ICT
+
+    return {"landmarks68": model.landmark_indices("fixed"),
+            "facemesh397": np.asarray(MEDIAPIPE_TO_ICT, np.int64)[dense_point_indices()],
+            "dense": model.vertex_range("face")[::DENSE_STRIDE]}
 
 
 def run(corpus_dir: Path, json_path: Path, model_path: str | None = None, limit: int = 512,

@@ -251,7 +251,7 @@ def test_eval_identity_bound_schema(tmp_path, const_onnx, face_model):
     rep = json.loads((tmp_path / "ib.json").read_text())
     assert rep["n"] == 4 and sum(rep["yaw_bins_n"].values()) == 4
     assert {(r["points"], r["sigma_px"], r["distance"]) for r in rep["fits"]} == {
-        (p, s, d) for p in ("landmarks68", "dense") for s in (0.5, 2.0) for d in ("known", "unknown")}
+        (p, s, d) for p in ("landmarks68", "facemesh397", "dense") for s in (0.5, 2.0) for d in ("known", "unknown")}
     # The fixture's face is the mean face, so predicting nothing is exact; the fits see noise of
     # 0.5–2 px in a 64-px crop (≈ 2–9 mm per point) and stay within a few mm of it.
     assert rep["mean_identity"]["all"] == pytest.approx(0.0, abs=1e-3)
