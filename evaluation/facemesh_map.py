@@ -35,7 +35,6 @@ from facemodel.landmark_maps import MEDIAPIPE_TO_68
 
 log = logging.getLogger(__name__)
 
-FACE_REGION = 9409          # ICT vertices 0–9408: the face region of the metrics
 VOTE_RADIUS_PX = 3.0        # a point farther than this (128-px crop) from every vertex does not vote
 N_FACEMESH = 468
 
@@ -50,7 +49,7 @@ def votes_for_face(model: FaceModel, params: FaceParams, points: np.ndarray, siz
 
     verts = np.asarray(mesh_camera_space(model.arrays, params), np.float64)
     normals = geometry.vertex_normals(verts, model.triangles, model.vertex_faces)
-    region = np.arange(FACE_REGION)
+    region = model.vertex_range("face")      # ICT vertices 0–9408, the metrics' face region
     visible = np.asarray(facing_camera(verts[region], normals[region]))
     pixels = np.asarray(project_to_image(verts[region][visible], params, size, size), np.float64)
     dist, nearest = cKDTree(pixels).query(np.asarray(points, np.float64))
@@ -97,7 +96,7 @@ def table_from_votes(votes: np.ndarray, model: FaceModel) -> FaceMeshTable:
     if votes.ndim != 2 or votes.shape[1] != N_FACEMESH or len(votes) == 0:
         raise ValueError(f"votes must be (N ≥ 1, {N_FACEMESH}), got {votes.shape}")
     mean_face = np.asarray(model.neutral, np.float64)
-    region = mean_face[:FACE_REGION]
+    region = mean_face[model.vertex_range("face")]   # starts at vertex 0, so an index here is a vertex id
     vertex = np.zeros(N_FACEMESH, np.int64)
     spread = np.full(N_FACEMESH, np.inf)
     share = (votes >= 0).mean(0)

@@ -10,7 +10,7 @@ from facemodel.formation import landmarks_2d, mesh_model_space
 from facemodel.geometry import procrustes_align
 from facemodel.landmark_fit import (MAX_DISAGREEMENT, REFINE_GATE_KEY, LandmarkFitSettings, LandmarkRefiner,
                                    _Problem, fit_landmarks, refine_gate)
-from facemodel.landmark_maps import MEDIAPIPE_TO_68
+from facemodel.landmark_maps import MEDIAPIPE_SPREAD_MM, MEDIAPIPE_TO_68, MEDIAPIPE_TO_ICT
 
 SIZE = 128
 
@@ -202,8 +202,6 @@ def test_fit_runs_on_one_blas_thread_and_restores_the_count(inner51, monkeypatch
 def test_facemesh_table_agrees_with_icts_own_landmarks(face_model):
     """Two tables derived independently place the inner 51 points together: FaceMesh → ICT vertex
     (votes on photos, ``MEDIAPIPE_TO_ICT``) through ``MEDIAPIPE_TO_68``, and ICT's own Multi-PIE vertices."""
-    from facemodel.landmark_maps import MEDIAPIPE_SPREAD_MM, MEDIAPIPE_TO_ICT
-
     table = np.asarray(MEDIAPIPE_TO_ICT)
     assert table.shape == (468,) == np.shape(MEDIAPIPE_SPREAD_MM)
     assert table.min() >= 0 and table.max() < len(face_model.vertex_range("face"))
@@ -220,8 +218,6 @@ def test_facemesh_table_agrees_with_icts_own_landmarks(face_model):
 
 def facemesh_points(face_model, p: FaceParams) -> np.ndarray:
     """(468, 2) exact 'FaceMesh' points of ``p``: its ``MEDIAPIPE_TO_ICT`` vertices projected."""
-    from facemodel.landmark_maps import MEDIAPIPE_TO_ICT
-
     return np.asarray(landmarks_2d(face_model.arrays.subset(np.asarray(MEDIAPIPE_TO_ICT)), p, SIZE, SIZE), np.float64)
 
 
