@@ -236,14 +236,17 @@ def fit_landmarks(arrays: ModelArrays, params: FaceParams, pixels: np.ndarray, w
 INNER_REFINE_SETTINGS = LandmarkFitSettings(steps=10, sigma_px=2.0, expression_prior=25.0)
 # The dense fit (≈ 400 FaceMesh points): σ chosen on renders whose FaceMesh points carry FaceMesh's own
 # errors scaled to its photo accuracy (0.45 ×), where 2–8 px all score 4.03–4.06 mm (295 faces); 3 px keeps the
-# identities' spread near the inner fit's (README, "Refinement").
+# identities' spread near the inner fit's (README, "Dense FaceMesh points").
 DENSE_REFINE_SETTINGS = LandmarkFitSettings(steps=10, sigma_px=3.0, expression_prior=25.0)
 # FaceMesh points whose ICT vertex varies by less than this over the photos the table was derived on.
 DENSE_SPREAD_LIMIT_MM = 15.0
-# Beyond this |yaw| of the network's prediction the inner 51 are fitted instead: on renders with
-# FaceMesh's errors scaled to photos the dense fit wins at 0–30° (3.85 against 4.07 mm) and loses at
-# 30–60° (4.01 against 3.88) and 60–90° (4.14 against 3.93); FaceMesh guesses the far cheek.
-DENSE_MAX_YAW_DEG = 30.0
+# Up to the first |yaw| of the network's prediction the dense points are fitted, beyond the second the
+# inner 51, in between both, their weights moving linearly (no step between neighbouring poses). On renders
+# with FaceMesh's errors scaled to photos the dense fit wins at 0–30° (3.85 against 4.07 mm) and loses at
+# 30–60° (4.01 against 3.88) and 60–90° (4.14 against 3.93): FaceMesh guesses the far cheek. The blend
+# scores 3.87 mm overall (a hard switch at 30°: 3.88; the inner 51 alone: 3.98).
+DENSE_FULL_YAW_DEG = 20.0
+DENSE_NONE_YAW_DEG = 40.0
 REFINE_REFERENCE_SIZE = 128   # sigma_px above is in pixels of a 128-px canonical crop
 # Start-to-points distance (fraction of the points' box size) beyond which detector and network
 # disagree too much to trust the detector: Helen's worst face is at 0.06 with the default model;
@@ -280,15 +283,16 @@ class LandmarkRefiner:
     """Refines a regressor prediction on a detector's points: FaceMesh's 468 (the dense fit) or the
     iBUG 68 (their inner 51).
 
-    *Dense* (468 points given, the network's |yaw| ≤ ``DENSE_MAX_YAW_DEG``): the FaceMesh points whose
+    *Dense* (468 points given, the network's |yaw| ≤ ``DENSE_FULL_YAW_DEG``): the FaceMesh points whose
     ICT vertex is well defined (:func:`dense_point_indices`: spread below ``DENSE_SPREAD_LIMIT_MM``, 397
     of 468 — not the face oval, which slides along the silhouette, nor the hairline), each fitted to its
     vertex of ``landmark_maps.MEDIAPIPE_TO_ICT``. Against the inner 51 alone: Helen from the detector box,
     68 points 2.92 → 2.82 % (default model) and 3.16 → 2.88 % (synthetic-only), the same 51-point error,
     mirror retrieval top-1 52.7 → 63.6 %; on renders with FaceMesh's own errors scaled to its photo
-    accuracy, aligned vertex error 3.98 → 3.88 mm (README, "Dense FaceMesh points").
+    accuracy, aligned vertex error 3.98 → 3.87 mm (README, "Dense FaceMesh points").
 
-    *Inner 51* (68 points given — the bootstrap's stored detector landmarks — or a turned face): the jaw is
+    *Inner 51* (68 points given — the bootstrap's stored detector landmarks — or |yaw| ≥
+    ``DENSE_NONE_YAW_DEG``, where FaceMesh guesses the far cheek; in between both, :meth:`dense_weight`): the jaw is
     left out — detectors mark it on the visible outline, which a fixed or marched model contour follows
     poorly (fitting it too made Helen worse).
 
@@ -298,6 +302,7 @@ class LandmarkRefiner:
 
     arrays: ModelArrays                       # ICT's Multi-PIE vertices 17–67 (the inner 51)
     dense_arrays: ModelArrays | None = None   # ICT vertices of the dense FaceMesh points
+    blend_arrays: ModelArrays | None = None   # the dense vertices, then the inner 51's (turning faces)
     settings: LandmarkFitSettings = INNER_REFINE_SETTINGS
     dense_settings: LandmarkFitSettings = DENSE_REFINE_SETTINGS
     max_disagreement: float = MAX_DISAGREEMENT
@@ -306,8 +311,9 @@ class LandmarkRefiner:
     def from_model(cls, model: FaceModel, settings: LandmarkFitSettings = INNER_REFINE_SETTINGS,
                    dense_settings: LandmarkFitSettings = DENSE_REFINE_SETTINGS) -> "LandmarkRefiner":
         dense = np.asarray(MEDIAPIPE_TO_ICT, np.int64)[dense_point_indices()]
-        return cls(model.arrays.subset(model.landmark_indices("fixed")[17:]), model.arrays.subset(dense),
-                   settings, dense_settings)
+        inner = model.landmark_indices("fixed")[17:]
+        return cls(model.arrays.subset(inner), model.arrays.subset(dense),
+                   model.arrays.subset(np.concatenate([dense, inner])), settings, dense_settings)
 
     @staticmethod
     def inner_points(points: np.ndarray) -> np.ndarray:
@@ -341,19 +347,30 @@ class LandmarkRefiner:
                                skipped=f"detected landmarks {fraction:.1%} of the face size from the "
                                        f"network's (limit {limit:.1%}): not trusted")
         points = np.asarray(points, np.float64)
-        if self.uses_dense(params, points):
-            arrays, target, base, which = self.dense_arrays, points[dense_point_indices()], self.dense_settings, "dense"
-        else:
-            arrays, target, base, which = self.arrays, self.inner_points(points), self.settings, "inner 51"
+        weight = self.dense_weight(params, points)
         scale = image_size / REFINE_REFERENCE_SIZE
+        dense_pts = points[dense_point_indices()] if weight > 0 else None
+        weights = None
+        if weight >= 1.0:
+            arrays, target, base, which = self.dense_arrays, dense_pts, self.dense_settings, "dense"
+        elif weight <= 0.0:
+            arrays, target, base, which = self.arrays, self.inner_points(points), self.settings, "inner 51"
+        else:   # both sets, each at its own σ, the dense one's share falling with |yaw|
+            arrays, target, which = self.blend_arrays, np.concatenate([dense_pts, self.inner_points(points)]), \
+                f"dense {weight:.0%} + inner 51"
+            weights = np.concatenate([np.full(len(dense_pts), weight / self.dense_settings.sigma_px ** 2),
+                                      np.full(51, (1.0 - weight) / self.settings.sigma_px ** 2)])
+            base = replace(self.dense_settings, sigma_px=1.0)
         settings = replace(base, sigma_px=base.sigma_px * scale, fit_identity=fit_identity and base.fit_identity)
-        fit = fit_landmarks(arrays, params, target, image_size, image_size, settings,
+        fit = fit_landmarks(arrays, params, target, image_size, image_size, settings, weights=weights,
                             identity_prior_mean=np.asarray(params.identity))
         return replace(fit, points=which)
 
-    def uses_dense(self, params: FaceParams, points: np.ndarray) -> bool:
-        """Whether :meth:`refine` fits the dense points: FaceMesh's 468 given and a face within
-        ``DENSE_MAX_YAW_DEG`` of frontal (the network's yaw)."""
+    def dense_weight(self, params: FaceParams, points: np.ndarray) -> float:
+        """How much :meth:`refine` relies on the dense points (the inner 51 take the rest): 1 up to
+        ``DENSE_FULL_YAW_DEG`` of the network's |yaw|, 0 from ``DENSE_NONE_YAW_DEG`` or when only the 68
+        iBUG points are given, linear in between."""
+        if np.shape(points)[0] != len(MEDIAPIPE_TO_ICT) or self.dense_arrays is None or self.blend_arrays is None:
+            return 0.0
         yaw = abs(math.degrees(float(np.asarray(params.rotation)[0])))
-        return (np.shape(points)[0] == len(MEDIAPIPE_TO_ICT) and self.dense_arrays is not None
-                and yaw <= DENSE_MAX_YAW_DEG)
+        return float(np.clip((DENSE_NONE_YAW_DEG - yaw) / (DENSE_NONE_YAW_DEG - DENSE_FULL_YAW_DEG), 0.0, 1.0))

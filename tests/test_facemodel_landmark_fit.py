@@ -228,7 +228,7 @@ def test_dense_refinement_recovers_more_shape_than_the_inner_51(face_model):
     region = face_model.vertex_range("face")
     errs = {"start": [], "inner": [], "dense": []}
     for seed in range(4):
-        truth = face(seed=10 + seed, yaw_deg=8.0 * seed)   # the start adds 4°: all within 30°
+        truth = face(seed=10 + seed, yaw_deg=5.0 * seed)   # the start adds 4°: all within DENSE_FULL_YAW_DEG
         start = perturbed(truth, seed=20 + seed)
         points = facemesh_points(face_model, truth)
         ibug = np.asarray(landmarks_2d(face_model.arrays.subset(face_model.landmark_indices("fixed")), truth,
@@ -252,4 +252,28 @@ def test_dense_refinement_recovers_more_shape_than_the_inner_51(face_model):
     # a turned face: FaceMesh guesses the far cheek, so the inner 51 of its points are fitted
     turned = face(seed=30, yaw_deg=45.0)
     fit = refiner.refine(perturbed(turned), facemesh_points(face_model, turned), SIZE, max_disagreement=1.0)
-    assert fit.points == "inner 51" and not refiner.uses_dense(turned, facemesh_points(face_model, turned))
+    assert fit.points == "inner 51" and refiner.dense_weight(turned, facemesh_points(face_model, turned)) == 0.0
+    assert refiner.dense_weight(truth, ibug) == 0.0            # 68 points: nothing dense to fit
+
+
+def test_dense_share_falls_smoothly_with_yaw(face_model):
+    """Between DENSE_FULL_YAW_DEG and DENSE_NONE_YAW_DEG both point sets are fitted, the dense share falling
+    linearly, so neighbouring poses get neighbouring results (no step where the set changes)."""
+    refiner = LandmarkRefiner.from_model(face_model)
+    truth = face(seed=31, yaw_deg=30.0)
+    points = facemesh_points(face_model, truth) + np.random.default_rng(3).normal(0, 1.0, (468, 2))
+    lo, hi = landmark_fit.DENSE_FULL_YAW_DEG, landmark_fit.DENSE_NONE_YAW_DEG
+
+    def start_at(yaw_deg: float) -> FaceParams:
+        p = perturbed(truth, seed=32)
+        return replace(p, rotation=np.array([np.radians(yaw_deg), *p.rotation[1:]], np.float32))
+
+    assert refiner.dense_weight(start_at(0.5 * (lo + hi)), points) == pytest.approx(0.5, abs=1e-4)
+    middle = refiner.refine(start_at(0.5 * (lo + hi)), points, SIZE, max_disagreement=1.0)
+    assert middle.points == "dense 50% + inner 51" and middle.rms_after_px < 0.5 * middle.rms_before_px
+    for edge, inside, outside in ((lo, "dense", "dense 100% + inner 51"), (hi, "dense 0% + inner 51", "inner 51")):
+        a = refiner.refine(start_at(edge - 0.01), points, SIZE, max_disagreement=1.0)
+        b = refiner.refine(start_at(edge + 0.01), points, SIZE, max_disagreement=1.0)
+        assert (a.points, b.points) == (inside, outside)
+        np.testing.assert_allclose(a.params.identity, b.params.identity, atol=0.02)
+        np.testing.assert_allclose(a.params.rotation, b.params.rotation, atol=np.radians(0.1))
