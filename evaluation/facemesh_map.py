@@ -57,7 +57,7 @@ def votes_for_face(model: FaceModel, params: FaceParams, points: np.ndarray, siz
     return np.where(dist < radius, region[visible][nearest], -1)
 
 
-def collect_votes(photos: Sequence[Path], onnx_path: Path | str | None = None, face_model: str | None = None,
+def collect_votes(photos: Sequence[Path], model: FaceModel, onnx_path: Path | str | None = None,
                   progress: bool = True) -> tuple[np.ndarray, dict[str, str]]:
     """((N, 468) votes, {photo: why skipped}) over single-face photos whose inner fit was not gated out."""
     from blender_addon.pipeline import get_refiner, get_regressor
@@ -65,7 +65,6 @@ def collect_votes(photos: Sequence[Path], onnx_path: Path | str | None = None, f
     from .refinement_inputs import refinement_inputs
 
     regressor = get_regressor(Path(onnx_path) if onnx_path else None)
-    model = FaceModel.load(face_model)
     refiner = get_refiner(model)
     inner = np.asarray(MEDIAPIPE_TO_68, np.int64)
     rows: list[np.ndarray] = []
@@ -134,10 +133,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     photos = [p for folder in args.images for p in list_images(folder)[::max(args.every, 1)]]
-    votes, skipped = collect_votes(photos, args.model, args.face_model)
+    model = FaceModel.load(args.face_model)
+    votes, skipped = collect_votes(photos, model, args.model)
     if len(votes) < 20:
         raise SystemExit(f"only {len(votes)} usable photos; the table needs at least 20")
-    table = table_from_votes(votes, FaceModel.load(args.face_model))
+    table = table_from_votes(votes, model)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"photos": len(photos), "used": int(len(votes)), "skipped": skipped,
                                      "vertex": table.vertex.tolist(),

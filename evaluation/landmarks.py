@@ -332,10 +332,15 @@ def run(images_dir: Path, json_path: Path, method: str = "facerig", box_mode: st
         extra["model"] = str(onnx_path or default_onnx_path())
         extra["refine"] = refine
         if refine:
-            from facemodel.landmark_fit import DENSE_REFINE_SETTINGS, dense_point_indices
+            from facemodel import landmark_fit as lf
 
-            extra["refine_settings"] = {**DENSE_REFINE_SETTINGS.__dict__, "points": "FaceMesh dense",
-                                        "n_points": int(len(dense_point_indices()))}
+            # what LandmarkRefiner fits: the dense points (these settings) up to DENSE_FULL_YAW_DEG, the
+            # inner 51 from DENSE_NONE_YAW_DEG, both in between
+            extra["refine_settings"] = {**lf.DENSE_REFINE_SETTINGS.__dict__, "points": "FaceMesh dense",
+                                        "n_points": int(len(lf.dense_point_indices())),
+                                        "inner_51": dict(lf.INNER_REFINE_SETTINGS.__dict__),
+                                        "dense_full_yaw_deg": lf.DENSE_FULL_YAW_DEG,
+                                        "dense_none_yaw_deg": lf.DENSE_NONE_YAW_DEG}
             extra["unrefined"] = getattr(landmarker, "unrefined", 0)
             extra["refine_max_disagreement"] = getattr(landmarker, "max_disagreement", None)
         meta = getattr(getattr(landmarker, "regressor", None), "metadata", None)

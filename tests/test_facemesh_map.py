@@ -38,7 +38,7 @@ def test_a_few_photos_reproduce_the_shipped_table(face_model):
     """Re-deriving on 24 other photos than most of the table's (UTKFace, offset from every 10th) puts
     nearly every fitted point on the shipped vertex or a neighbour within 5 mm."""
     photos = list_images(FACES / "unlabeled" / "utkface_200")[5::400][:24]
-    votes, skipped = collect_votes(photos, face_model=str(face_model.path), progress=False)
+    votes, skipped = collect_votes(photos, face_model, progress=False)
     assert len(votes) >= 20, skipped
     table = table_from_votes(votes, face_model)
     used = dense_point_indices()
