@@ -132,7 +132,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, required=True, help="write the table and its statistics here")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    photos = [p for folder in args.images for p in list_images(folder)[::max(args.every, 1)]]
+    try:
+        photos = [p for folder in args.images for p in list_images(folder)[::max(args.every, 1)]]
+    except FileNotFoundError as exc:
+        raise SystemExit(f"error: {exc}") from None
     model = FaceModel.load(args.face_model)
     votes, skipped = collect_votes(photos, model, args.model)
     if len(votes) < 20:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from evaluation.facemesh_map import N_FACEMESH, collect_votes, python_source, table_from_votes
+from evaluation.facemesh_map import N_FACEMESH, collect_votes, main, python_source, table_from_votes
 from evaluation.pts import list_images
 from facemodel.landmark_fit import dense_point_indices
 from facemodel.landmark_maps import MEDIAPIPE_SPREAD_MM, MEDIAPIPE_TO_ICT
@@ -47,3 +47,15 @@ def test_a_few_photos_reproduce_the_shipped_table(face_model):
     assert np.mean(apart_mm < 5.0) > 0.9, np.percentile(apart_mm, [50, 90])
     # the oval's sides stay ill-defined on a few photos too, the fitted points well defined
     assert np.median(table.spread_mm[used]) < np.median(np.asarray(MEDIAPIPE_SPREAD_MM)[used]) + 3.0
+
+
+def test_derivation_command_refuses_bad_folders_in_one_line(tmp_path):
+    """A missing folder or one without usable photos ends with a one-line message and writes nothing."""
+    out = tmp_path / "table.json"
+    with pytest.raises(SystemExit, match="does not exist"):
+        main(["--images", str(tmp_path / "missing"), "--json", str(out)])
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "a.jpg").write_text("not an image")
+    with pytest.raises(SystemExit, match="only 0 usable photos"):
+        main(["--images", str(tmp_path / "photos"), "--json", str(out)])
+    assert not out.exists()
