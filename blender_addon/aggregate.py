@@ -5,10 +5,11 @@ confidence network (C-Net, Deep3DFaceRecon sec. 5) reads the *same* canonical cr
 read and gives one positive confidence per identity coefficient; ``facemodel.aggregation``
 turns the per-photo identities into one (confidence-weighted element-wise mean). Without a C-Net
 file the identities are averaged plainly. Photos whose identity lies farther than the C-Net's
-``facerig.same_person_rms_mm`` from the aggregate are flagged ("looks like a different person");
-they still count, the user decides. Pose, expression, lighting and camera come from the most
-frontal photo; every photo's params carry the shared identity so the texture is projected from
-all of them onto one consistent shape.
+``facerig.same_person_rms_mm`` from the aggregate are flagged ("looks like a different person")
+and left out of the shape. With refinement the identities aggregated are each photo's own refined
+on its detected points (the confidences and flags stay those of the network's identities). Pose,
+expression, lighting and camera come from the most frontal photo; every photo's params carry the
+shared identity so the texture is projected from all of them onto one consistent shape.
 
 C-Net contract: input ``image`` float32 (N, 3, S, S) sRGB in [0, 1] (the regressor's crop and
 preprocessing); output ``confidence`` float32 (N, n_identity) > 0; metadata ``facerig.n_identity``,
@@ -170,6 +171,27 @@ def shipped_cnet_for(regressor: Regressor) -> ConfidenceNet | None:
     return None
 
 
+def cnet_for(regressor: Regressor, cnet: ConfidenceNet | str | Path | None = None
+             ) -> tuple[ConfidenceNet | None, list[str]]:
+    """The C-Net to weigh ``regressor``'s identities with (None: plain averaging) and notes for the user.
+
+    ``cnet`` given: that one, as given. Else the shipped default, unless it was trained for another
+    regressor: it holds the default regressor's weights, so with another regressor (e.g. the
+    synthetic-only model) its confidences would not fit and it would pull research-trained weights
+    into a commercially clean run; a shipped C-Net made for this regressor replaces it.
+    """
+    net, notes = get_cnet(cnet), []
+    if net is not None and net.path == DEFAULT_CNET_PATH.resolve() and cnet is None and not net.trained_for(regressor):
+        net = shipped_cnet_for(regressor)
+        if net is None:
+            notes.append(f"no shipped C-Net was trained for {regressor.path.name}: identities are averaged without "
+                         "confidences (pass a C-Net explicitly to use one anyway)")
+            log.warning(notes[-1])
+    if net is not None:
+        net.check_compatible(regressor)
+    return net, notes
+
+
 def _face_model(model: "facemodel.FaceModel | None") -> "facemodel.FaceModel":
     if model is not None:
         return model
@@ -189,15 +211,18 @@ class SkippedPhoto:
 class SamePersonReconstruction:
     """One person from several photos: per-photo reconstructions sharing the aggregated identity."""
 
-    photos: list[PhotoReconstruction]   # params.identity = the aggregate; regressed_params (or crop_params
+    photos: list[PhotoReconstruction]   # params.identity = ``identity``; regressed_params (or crop_params
                                         # when not refined) = raw network output
     identities: np.ndarray              # (K, n) per-photo identities as regressed
     confidences: np.ndarray | None      # (K, n) or (K, 1) C-Net output; None = plain mean
-    identity: np.ndarray                # (n,) aggregated identity
+    identity: np.ndarray                # (n,) the person's shape: refined_identities aggregated (refined),
+                                        # else network_identity
+    network_identity: np.ndarray        # (n,) the network's identities aggregated (same weights)
     distances_mm: np.ndarray            # (K,) RMS face-shape distance of each photo to the others' aggregate (leave-one-out)
     outliers: np.ndarray                # (K,) bool: farther than threshold_mm ("a different person?")
     threshold_mm: float
     primary_index: int                  # the most frontal photo: pose, expression, light, camera
+    refined_identities: np.ndarray | None = None   # (K, n) each photo's identity refined on its own points
     skipped: list[SkippedPhoto] = field(default_factory=list)
     cnet_version: str = NO_CNET
     warnings: list[str] = field(default_factory=list)
@@ -235,7 +260,8 @@ class SamePersonReconstruction:
         return {"photos": photos, "skipped": [{"source": s.source, "reason": s.reason} for s in self.skipped],
                 "primary": self.primary.source, "cnet_version": self.cnet_version,
                 "threshold_mm": self.threshold_mm, "regressor_version": self.model_version,
-                "identity": [float(v) for v in self.identity], "timings_ms": self.timings}
+                "identity": [float(v) for v in self.identity],
+                "network_identity": [float(v) for v in self.network_identity], "timings_ms": self.timings}
 
 
 def _yaw_deg(recon: PhotoReconstruction) -> float:
@@ -297,29 +323,19 @@ def reconstruct_same_person(paths: Sequence[PhotoInput], face_index: int | None 
     """Photos of one person → one identity (C-Net weighted), flags, a primary photo for the pose.
 
     ``face_index``: one index for every photo, or one per photo (None = the largest face).
-    The identities aggregated are the network's own (what the C-Net and its flag threshold were
-    trained on); ``refine`` then fits each photo's expression and pose to its detected landmarks
-    with the aggregate identity fixed (:func:`pipeline.refine_reconstruction`).
+    The flags compare the network's own identities (what the C-Net and its threshold were trained on).
+    ``refine`` refines each photo's identity on its own detected landmarks as for a single photo,
+    aggregates those with the same confidences (flagged photos left out), then fits every photo's
+    expression and pose to its landmarks with that shape fixed (:func:`pipeline.refine_reconstruction`).
+    One fit of a shared identity to all photos' points at once was tried and dropped: it trusts the
+    detector's systematic errors more with every photo (README, "Several photos of one person").
     """
     if not len(paths):
         raise ValueError("no photos given")
     timings: dict[str, float] = {}
     t_all = t = time.perf_counter()
     reg = get_regressor(regressor)
-    net = get_cnet(cnet)
-    notes = []
-    if net is not None and net.path == DEFAULT_CNET_PATH.resolve() and cnet is None and not net.trained_for(reg):
-        # The shipped default C-Net holds the default regressor's weights: with another regressor (e.g.
-        # the synthetic-only model) its confidences would not fit, and it would pull research-trained
-        # weights into a commercially clean run. A shipped C-Net made for this regressor replaces it;
-        # one named by the user is used as given.
-        net = shipped_cnet_for(reg)
-        if net is None:
-            notes.append(f"no shipped C-Net was trained for {reg.path.name}: identities are averaged without "
-                         "confidences (pass a C-Net explicitly to use one anyway)")
-            log.warning(notes[-1])
-    if net is not None:
-        net.check_compatible(reg)
+    net, notes = cnet_for(reg, cnet)
     model = _face_model(model)
     timings["model_load"] = (time.perf_counter() - t) * 1e3
 
@@ -349,16 +365,23 @@ def reconstruct_same_person(paths: Sequence[PhotoInput], face_index: int | None 
     primary = most_frontal(recons, outliers)
     timings["aggregate"] = (time.perf_counter() - t) * 1e3
     t = time.perf_counter()
-    if refine:
-        photos = [refine_reconstruction(r, model, identity) for r in recons]
+    refined_identities = None
+    if refine:   # each photo's identity refined on its own points, weighed by the same confidences …
+        singles = [refine_reconstruction(r, model) for r in recons]
+        refined_identities = np.stack([np.asarray(r.crop_params.identity, np.float32) for r in singles])
+        shape = aggregation.aggregate_identity(refined_identities[keep],
+                                               None if confidences is None else confidences[keep])
+        photos = [refine_reconstruction(r, model, shape) for r in singles]   # … then pose and expression for it
     else:
+        shape = identity
         photos = [with_identity(r, identity) for r in recons]
     timings["refine"] = (time.perf_counter() - t) * 1e3
     timings["total"] = (time.perf_counter() - t_all) * 1e3
     log.info("same person: %d photos (%d skipped), primary %s, C-Net %s, distances %s mm", len(photos),
              len(skipped), photos[primary].source, net.model_version if net else NO_CNET,
              np.round(distances, 2).tolist())
-    return SamePersonReconstruction(photos=photos, identities=identities, confidences=confidences, identity=identity,
+    return SamePersonReconstruction(photos=photos, identities=identities, confidences=confidences, identity=shape,
+                                    network_identity=identity, refined_identities=refined_identities,
                                     distances_mm=distances, outliers=outliers, threshold_mm=float(threshold),
                                     primary_index=primary, skipped=skipped,
                                     cnet_version=net.model_version if net is not None else NO_CNET,
@@ -366,5 +389,5 @@ def reconstruct_same_person(paths: Sequence[PhotoInput], face_index: int | None 
 
 
 __all__ = ["ConfidenceNet", "ConfidenceNetError", "SamePersonError", "SamePersonReconstruction", "SkippedPhoto",
-           "get_cnet", "most_frontal", "reconstruct_same_person", "reconstruct_views", "resolve_cnet_path",
+           "cnet_for", "get_cnet", "most_frontal", "reconstruct_same_person", "reconstruct_views", "resolve_cnet_path",
            "with_identity"]

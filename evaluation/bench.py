@@ -25,8 +25,9 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-KEYS = ("regressor_ms", "photo_to_params_ms", "photo_to_blender_s", "synth_images_per_s_128",
-        "train_images_per_s_128")
+KEYS = ("regressor_ms", "photo_to_params_ms", "same_person_3_photos_ms", "photo_to_blender_s",
+        "synth_images_per_s_128", "train_images_per_s_128")
+SAME_PERSON_RUNS = 5
 MIN_REGRESSOR_RUNS = 200
 PHOTO_RUNS = 15
 TRAIN_STEPS = 60
@@ -101,6 +102,35 @@ def bench_photo_to_params(onnx_path: Path | None, photo: Path, runs: int = PHOTO
     total = median_ms(once, runs, warmup=2)
     detail = {f"{k}_ms": float(statistics.median(v[-runs:])) for k, v in stages.items() if k != "model_load"}
     return total, {"photo": str(photo), "runs": runs, **detail}
+
+
+def bench_same_person(onnx_path: Path | None, photo: Path, runs: int = SAME_PERSON_RUNS
+                      ) -> tuple[float, dict[str, Any]]:
+    """Median ms of ``reconstruct_same_person`` on three views of one photo (as given, mirrored, 80 %
+    scale): three single-photo passes, the C-Net, the aggregate and the shared-identity fit."""
+    try:
+        import cv2
+
+        from blender_addon.aggregate import reconstruct_same_person
+        from blender_addon.pipeline import get_regressor
+    except ImportError as exc:
+        raise Unavailable(f"blender_addon.aggregate not available ({exc})") from None
+    model = get_regressor(_onnx(onnx_path))
+    image = cv2.imread(str(photo), cv2.IMREAD_COLOR)
+    if image is None:
+        raise Unavailable(f"cannot read {photo}")
+    small = cv2.resize(image, None, fx=0.8, fy=0.8, interpolation=cv2.INTER_AREA)
+    views = [np.ascontiguousarray(v[:, :, ::-1]) for v in (image, image[:, ::-1], small)]
+    stages: dict[str, list[float]] = {}
+
+    def once() -> None:
+        same = reconstruct_same_person(views, regressor=model)
+        for k, v in same.timings.items():
+            stages.setdefault(k, []).append(float(v))
+
+    total = median_ms(once, runs, warmup=1)
+    detail = {f"{k}_ms": float(statistics.median(v[-runs:])) for k, v in stages.items() if k != "model_load"}
+    return total, {"photo": str(photo), "views": "as given, mirrored, 80 % scale", "runs": runs, **detail}
 
 
 BLENDER_SCRIPT = r"""
@@ -228,6 +258,7 @@ def run(json_path: Path, onnx_path: Path | None = None, photo: Path | None = Non
     stages: dict[str, Callable[[], float | tuple[float, dict[str, Any]]]] = {
         "regressor_ms": lambda: bench_regressor(onnx_path, runs),
         "photo_to_params_ms": lambda: bench_photo_to_params(onnx_path, photo_path()),
+        "same_person_3_photos_ms": lambda: bench_same_person(onnx_path, photo_path()),
         "photo_to_blender_s": lambda: bench_photo_to_blender(onnx_path, photo_path()),
         "synth_images_per_s_128": lambda: bench_synth(2),
         "train_images_per_s_128": lambda: bench_train(corpus),

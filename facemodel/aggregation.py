@@ -50,6 +50,16 @@ def identity_rms_mm(model: "FaceModel", a: np.ndarray, b: np.ndarray) -> np.ndar
     return np.sqrt((disp ** 2).sum(-1).mean(-1)) * 10.0
 
 
+def identity_shape_error_mm(model: "FaceModel", a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Mean vertex distance (mm) over the face region between identity shapes ``a`` (…, n) and ``b``
+    (…, n): the error the C-Net is trained and reported on (``learner.aggregate.ShapeError``)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    n = max(a.shape[-1], b.shape[-1])
+    d = (_pad_modes(a, n) - _pad_modes(b, n)).astype(np.float32)
+    disp = (d.reshape(-1, n) @ _face_basis(model, n, np.float32)).reshape(d.shape[:-1] + (-1, 3))
+    return np.linalg.norm(disp.astype(np.float64), axis=-1).mean(-1) * 10.0
+
+
 def identity_distance_matrix_mm(model: "FaceModel", a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(A, B) RMS face-region distances (mm) between every identity of ``a`` (A, n) and ``b`` (B, n).
 
@@ -92,5 +102,5 @@ def flag_outliers(model: "FaceModel", identities: np.ndarray, threshold_mm: floa
     return d > threshold_mm
 
 
-__all__ = ["aggregate_identity", "identity_rms_mm", "identity_distance_matrix_mm", "leave_one_out_distances",
-           "flag_outliers"]
+__all__ = ["aggregate_identity", "identity_rms_mm", "identity_shape_error_mm", "identity_distance_matrix_mm",
+           "leave_one_out_distances", "flag_outliers"]

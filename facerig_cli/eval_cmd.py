@@ -1,4 +1,4 @@
-"""``facerig eval landmarks|synthetic|identity-bound|identity-consistency|refine-gate`` and ``facerig
+"""``facerig eval landmarks|synthetic|identity-bound|identity-consistency|same-person|refine-gate`` and ``facerig
 bench``: the evaluation harness (issue 6).
 
 JSON keys written here are a stable interface (CI, the model card and docs read them); the
@@ -32,8 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                          "trained on) or visible (ICT's documented visible-contour set); all three are in "
                          "by_contour")
     lm.add_argument("--refine", action="store_true",
-                    help="facerig: refine the prediction on MediaPipe FaceMesh's inner 51 points, as the add-on "
-                         "and `facerig reconstruct` do by default")
+                    help="facerig: refine the prediction on MediaPipe FaceMesh's points (dense fit; inner 51 for "
+                         "turned faces), as the add-on and `facerig reconstruct` do by default")
     lm.add_argument("--face-model", dest="face_model", help="ICT-FaceKit npz (default: $FACERIG_FACE_MODEL/cache)")
     lm.add_argument("--limit", type=int, help="only the first N images (sorted by name)")
     lm.add_argument("--no-plot", action="store_true", help="skip the PNG")
@@ -66,9 +66,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     ic.add_argument("--face-model", dest="face_model")
     ic.add_argument("--limit", type=int, help="only the first N images (sorted by name)")
     ic.add_argument("--refine", action="store_true",
-                    help="compare identities refined on FaceMesh's inner points, as the add-on makes them")
+                    help="compare identities refined on FaceMesh's points, as the add-on makes them")
     ic.add_argument("--no-plot", action="store_true")
     ic.set_defaults(func=cmd_identity_consistency)
+    sp = esub.add_parser("same-person", help="identity error of several photos of one person (multi-view "
+                         "corpus): the network's identities aggregated against identities refined first")
+    sp.add_argument("--corpus", type=Path, required=True, help="corpus rendered with --views-per-identity K")
+    sp.add_argument("--json", type=Path, required=True, help="report path")
+    sp.add_argument("--model", type=Path, help="regressor ONNX (default: blender_addon/models/facerig_regressor.onnx)")
+    sp.add_argument("--cnet", type=Path, help="C-Net ONNX (default: the one the add-on picks for the regressor)")
+    sp.add_argument("--scale", type=float, nargs="+",
+                    help="FaceMesh's error on the renders is scaled by these (default 0.45 ≈ its photo accuracy, 1)")
+    sp.add_argument("--limit", type=int, help="only the first N sets")
+    sp.add_argument("--face-model", dest="face_model")
+    sp.set_defaults(func=cmd_same_person)
     rg = esub.add_parser("refine-gate", help="how far the regressor's landmarks lie from the detector's on "
                          "unlabelled photos, and the limit up to which the refinement trusts the detector")
     rg.add_argument("--images", type=Path, action="append", required=True,
@@ -142,6 +153,18 @@ def cmd_identity_consistency(args: argparse.Namespace) -> int:
                             "mirror_retrieval_top5", "median_rank", "spread_from_mean_face_mm"))
     if report["skipped"]:
         print(f"skipped {len(report['skipped'])} images (reasons in the JSON)")
+    return 0
+
+
+def cmd_same_person(args: argparse.Namespace) -> int:
+    from evaluation.same_person import DEFAULT_SCALES, format_table, run
+
+    _check_positive(args.limit, "--limit")
+    report = run(args.corpus, args.json, onnx_path=args.model, cnet_path=args.cnet, model_path=args.face_model,
+                 scales=tuple(args.scale or DEFAULT_SCALES), max_sets=args.limit)
+    print(f"{report['sets']} sets × {report['views_per_set']} views, FaceMesh found {report['facemesh_found']} "
+          f"of {report['views']}; C-Net {report['cnet']}; identity shape error, mm:")
+    print(format_table(report))
     return 0
 
 

@@ -22,7 +22,7 @@ import pytest
 from blender_addon.aggregate import (DEFAULT_CNET_PATH, FALLBACK_THRESHOLD_MM, NO_CNET, ConfidenceNet,
                                      ConfidenceNetError, SamePersonError, get_cnet, reconstruct_same_person,
                                      resolve_cnet_path)
-from blender_addon.pipeline import get_regressor
+from blender_addon.pipeline import get_regressor, refine_reconstruction
 from facemodel.aggregation import aggregate_identity, identity_rms_mm
 
 from .conftest import FACES
@@ -121,14 +121,20 @@ def test_copies_of_one_photo_are_one_person(fallback, grace_copies: list[Path], 
     assert same.cnet_version == NO_CNET and same.confidences is None
     assert same.threshold_mm == FALLBACK_THRESHOLD_MM
     assert same.sources == [str(p) for p in grace_copies] and not same.skipped
-    np.testing.assert_allclose(same.identity, same.identities.mean(0), atol=1e-6)
+    np.testing.assert_allclose(same.network_identity, same.identities.mean(0), atol=1e-6)
     assert not same.outliers.any(), same.distances_mm
     assert same.distances_mm.max() < 1.6           # leave-one-out, mirror included (measured below 1.3 mm)
     for photo, raw in zip(same.photos, same.identities):
         np.testing.assert_array_equal(photo.params.identity, same.identity)   # one shape for every view
         np.testing.assert_array_equal(photo.regressed_params.identity, raw)   # network output kept
-        np.testing.assert_array_equal(photo.crop_params.identity, same.identity)   # refined with it fixed
+        np.testing.assert_array_equal(photo.crop_params.identity, same.identity)
         assert photo.refinement["landmark_error_after_px"] < photo.refinement["landmark_error_before_px"]
+        assert not photo.refinement["skipped"] and photo.refinement["points"]
+    # the shape is the mean of the photos' own refined identities (each as a single photo would get it)
+    np.testing.assert_allclose(same.identity, same.refined_identities.mean(0), atol=1e-6)
+    alone = refine_reconstruction(same.photos[0], face_model)
+    np.testing.assert_allclose(same.refined_identities[0], alone.crop_params.identity, atol=1e-6)
+    assert identity_rms_mm(face_model, same.identity, same.network_identity) > 0.05
     yaws = [abs(float(p.regressed_params.rotation[0])) for p in same.photos]   # chosen before refining
     assert same.primary_index == int(np.argmin(yaws))
     assert same.params is same.primary.params
@@ -166,6 +172,11 @@ def test_different_person_is_farthest_and_flagging_warns(grace_copies: list[Path
     msgs = [r.getMessage() for r in caplog.records]
     assert any(LUCIANO.name in m and "looks like a different person" in m for m in msgs), msgs
     assert any("looks like a different person" in w for w in same.warnings)
+    # the shape is the three matching photos' refined identities only; Luciano gets it, with his own pose fitted
+    three = aggregate_identity(same.refined_identities[:3], same.confidences[:3])
+    np.testing.assert_allclose(same.identity, three, atol=1e-6)
+    np.testing.assert_array_equal(same.photos[3].params.identity, same.identity)
+    assert same.photos[3].refinement["landmark_error_after_px"] < same.photos[3].refinement["landmark_error_before_px"]
 
 
 def test_grace_and_luciano_separate_less_than_the_threshold(grace_copies: list[Path], missing: Path,
@@ -195,7 +206,8 @@ def test_photos_without_a_face_are_skipped(tmp_path: Path, missing: Path, face_m
     assert "no face found" in same.skipped[0].reason and "not a readable image" in same.skipped[1].reason
     logged = " ".join(r.getMessage() for r in caplog.records)
     assert "skipping" in logged and "grey.png" in logged and "broken.jpg" in logged
-    np.testing.assert_array_equal(same.identity, same.identities[0])
+    np.testing.assert_array_equal(same.network_identity, same.identities[0])
+    np.testing.assert_array_equal(same.identity, same.refined_identities[0])   # one photo: its own refined shape
     with pytest.raises(SamePersonError, match="no usable photo: grey.png: no face found"):
         reconstruct_same_person([grey, broken], cnet=missing, model=face_model)
     with pytest.raises(ValueError, match="no photos"):
@@ -233,7 +245,8 @@ def test_cnet_plumbing_weights_and_threshold(grace_copies: list[Path], tmp_path:
     assert same.threshold_mm == 0.7 and same.cnet_version == net.model_version
     np.testing.assert_array_equal(same.outliers, same.distances_mm > 0.7)
     keep = ~same.outliers if (~same.outliers).any() else np.ones(5, bool)     # flagged photos are left out
-    np.testing.assert_allclose(same.identity, aggregate_identity(same.identities[keep], conf[keep]), atol=1e-6)
+    np.testing.assert_allclose(same.network_identity, aggregate_identity(same.identities[keep], conf[keep]),
+                               atol=1e-6)
     glob = ConfidenceNet(_standin_cnet(tmp_path / "global.onnx", mode="global"))
     assert glob.predict(same.photos[0].crop[None]).shape == (1, 1)
 

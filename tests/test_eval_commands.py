@@ -23,8 +23,8 @@ LANDMARK_KEYS = {"n", "failed", "nme_bbox_68", "nme_bbox_51", "nme_io_68", "nme_
 BINS = {"0-30", "30-60", "60-90"}
 SYNTH_KEYS = {"n", "vertex_mm_camera", "vertex_mm_aligned", "nme_bbox_68", "expression_mae", "rotation_deg",
               "yaw_bins", "balanced"}
-BENCH_KEYS = {"regressor_ms", "photo_to_params_ms", "photo_to_blender_s", "synth_images_per_s_128",
-              "train_images_per_s_128"}
+BENCH_KEYS = {"regressor_ms", "photo_to_params_ms", "same_person_3_photos_ms", "photo_to_blender_s",
+              "synth_images_per_s_128", "train_images_per_s_128"}
 
 
 def run(*args, timeout=600):
@@ -357,3 +357,31 @@ def test_mediapipe_baseline_on_all_helen_test_images(tmp_path):
     rep = json.loads((tmp_path / "mp.json").read_text())
     assert rep["n"] + rep["failed"] == 330 and rep["failed"] <= 3
     assert rep["nme_bbox_68"] < 4.0 and rep["nme_bbox_51"] < 2.8
+
+
+@pytest.mark.slow
+def test_eval_same_person_on_a_multiview_corpus(tmp_path):
+    """Several renders of one identity, the shipped regressor and C-Net: with exact points (scale 0) the
+    refined identities beat the network's for one photo and for five, and more photos help the network's."""
+    corpus = tmp_path / "mv"
+    out = run("synth", "render", "--count", 30, "--size", 128, "--out", corpus, "--workers", 1, "--seed", 41,
+              "--views-per-identity", 5, "--no-progress")
+    assert out.returncode == 0, out.stderr
+    out = run("eval", "same-person", "--corpus", corpus, "--json", tmp_path / "sp.json", "--scale", 0, 1)
+    assert out.returncode == 0, out.stderr
+    rep = json.loads((tmp_path / "sp.json").read_text())
+    assert (rep["sets"], rep["views_per_set"], rep["views"]) == (6, 5, 30) and 0 < rep["facemesh_found"] <= 30
+    assert rep["cnet"] != "none (plain mean)" and set(rep["network"]) == {"1", "2", "3", "5"}
+    assert set(rep["refined"]) == {"0", "1"}
+    network, exact = rep["network"], rep["refined"]["0"]
+    assert network["5"]["aggregate_mm"] < network["1"]["aggregate_mm"]
+    for photos in ("1", "5"):
+        assert exact[photos]["aggregate_mm"] < network[photos]["aggregate_mm"], (photos, exact, network)
+    # one photo: the aggregate is that photo's identity
+    assert network["1"]["aggregate_mm"] == pytest.approx(network["1"]["single_mm"])
+    assert "| photos | network, aggregate |" in out.stdout
+    single = tmp_path / "single"
+    assert run("synth", "render", "--count", 2, "--size", 128, "--out", single, "--workers", 1,
+               "--no-progress").returncode == 0
+    bad = run("eval", "same-person", "--corpus", single, "--json", tmp_path / "x.json")
+    assert bad.returncode != 0 and "one view per identity" in bad.stderr

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from facemodel.aggregation import (aggregate_identity, flag_outliers, identity_distance_matrix_mm, identity_rms_mm,
-                                   leave_one_out_distances)
+                                   identity_shape_error_mm, leave_one_out_distances)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "blender_addon" / "models" / "facerig_regressor.onnx"
@@ -39,6 +39,26 @@ def test_identity_distance_is_the_shape_rms(face_model):
                                [expected / 2, expected / 2, expected], rtol=1e-5)
     assert flag_outliers(face_model, np.stack([a, a, b]), 0.75 * expected).tolist() == [False, False, True]
     assert flag_outliers(face_model, np.stack([a, b]), 0.1).tolist() == [False, False]   # no majority
+
+
+def test_identity_shape_error_is_the_mean_vertex_distance(face_model):
+    """The C-Net's measure (learner.aggregate.ShapeError, on every face vertex): mean, not RMS, distance."""
+    face = face_model.vertex_range("face")
+    b = np.zeros(60)
+    b[3] = 2.0
+    basis = np.asarray(face_model.identity_basis[3], np.float64)[face]
+    expected = 2.0 * np.linalg.norm(basis, axis=-1).mean() * 10
+    assert identity_shape_error_mm(face_model, np.zeros(60), b) == pytest.approx(expected, rel=1e-5)
+    assert identity_shape_error_mm(face_model, np.zeros(60), b) < identity_rms_mm(face_model, np.zeros(60), b)
+    rng = np.random.default_rng(5)
+    a, c = rng.normal(size=(4, 60)), rng.normal(size=(4, 100))   # batched; fewer modes are zero-padded
+    err = identity_shape_error_mm(face_model, a, c)
+    assert err.shape == (4,)
+    np.testing.assert_allclose(err, [identity_shape_error_mm(face_model, x, y) for x, y in zip(a, c)], rtol=1e-6)
+    assert identity_shape_error_mm(face_model, b, np.pad(b, (0, 40))) == pytest.approx(0.0)
+    from learner.aggregate import ShapeError     # the training measure, on a subsample of the same vertices
+    torch_err = ShapeError(face_model, 100)(torch.from_numpy(a).float(), torch.from_numpy(c).float()).numpy()
+    np.testing.assert_allclose(torch_err, err, rtol=0.03)
 
 
 def test_distance_matrix_equals_pairwise_shape_rms(face_model):
