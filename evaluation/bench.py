@@ -107,7 +107,7 @@ def bench_photo_to_params(onnx_path: Path | None, photo: Path, runs: int = PHOTO
 def bench_same_person(onnx_path: Path | None, photo: Path, runs: int = SAME_PERSON_RUNS
                       ) -> tuple[float, dict[str, Any]]:
     """Median ms of ``reconstruct_same_person`` on three views of one photo (as given, mirrored, 80 %
-    scale): three single-photo passes, the C-Net, the aggregate and the shared-identity fit."""
+    scale): three single-photo passes, the C-Net, the aggregate and two landmark fits a photo."""
     try:
         import cv2
 

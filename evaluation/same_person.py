@@ -74,10 +74,12 @@ def collect(corpus_dir: Path, regressor: Any, cnet: Any, model: FaceModel, max_s
     if k < 2:
         raise ValueError(f"{corpus_dir} has one view per identity; render one with --views-per-identity 5")
     n = len(corpus) // k * k if max_sets is None else min(max_sets * k, len(corpus) // k * k)
+    if n == 0:
+        raise ValueError(f"{corpus_dir} holds no complete set of {k} views")
     size = regressor.input_size
     if corpus.image_size != size:
         raise ValueError(f"corpus images are {corpus.image_size}², the regressor reads {size}²")
-    params, mesh, exact, true, crops = [], [], [], [], []
+    params, mesh, exact, true, conf = [], [], [], [], []
     runner = FaceMeshRunner()
     try:
         with tqdm(total=n, desc="views", unit="view", disable=not progress) as bar:
@@ -97,14 +99,14 @@ def collect(corpus_dir: Path, regressor: Any, cnet: Any, model: FaceModel, max_s
                         mesh.append(np.full((len(MEDIAPIPE_TO_ICT), 2), np.nan))
                     exact.append(exact_facemesh_points(model, gt, size))
                     true.append(np.asarray(gt.identity, np.float64))
-                    crops.append(img)
+                    if cnet is not None:   # one crop at a time: any corpus size fits in memory
+                        conf.append(cnet.predict(img[None])[0])
                     bar.update()
                 if len(params) >= n:
                     break
     finally:
         runner.close()
-    confidences = cnet.predict(np.stack(crops)) if cnet is not None else None
-    return Views(params, np.stack(mesh), np.stack(exact), np.stack(true), confidences, k)
+    return Views(params, np.stack(mesh), np.stack(exact), np.stack(true), np.stack(conf) if conf else None, k)
 
 
 def refined_identities(views: Views, refiner: LandmarkRefiner, scale: float, image_size: int,

@@ -93,7 +93,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     rg.set_defaults(func=cmd_refine_gate)
     p.set_defaults(func=lambda a: p.print_help() or 2)
 
-    b = sub.add_parser("bench", help="speed: regressor, photo → params, photo → Blender, synthesis, training")
+    b = sub.add_parser("bench", help="speed: regressor, photo → params, several photos, photo → Blender, synthesis, "
+                       "training")
     b.add_argument("--json", type=Path, required=True)
     b.add_argument("--model", type=Path, help="regressor ONNX (default: blender_addon/models/facerig_regressor.onnx)")
     b.add_argument("--photo", type=Path, help="photo for the end-to-end timings (default: the built-in astronaut)")
