@@ -125,14 +125,12 @@ def refined_identities(regressor: Any, crops: np.ndarray, fit_crops: np.ndarray,
     try:
         for i in tqdm(range(len(crops)), desc="refine", unit="face", disable=not progress):
             p = regressor.predict(crops[i:i + 1])[0].numpy()   # one at a time: any folder size fits in memory
-            faces = runner(fit_crops[i])
-            if not faces:
+            points = runner.centred_points(fit_crops[i], size)
+            if points is None:
                 unrefined += 1
                 ids.append(np.asarray(p.identity, np.float64))
                 continue
-            centre = FIT_CROP_SIZE / 2
-            face = min(faces, key=lambda f: float(np.linalg.norm(f.points68.mean(0) - centre)))
-            fit = refiner.refine(p, face.points[:, :2] * size / FIT_CROP_SIZE, size, max_disagreement=limit)
+            fit = refiner.refine(p, points, size, max_disagreement=limit)
             unrefined += bool(fit.skipped)
             ids.append(np.asarray(fit.params.identity, np.float64))
     finally:

@@ -194,6 +194,16 @@ class FaceMeshRunner:
             out.append(MeshFace(a))
         return out
 
+    def centred_points(self, crop_rgb: np.ndarray, size: int) -> np.ndarray | None:
+        """(468, 2) points of the face nearest the centre of a square crop (the canonical crop centres
+        its face), in pixels of the same crop at ``size``; None when FaceMesh finds no face."""
+        faces = self(crop_rgb)
+        if not faces:
+            return None
+        side = crop_rgb.shape[0]
+        face = min(faces, key=lambda f: float(np.linalg.norm(f.points68.mean(0) - side / 2)))
+        return face.points[:, :2] * size / side
+
     def close(self) -> None:
         self._mesh.close()
 

@@ -90,13 +90,9 @@ def collect(corpus_dir: Path, regressor: Any, cnet: Any, model: FaceModel, max_s
                     img = shard["images"][i]
                     gt = FaceParams.from_vector(shard["params"][i].astype(np.float32), corpus.layout)
                     params.append(regressor.predict(img))
-                    faces = runner(np.ascontiguousarray(cv2.resize(img, (FIT_CROP_SIZE, FIT_CROP_SIZE),
-                                                                   interpolation=cv2.INTER_LINEAR)))
-                    if faces:   # the one nearest the centre, as in identity-consistency
-                        f = min(faces, key=lambda q: float(np.linalg.norm(q.points68.mean(0) - FIT_CROP_SIZE / 2)))
-                        mesh.append(f.points[:, :2] * size / FIT_CROP_SIZE)
-                    else:
-                        mesh.append(np.full((len(MEDIAPIPE_TO_ICT), 2), np.nan))
+                    points = runner.centred_points(cv2.resize(img, (FIT_CROP_SIZE, FIT_CROP_SIZE),
+                                                              interpolation=cv2.INTER_LINEAR), size)
+                    mesh.append(np.full((len(MEDIAPIPE_TO_ICT), 2), np.nan) if points is None else points)
                     exact.append(exact_facemesh_points(model, gt, size))
                     true.append(np.asarray(gt.identity, np.float64))
                     if cnet is not None:   # one crop at a time: any corpus size fits in memory
