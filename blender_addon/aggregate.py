@@ -308,11 +308,21 @@ def most_frontal(recons: list[PhotoReconstruction], exclude: np.ndarray | None =
 
 
 def with_identity(recon: PhotoReconstruction, identity: np.ndarray) -> PhotoReconstruction:
-    """The same photo reconstruction with another identity (photo-camera params only)."""
-    p = recon.params.numpy()
-    params = facemodel.FaceParams(np.asarray(identity, np.float32).copy(), p.expression, p.rotation,
-                                  p.translation, p.sh, p.albedo, p.camera)
-    return replace(recon, params=params)
+    """The same photo reconstruction with another identity, in both its photo and its crop params
+    (the JSON output carries both, so they describe one shape)."""
+    def swapped(params: "facemodel.FaceParams") -> "facemodel.FaceParams":
+        return replace(params.numpy(), identity=np.asarray(identity, np.float32).copy())
+
+    return replace(recon, params=swapped(recon.params), crop_params=swapped(recon.crop_params))
+
+
+def fit_to_shape(recon: PhotoReconstruction, shape: np.ndarray, model: "facemodel.FaceModel") -> PhotoReconstruction:
+    """``recon`` (refined once on its own points) with the person's ``shape``, and its expression and
+    pose fitted to the same points for that shape. A photo whose points were not trusted the first time
+    (the regressor's limit) is not fitted to them again: it keeps the network's pose and expression."""
+    if (recon.refinement or {}).get("skipped"):
+        return with_identity(recon, shape)
+    return refine_reconstruction(recon, model, shape)
 
 
 def reconstruct_same_person(paths: Sequence[PhotoInput], face_index: int | None | Sequence[int | None] = None,
@@ -371,7 +381,7 @@ def reconstruct_same_person(paths: Sequence[PhotoInput], face_index: int | None 
         refined_identities = np.stack([np.asarray(r.crop_params.identity, np.float32) for r in singles])
         shape = aggregation.aggregate_identity(refined_identities[keep],
                                                None if confidences is None else confidences[keep])
-        photos = [refine_reconstruction(r, model, shape) for r in singles]   # … then pose and expression for it
+        photos = [fit_to_shape(r, shape, model) for r in singles]   # … then pose and expression for it
     else:
         shape = identity
         photos = [with_identity(r, identity) for r in recons]
@@ -389,5 +399,5 @@ def reconstruct_same_person(paths: Sequence[PhotoInput], face_index: int | None 
 
 
 __all__ = ["ConfidenceNet", "ConfidenceNetError", "SamePersonError", "SamePersonReconstruction", "SkippedPhoto",
-           "cnet_for", "get_cnet", "most_frontal", "reconstruct_same_person", "reconstruct_views", "resolve_cnet_path",
-           "with_identity"]
+           "cnet_for", "fit_to_shape", "get_cnet", "most_frontal", "reconstruct_same_person", "reconstruct_views",
+           "resolve_cnet_path", "with_identity"]

@@ -179,6 +179,28 @@ def test_different_person_is_farthest_and_flagging_warns(grace_copies: list[Path
     assert same.photos[3].refinement["landmark_error_after_px"] < same.photos[3].refinement["landmark_error_before_px"]
 
 
+def test_photos_whose_points_are_not_trusted_are_fitted_once(tmp_path: Path, missing: Path, face_model,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    """A regressor that ignores its input (one face, rolled 29°, for every crop) is far from FaceMesh's points
+    on upright photos, so the regressor's limit skips the refinement. The second pass (pose and expression
+    for the person's shape) does not try those points again: one warning per photo, the network's pose
+    and expression kept, the shape in both the photo and the crop params."""
+    from blender_addon.testing import build_constant_regressor, plausible_params
+
+    const = build_constant_regressor(tmp_path / "constant.onnx", plausible_params(face_model, n_identity=60,
+                                                                                     rotation=(0.0, 0.0, 0.5)))
+    with caplog.at_level(logging.WARNING, logger="blender_addon.pipeline"):
+        same = reconstruct_same_person([GRACE, LUCIANO], regressor=const, cnet=missing, model=face_model)
+    assert sum("refinement skipped" in r.getMessage() for r in caplog.records) == 2, caplog.text
+    for photo in same.photos:
+        assert "not trusted" in photo.refinement["skipped"]
+        for params in (photo.params, photo.crop_params):
+            np.testing.assert_array_equal(params.identity, same.identity)
+        np.testing.assert_array_equal(photo.crop_params.expression, photo.regressed_params.expression)
+        np.testing.assert_array_equal(photo.crop_params.rotation, photo.regressed_params.rotation)
+        np.testing.assert_array_equal(photo.crop_params.translation, photo.regressed_params.translation)
+
+
 def test_grace_and_luciano_separate_less_than_the_threshold(grace_copies: list[Path], missing: Path,
                                                             face_model) -> None:
     """Honest numbers (default regressor, bootstrap round 8): Grace Hopper vs max_Luciano are 2.0–2.6 mm
