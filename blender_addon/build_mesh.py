@@ -296,6 +296,8 @@ def store_properties(target: Any, recon: Any, params: "facemodel.FaceParams") ->
     target[PROP_PREFIX + "crop_box"] = [float(v) for v in recon.crop_box]
     target[PROP_PREFIX + "image_size"] = [int(recon.width), int(recon.height)]
     target[PROP_PREFIX + "units"] = "m (model cm × 0.01)"
+    # JSON: which points were fitted, error before/after, why skipped; null = refinement off (raw network output)
+    target[PROP_PREFIX + "refinement"] = json.dumps(getattr(recon, "refinement", None))
 
 
 def store_same_person(target: Any, same: SamePersonReconstruction) -> None:

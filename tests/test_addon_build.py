@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -194,6 +195,14 @@ def test_operator_headless(regressor_path: Path, tmp_path: Path) -> None:
         assert res == {"FINISHED"}
         obj = bpy.context.view_layer.objects.active
         assert obj.type == "MESH" and len(obj.data.shape_keys.key_blocks) == 54
+        # refinement is on by default and recorded; the constant stand-in is 16 % of the face size from
+        # FaceMesh's points on this photo, so the regressor's limit skips it and says so
+        refined = json.loads(obj["facerig_refinement"])
+        assert "not trusted" in refined["skipped"] and refined["crop_size_px"] == 128
+        res = bpy.ops.facerig.reconstruct(filepath=str(ASTRONAUT), model_path=str(regressor_path), texture_size=256,
+                                          refine=False, build_armature=False, add_camera=False)
+        raw = bpy.context.view_layer.objects.active
+        assert res == {"FINISHED"} and raw != obj and json.loads(raw["facerig_refinement"]) is None
         n_objects = len(bpy.data.objects)
         (tmp_path / "bad.png").write_text("nope")
         with pytest.raises(RuntimeError, match="not a readable image"):

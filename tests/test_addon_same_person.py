@@ -460,6 +460,7 @@ def test_operator_with_extra_photos_builds_one_object(grace_copies: list[Path], 
         obj = bpy.context.view_layer.objects.active
         assert obj == meshes[0] and len(obj.data.shape_keys.key_blocks) == 54
         assert obj["facerig_photo_count"] == 2
+        assert json.loads(obj["facerig_refinement"])["points"] == "dense"   # the primary photo's fit (frontal)
         assert json.loads(obj["facerig_same_person"])["skipped"][0]["source"].endswith("grey.png")
         # the panel's list: add (multi-select file browser result) and remove
         settings = bpy.context.scene.facerig
