@@ -27,10 +27,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .detect import NoFaceError
 from .fm import facemodel
 from .photo import PhotoError
-from .pipeline import PhotoReconstruction, get_regressor, reconstruct_photo, refine_reconstruction
+from .pipeline import (FaceIndexError, PhotoReconstruction, get_regressor, reconstruct_photo,
+                       refine_reconstruction)
 from .regressor import (INPUT_NAME, Regressor, declared_input_size, model_version, network_input,
                         open_contract, resolve_model_file)
 
@@ -290,7 +290,9 @@ def reconstruct_views(paths: Sequence[PhotoInput], face_index: int | None | Sequ
         name = _name(photo, k)
         try:
             recon = reconstruct_photo(photo, index, regressor, refine=False)
-        except (NoFaceError, PhotoError, FileNotFoundError) as exc:  # a bad face index stays an error
+        except FaceIndexError:   # the user asked for a face that is not there: an error, not a skip
+            raise
+        except PhotoError as exc:   # unreadable, missing or faceless: skipped
             log.warning("skipping %s: %s", name, exc)
             skipped.append(SkippedPhoto(name, str(exc)))
             continue

@@ -35,6 +35,10 @@ class ImageTooSmallError(PhotoError):
     """The image is too small to hold a reconstructable face."""
 
 
+class PhotoNotFoundError(PhotoError, FileNotFoundError):
+    """No file at the photo's path (still a ``FileNotFoundError`` for callers that catch that)."""
+
+
 def _exif_orientation(path: Path) -> int:
     """EXIF orientation tag (1–8), 1 when absent; read lazily from the header only."""
     try:
@@ -89,7 +93,7 @@ def load_image(path: str | Path, min_side: int = MIN_IMAGE_SIDE) -> np.ndarray:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"photo not found: {path}")
+        raise PhotoNotFoundError(f"photo not found: {path}")
     buffer = np.fromfile(str(path), np.uint8)  # np.fromfile + imdecode handles non-ASCII paths
     decoded = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED) if buffer.size else None
     if decoded is None or decoded.size == 0:

@@ -18,7 +18,7 @@ import numpy as np
 
 from .detect import Face, NoFaceError, detect_faces, facemesh_on_crop
 from .fm import facemodel
-from .photo import as_rgb8, check_size, crop_square, load_image
+from .photo import PhotoError, as_rgb8, check_size, crop_square, load_image
 from .regressor import Regressor, resolve_regressor_path
 
 log = logging.getLogger(__name__)
@@ -140,6 +140,10 @@ class PhotoReconstruction:
                 "refinement": self.refinement, "timings_ms": self.timings}
 
 
+class FaceIndexError(PhotoError):
+    """The requested face index is not among the faces found in this photo."""
+
+
 def choose_face(faces: list[Face], face_index: int | None) -> int:
     if not faces:
         raise NoFaceError("no face found in the photo (try a larger, frontal, well-lit face)")
@@ -147,7 +151,7 @@ def choose_face(faces: list[Face], face_index: int | None) -> int:
         return 0
     if not 0 <= face_index < len(faces):
         listing = "; ".join(f"{i}: {f.describe()}" for i, f in enumerate(faces))
-        raise ValueError(f"face {face_index} does not exist; {len(faces)} found: {listing}")
+        raise FaceIndexError(f"face {face_index} does not exist; {len(faces)} found: {listing}")
     return face_index
 
 

@@ -94,6 +94,7 @@ def _check_format(path: Path) -> None:
 def reconstruct_to_file(photo: Path | np.ndarray, out: Path, args: argparse.Namespace, source: str = "") -> dict[str, Any]:
     """Run the photo pipeline (and Blender for mesh formats) for one photo; returns timings."""
     from blender_addon.pipeline import reconstruct_photo
+    from synth.corpus import atomic_write_bytes
 
     recon = reconstruct_photo(photo, args.face, args.model, refine=not args.no_refine,
                               face_model=str(args.face_model) if args.face_model else None)
@@ -107,7 +108,7 @@ def reconstruct_to_file(photo: Path | np.ndarray, out: Path, args: argparse.Name
                "landmarks": recon.landmarks.tolist()}
         if recon.regressed_params is not None:
             doc["regressed_crop_params"] = recon.regressed_params.to_dict()
-        out.write_text(json.dumps(doc, indent=1))
+        atomic_write_bytes(out, json.dumps(doc, indent=1).encode())
         return report
     return _build_and_export(recon, out, args, report)
 
@@ -146,6 +147,7 @@ def reconstruct_same_person_to_file(photos: list[Path], out: Path, args: argpars
     """All photos → one head (or its params as .json); returns timings and the reconstruction."""
     from blender_addon.aggregate import reconstruct_same_person
     from facemodel import FaceModel, resolve_model_path
+    from synth.corpus import atomic_write_bytes
 
     model = FaceModel.load(resolve_model_path(str(args.face_model) if args.face_model else None))
     same = reconstruct_same_person(photos, args.face, args.model, args.cnet, model, refine=not args.no_refine)
@@ -155,7 +157,7 @@ def reconstruct_same_person_to_file(photos: list[Path], out: Path, args: argpars
         doc = {"params": same.params.to_dict(), "same_person": same.summary(),
                "photos": [{**p.summary(), "crop_params": p.crop_params.to_dict(), "landmarks": p.landmarks.tolist()}
                           for p in same.photos]}
-        out.write_text(json.dumps(doc, indent=1))
+        atomic_write_bytes(out, json.dumps(doc, indent=1).encode())
         return report
     return _build_and_export(same, out, args, report, name=Path(same.primary.source).stem[:40] or "Face")
 
@@ -184,18 +186,32 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         return cmd_reconstruct_same_person(args)
     if args.cnet:
         log.warning("--cnet is only used with --same-person; each photo is reconstructed on its own")
+    from blender_addon.photo import PhotoError
+
     outs = output_paths(args.photos, args.out, args.format)
     for o in outs:
         _check_format(o)
+    failed: list[tuple[Path, str]] = []
     for photo, out in zip(args.photos, outs):
         t = time.perf_counter()
-        report = reconstruct_to_file(photo, out, args)
+        try:
+            report = reconstruct_to_file(photo, out, args)
+        except PhotoError as exc:   # this photo's problem (unreadable, missing, no face, no face N): go on
+            if len(args.photos) == 1:
+                raise
+            print(f"{photo}: skipped: {exc}", file=sys.stderr)
+            failed.append((photo, str(exc)))
+            continue
         recon = report.get("_recon")
         print(f"{photo} → {out} ({time.perf_counter() - t:.2f} s)")
         if recon is not None and len(recon.faces) > 1:
             print(f"  {len(recon.faces)} faces found; reconstructed {recon.face_index} (choose with --face N):")
             for i, face in enumerate(recon.faces):
                 print(f"  {'*' if i == recon.face_index else ' '} {i}: {face.describe()}")
+    if failed:   # the others were written; the exit code still tells a script that not all were
+        print(f"facerig: error: {len(failed)} of {len(args.photos)} photos failed: "
+              + ", ".join(p.name for p, _ in failed), file=sys.stderr)
+        return 2
     return 0
 
 

@@ -65,6 +65,33 @@ def test_reconstruct_user_errors(tmp_path: Path, regressor_path: Path, capsys: p
     assert "face 3 does not exist" in capsys.readouterr().err
 
 
+def test_batch_goes_on_past_a_bad_photo(tmp_path: Path, regressor_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Several photos: an unreadable, a missing and a faceless one are each reported and skipped, every
+    other photo is written (no partial files), and the exit code says that not all were."""
+    import cv2
+
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("hello")
+    grey = tmp_path / "grey.png"
+    cv2.imwrite(str(grey), np.full((240, 240, 3), 128, np.uint8))
+    out = tmp_path / "batch"
+    photos = [ASTRONAUT, bad, tmp_path / "missing.jpg", grey, GRACE]
+    assert main(["reconstruct", *map(str, photos), "-o", str(out), "--format", "json",
+                 "--model", str(regressor_path)]) == 2
+    assert sorted(p.name for p in out.iterdir()) == sorted([f"{ASTRONAUT.stem}.json", f"{GRACE.stem}.json"])
+    for name in out.iterdir():
+        assert FaceParams.from_dict(json.loads(name.read_text())["params"]).expression.shape == (53,)
+    captured = capsys.readouterr()
+    assert captured.out.count("→") == 2
+    assert "bad.jpg: skipped: bad.jpg is not a readable image" in captured.err
+    assert "missing.jpg: skipped: photo not found" in captured.err and "grey.png: skipped: no face found" in captured.err
+    assert captured.err.strip().splitlines()[-1] == "facerig: error: 3 of 5 photos failed: bad.jpg, missing.jpg, grey.png"
+    # a face index that one photo lacks is that photo's problem too
+    assert main(["reconstruct", str(ASTRONAUT), str(GRACE), "-o", str(tmp_path / "face1"), "--format", "json",
+                 "--face", "1", "--model", str(regressor_path)]) == 2
+    assert "face 1 does not exist" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_reconstruct_blend_and_demo(tmp_path: Path, regressor_path: Path) -> None:
     pytest.importorskip("bpy")

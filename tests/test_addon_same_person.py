@@ -22,7 +22,7 @@ import pytest
 from blender_addon.aggregate import (DEFAULT_CNET_PATH, FALLBACK_THRESHOLD_MM, NO_CNET, ConfidenceNet,
                                      ConfidenceNetError, SamePersonError, get_cnet, reconstruct_same_person,
                                      resolve_cnet_path)
-from blender_addon.pipeline import get_regressor, refine_reconstruction
+from blender_addon.pipeline import FaceIndexError, get_regressor, refine_reconstruction
 from facemodel.aggregation import aggregate_identity, identity_rms_mm
 
 from .conftest import FACES
@@ -234,6 +234,11 @@ def test_photos_without_a_face_are_skipped(tmp_path: Path, missing: Path, face_m
         reconstruct_same_person([grey, broken], cnet=missing, model=face_model)
     with pytest.raises(ValueError, match="no photos"):
         reconstruct_same_person([], cnet=missing, model=face_model)
+    # a missing file is skipped like an unreadable one; a face index the photo lacks stays an error
+    gone = reconstruct_same_person([GRACE, tmp_path / "gone.jpg"], cnet=missing, model=face_model)
+    assert [s.source for s in gone.skipped] == [str(tmp_path / "gone.jpg")] and "photo not found" in gone.skipped[0].reason
+    with pytest.raises(FaceIndexError, match="face 2 does not exist"):
+        reconstruct_same_person([GRACE, LUCIANO], face_index=[0, 2], cnet=missing, model=face_model)
 
 
 def test_cnet_path_resolution_and_fallback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
