@@ -182,7 +182,7 @@ class FACERIG_OT_reconstruct(bpy.types.Operator):
     def execute(self, context: Any) -> set[str]:
         from .aggregate import reconstruct_same_person
         from .build_mesh import BuildOptions, build_face
-        from .pipeline import reconstruct_photo, refinement_warnings
+        from .pipeline import photo_warnings, reconstruct_photo
 
         path = bpy.path.abspath(self.filepath or context.scene.facerig.filepath)
         if not path:
@@ -217,7 +217,7 @@ class FACERIG_OT_reconstruct(bpy.types.Operator):
             return {"CANCELLED"}
         finally:
             wm.progress_end()
-        for warning in refinement_warnings(recon):
+        for warning in photo_warnings(recon):
             self.report({"WARNING"}, warning)
         for obj in context.view_layer.objects:
             obj.select_set(False)

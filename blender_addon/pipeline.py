@@ -201,6 +201,8 @@ def reconstruct_photo(path_or_image: str | Path | np.ndarray, face_index: int | 
                                 faces=faces, face_index=index, crop_box=box, crop=crop, timings=timings,
                                 model_version=regressor.model_version, source=source,
                                 refine_max_disagreement=regressor.refine_max_disagreement)
+    if low_res := resolution_warning(recon):
+        log.warning(low_res)
     return refine_reconstruction(recon, face_model) if refine else recon
 
 
@@ -242,6 +244,28 @@ def refine_reconstruction(recon: PhotoReconstruction, face_model: "facemodel.Fac
     return replace(recon, params=_in_photo(crop_params, recon.crop_box, recon.width, recon.height),
                    crop_params=crop_params, regressed_params=regressed, refinement=info, timings=timings,
                    fit_landmarks=np.asarray(points, np.float64))
+
+
+LOW_RESOLUTION_CROP_PX = 96   # canonical crop side below which the network's 128² input is clearly upscaled
+
+
+def resolution_warning(recon: "PhotoReconstruction") -> str:
+    """A line for the user when the face is small in the photo (empty otherwise): the network sees an
+    upscaled crop and the texture is projected from few pixels."""
+    side = float(recon.crop_box[2] - recon.crop_box[0])
+    if side >= LOW_RESOLUTION_CROP_PX:
+        return ""
+    name = Path(recon.source).name if recon.source else "the photo"
+    face = side / facemodel.crop.CROP_SCALE
+    return (f"{name}: the face is only {face:.0f} px across; the network sees it upscaled "
+            f"{int(recon.crop.shape[0]) / side:.1f}× and the texture is coarse (a larger or closer photo gives more detail)")
+
+
+def photo_warnings(recon: Any) -> list[str]:
+    """What the user should know about a result (a single-photo or a same-person one): faces too small
+    for detail, then refinements skipped (:func:`refinement_warnings`)."""
+    photos = getattr(recon, "photos", None) or [recon]
+    return [w for w in map(resolution_warning, photos) if w] + refinement_warnings(recon)
 
 
 def refinement_warnings(recon: Any) -> list[str]:

@@ -319,6 +319,39 @@ def test_reconstruct_photo_errors(tmp_path: Path, regressor_path: Path) -> None:
         reconstruct_photo(np.zeros((16, 16, 3), np.uint8), model=regressor_path)
 
 
+def test_tile_offsets_and_box_suppression() -> None:
+    from blender_addon.detect import _non_max_suppressed, _tile_starts
+
+    assert _tile_starts(500, 640, 480) == [0]
+    assert _tile_starts(2400, 640, 480) == [0, 480, 960, 1440, 1760]       # the last flush with the edge
+    assert _tile_starts(1120, 640, 480) == [0, 480]
+    boxes = [((0, 0, 10, 10), 0.6), ((1, 1, 11, 11), 0.9), ((50, 50, 60, 60), 0.7)]
+    assert _non_max_suppressed(boxes) == [((1, 1, 11, 11), 0.9), ((50, 50, 60, 60), 0.7)]
+
+
+def test_small_face_in_a_large_photo(regressor_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A 43-px face in a 2400 × 1600 photo, across the boundary of two tiles: the whole-image detector
+    misses it (under ≈ 5 % of the side), the tiled search finds it, and the user is told it is small."""
+    from blender_addon.detect import _detect_boxes
+    from blender_addon.pipeline import photo_warnings, resolution_warning
+
+    grace = cv2.cvtColor(cv2.imread(str(GRACE)), cv2.COLOR_BGR2RGB)
+    small = cv2.resize(grace, (120, 141), interpolation=cv2.INTER_AREA)
+    canvas = np.full((1600, 2400, 3), 170, np.uint8)
+    canvas[700:841, 600:720] = small                 # face centre near x = 660: past the first tile's edge (640)
+    assert _detect_boxes(canvas) == []
+    (face,) = detect_faces(canvas)
+    lo, hi = face.landmarks.min(0), face.landmarks.max(0)
+    assert 600 < lo[0] < hi[0] < 720 and 700 < lo[1] < hi[1] < 841 and lo[0] < 640 < hi[0]
+    with caplog.at_level("WARNING", logger="blender_addon.pipeline"):
+        rec = reconstruct_photo(canvas, model=regressor_path)
+    assert "px across" in caplog.text
+    (warning, *_) = photo_warnings(rec)
+    assert warning == resolution_warning(rec) and warning.startswith("the photo: the face is only")
+    # a face of ordinary size gets no such warning
+    assert resolution_warning(reconstruct_photo(grace, model=regressor_path, refine=False)) == ""
+
+
 def test_reconstruct_variants_of_one_photo(tmp_path: Path, astronaut: np.ndarray, regressor_path: Path) -> None:
     """Grayscale, RGBA and 16-bit versions find the same face."""
     ref = reconstruct_photo(astronaut, model=regressor_path).crop_box
