@@ -29,7 +29,7 @@ import numpy as np
 
 from .fm import facemodel
 from .photo import PhotoError
-from .pipeline import (FaceIndexError, PhotoReconstruction, get_regressor, reconstruct_photo,
+from .pipeline import (FaceIndexError, PhotoReconstruction, get_regressor, load_face_model, reconstruct_photo,
                        refine_reconstruction)
 from .regressor import (INPUT_NAME, Regressor, declared_input_size, model_version, network_input,
                         open_contract, resolve_model_file)
@@ -141,7 +141,6 @@ class ConfidenceNet:
 
 
 _CNETS: dict[Path, ConfidenceNet] = {}
-_FACE_MODELS: dict[str, "facemodel.FaceModel"] = {}
 
 
 def get_cnet(cnet: ConfidenceNet | str | Path | None = None) -> ConfidenceNet | None:
@@ -190,15 +189,6 @@ def cnet_for(regressor: Regressor, cnet: ConfidenceNet | str | Path | None = Non
     if net is not None:
         net.check_compatible(regressor)
     return net, notes
-
-
-def _face_model(model: "facemodel.FaceModel | None") -> "facemodel.FaceModel":
-    if model is not None:
-        return model
-    path = str(facemodel.resolve_model_path(None))
-    if path not in _FACE_MODELS:
-        _FACE_MODELS[path] = facemodel.FaceModel.load(path)
-    return _FACE_MODELS[path]
 
 
 @dataclass
@@ -348,7 +338,7 @@ def reconstruct_same_person(paths: Sequence[PhotoInput], face_index: int | None 
     t_all = t = time.perf_counter()
     reg = get_regressor(regressor)
     net, notes = cnet_for(reg, cnet)
-    model = _face_model(model)
+    model = model if model is not None else load_face_model()
     timings["model_load"] = (time.perf_counter() - t) * 1e3
 
     t = time.perf_counter()

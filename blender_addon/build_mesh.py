@@ -393,7 +393,8 @@ def build_face(model: "facemodel.FaceModel", recon: Any, options: BuildOptions |
         obj["facerig_texture_coverage"] = json.dumps(baked.coverage)
         from .pipeline import overlay_error
 
-        obj["facerig_overlay_nme"] = overlay_error(model, photo)   # vs the detected landmarks (primary photo)
+        if photo.face.confirmed:   # vs the detected landmarks (primary photo); an unconfirmed face has none
+            obj["facerig_overlay_nme"] = overlay_error(model, photo)
         _timed(timings, "camera", t)
         progress(1.0, "done")
     except BaseException:

@@ -45,6 +45,14 @@ MIN_SCORE = 0.5
 # searched; neighbours overlap by TILE_OVERLAP, so every face up to that share of a tile lies whole in one.
 TILE_SIDE = 640
 TILE_OVERLAP = 0.25
+# Faces FaceMesh cannot confirm (profiles, hands or microphones over the face): on test renders the
+# full-range box is found at |yaw| 75–90° for 93 % of faces, FaceMesh confirms 21 % (README here).
+# As a last resort (``unconfirmed=True``) such boxes become faces when scored at least this high …
+UNCONFIRMED_MIN_SCORE = 0.6
+UNCONFIRMED_MIN_SIDE = 32   # px; smaller unconfirmed boxes are mostly not faces (and too small to rebuild)
+# … with the 68-point box expected inside the detector's square box (box-relative x0, y0, x1, y1: medians
+# over 1,971 UTKFace / CelebA / demo faces that have both; interquartile ranges 0.05–0.09).
+LANDMARK_BOX_IN_DETECTION = (0.059, 0.163, 0.945, 1.004)
 
 
 class NoFaceError(PhotoError):
@@ -56,9 +64,17 @@ class Face:
     """One detected face, all coordinates in photo pixels (corner origin, centres at +0.5)."""
 
     box: tuple[float, float, float, float]     # detector box x0, y0, x1, y1
-    landmarks: np.ndarray                       # (68, 2) iBUG order, mapped from FaceMesh
+    landmarks: np.ndarray                       # (68, 2) iBUG order, mapped from FaceMesh (unconfirmed: below)
     score: float                                # detector confidence (0 for the mesh fallback)
     mesh: np.ndarray = field(repr=False, default_factory=lambda: np.zeros((0, 3), np.float32))  # (468, 3)
+
+    @property
+    def confirmed(self) -> bool:
+        """FaceMesh found this face, so ``landmarks`` are detected points. An unconfirmed face comes from
+        the detector's box alone (:func:`detect_faces` with ``unconfirmed``): its ``landmarks`` are the
+        corners of the 68-point box expected in that box, (2, 2), until the photo pipeline replaces them
+        by the network's own 68 points."""
+        return len(self.mesh) > 0
 
     @property
     def crop_box(self) -> tuple[float, float, float, float]:
@@ -72,7 +88,9 @@ class Face:
 
     def describe(self) -> str:
         x0, y0, x1, y1 = self.box
-        return f"box ({x0:.0f}, {y0:.0f})–({x1:.0f}, {y1:.0f}), {x1 - x0:.0f} px wide, score {self.score:.2f}"
+        unconfirmed = "" if self.confirmed else ", detector box only (no face mesh: profile or occluded?)"
+        return (f"box ({x0:.0f}, {y0:.0f})–({x1:.0f}, {y1:.0f}), {x1 - x0:.0f} px wide, score {self.score:.2f}"
+                f"{unconfirmed}")
 
 
 class _MediaPipe:
@@ -247,20 +265,38 @@ def facemesh_on_crop(image: np.ndarray, crop_box: tuple[float, float, float, flo
     return best
 
 
-def detect_faces(image: np.ndarray, max_faces: int = 10) -> list[Face]:
-    """All faces in an RGB uint8 image, largest first (an empty list when there is none)."""
+def face_from_box(box: tuple[float, float, float, float], score: float) -> Face:
+    """An unconfirmed face: the detector's box and the 68-point box expected in it."""
+    x0, y0, x1, y1 = box
+    w, h = x1 - x0, y1 - y0
+    a, b, c, d = LANDMARK_BOX_IN_DETECTION
+    corners = np.array([[x0 + a * w, y0 + b * h], [x0 + c * w, y0 + d * h]], np.float64)
+    return Face(box=tuple(float(v) for v in box), landmarks=corners, score=float(score))
+
+
+def detect_faces(image: np.ndarray, max_faces: int = 10, unconfirmed: bool = False) -> list[Face]:
+    """All faces in an RGB uint8 image, largest first (an empty list when there is none).
+
+    ``unconfirmed``: when no face is confirmed by FaceMesh, detector boxes scored at least
+    ``UNCONFIRMED_MIN_SCORE`` are returned as unconfirmed faces (:attr:`Face.confirmed`) instead of
+    nothing — for reconstruction, which can place the crop without landmarks; not for anything that
+    uses the landmarks as measurements.
+    """
     img = np.asarray(image)
     if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
         img = as_rgb8(img)
     img = np.ascontiguousarray(img)
     faces: list[Face] = []
+    seen: list[tuple[tuple[float, float, float, float], float]] = []
     passes = (lambda: _detect_boxes(img), lambda: _detect_boxes(img, short_range=True),
               lambda: _detect_boxes_tiled(img))
     with _MP.lock:
         # the short-range model (large close-ups) only when the full-range one found nothing, the tiles
         # (small faces) only when neither did
         for detect in passes:
-            for box, score in sorted(detect(), key=lambda d: -d[1])[: 2 * max_faces]:
+            boxes = detect()
+            seen += boxes
+            for box, score in sorted(boxes, key=lambda d: -d[1])[: 2 * max_faces]:
                 mesh = _mesh_in_box(img, box)
                 if mesh is None:
                     log.debug("detector box %s (score %.2f) has no face mesh; skipped", box, score)
@@ -274,5 +310,10 @@ def detect_faces(image: np.ndarray, max_faces: int = 10) -> list[Face]:
             h, w = img.shape[:2]
             result = _MP.mesh_multi.process(img)
             faces = [face_from_mesh(_mesh_points(lm, w, h)) for lm in result.multi_face_landmarks or []]
+    if not faces and unconfirmed:
+        faces = [face_from_box(box, score) for box, score in _non_max_suppressed(seen)
+                 if score >= UNCONFIRMED_MIN_SCORE and box[2] - box[0] >= UNCONFIRMED_MIN_SIDE]
+        if faces:
+            log.info("no face confirmed by FaceMesh; %d detector box(es) kept unconfirmed", len(faces))
     faces.sort(key=lambda f: -f.area)
     return faces[:max_faces]

@@ -26,21 +26,12 @@ ADDON_ID = __package__ or "blender_addon"
 TEXTURE_SIZES = [("512", "512", "fast, small files"), ("1024", "1024", "default"),
                  ("2048", "2048", "detailed, slower")]
 
-_FACE_MODELS: dict[str, "facemodel.FaceModel"] = {}
 _DETECTED: dict[str, Any] = {"path": None, "faces": [], "items": []}   # the panel's face choice
 
 
 def addon_prefs(context: Any) -> Any:
     addon = context.preferences.addons.get(ADDON_ID)
     return addon.preferences if addon else None
-
-
-def load_face_model(path: str | None = None) -> "facemodel.FaceModel":
-    """The ICT face model, cached per path (loading takes ~0.25 s)."""
-    resolved = str(facemodel.resolve_model_path(path or None))
-    if resolved not in _FACE_MODELS:
-        _FACE_MODELS[resolved] = facemodel.FaceModel.load(resolved)
-    return _FACE_MODELS[resolved]
 
 
 def _face_items(self: Any, context: Any) -> list[tuple[str, str, str]]:
@@ -130,7 +121,7 @@ class FACERIG_OT_detect_faces(bpy.types.Operator):
         settings = context.scene.facerig
         path = bpy.path.abspath(settings.filepath)
         try:
-            faces = detect_faces(load_image(path))
+            faces = detect_faces(load_image(path), unconfirmed=True)
         except (OSError, ValueError, RuntimeError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
@@ -182,7 +173,7 @@ class FACERIG_OT_reconstruct(bpy.types.Operator):
     def execute(self, context: Any) -> set[str]:
         from .aggregate import reconstruct_same_person
         from .build_mesh import BuildOptions, build_face
-        from .pipeline import photo_warnings, reconstruct_photo
+        from .pipeline import load_face_model, photo_warnings, reconstruct_photo
 
         path = bpy.path.abspath(self.filepath or context.scene.facerig.filepath)
         if not path:

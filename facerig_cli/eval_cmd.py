@@ -80,6 +80,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--limit", type=int, help="only the first N sets")
     sp.add_argument("--face-model", dest="face_model")
     sp.set_defaults(func=cmd_same_person)
+    dt = esub.add_parser("detection", help="faces found by |yaw| on a synthetic corpus, confirmed by FaceMesh or "
+                         "from the detector box alone, and how the latter reconstruct")
+    dt.add_argument("--corpus", type=Path, required=True)
+    dt.add_argument("--json", type=Path, required=True, help="report path")
+    dt.add_argument("--model", type=Path, help="regressor ONNX (default: blender_addon/models/facerig_regressor.onnx)")
+    dt.add_argument("--limit", type=int, help="only the first N renders")
+    dt.add_argument("--face-model", dest="face_model")
+    dt.set_defaults(func=cmd_detection)
     rg = esub.add_parser("refine-gate", help="how far the regressor's landmarks lie from the detector's on "
                          "unlabelled photos, and the limit up to which the refinement trusts the detector")
     rg.add_argument("--images", type=Path, action="append", required=True,
@@ -165,6 +173,15 @@ def cmd_same_person(args: argparse.Namespace) -> int:
                  scales=tuple(args.scale or DEFAULT_SCALES), max_sets=args.limit)
     print(f"{report['sets']} sets × {report['views_per_set']} views, FaceMesh found {report['facemesh_found']} "
           f"of {report['views']}; C-Net {report['cnet']}; identity shape error, mm:")
+    print(format_table(report))
+    return 0
+
+
+def cmd_detection(args: argparse.Namespace) -> int:
+    from evaluation.detection import format_table, run
+
+    _check_positive(args.limit, "--limit")
+    report = run(args.corpus, args.json, onnx_path=args.model, model_path=args.face_model, limit=args.limit)
     print(format_table(report))
     return 0
 

@@ -132,7 +132,7 @@ def build_in_blender(recon: Any, args: argparse.Namespace, name: str | None = No
     except ImportError as exc:
         raise ValueError(f"Blender's bpy module is needed for mesh formats ({exc}); .json works without") from None
     from blender_addon.build_mesh import BuildOptions, build_face
-    from blender_addon.operators import load_face_model
+    from blender_addon.pipeline import load_face_model
 
     bpy.ops.wm.read_factory_settings(use_empty=True)
     model = load_face_model(str(args.face_model) if args.face_model else None)
@@ -241,7 +241,7 @@ def render_sheet(recon: Any, result: Any, panel: int = 384) -> np.ndarray:
     """photo | overlay | shaded front | textured front | shaded 3/4 | textured 3/4 (numpy raster)."""
     import cv2
 
-    from blender_addon.operators import load_face_model
+    from blender_addon.pipeline import load_face_model
     from blender_addon.texture import posed_geometry
     from facemodel import FaceParams
 

@@ -100,7 +100,7 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING)
     photos = args.photos or sorted(DEMO.glob("*.*"))
 
-    from blender_addon.operators import load_face_model  # noqa: F401 - imports bpy
+    import blender_addon.operators  # noqa: F401 - imports bpy
     from blender_addon.pipeline import get_regressor, reconstruct_photo
     from facemodel import FaceModel
 

@@ -11,8 +11,8 @@ import pytest
 
 from blender_addon import photo
 from blender_addon.detect import FACEMESH_TO_68, NoFaceError, detect_faces
-from blender_addon.pipeline import (overlay_error, photo_camera, reconstruct_photo, refine_reconstruction,
-                                    refinement_warnings)
+from blender_addon.pipeline import (overlay_error, photo_camera, photo_warnings, reconstruct_photo,
+                                    refine_reconstruction, refinement_warnings)
 from blender_addon.regressor import Regressor, RegressorError
 from blender_addon.testing import build_constant_regressor, plausible_params
 from facemodel import FaceParams, canonical_crop_box, crop_camera, project
@@ -333,7 +333,7 @@ def test_small_face_in_a_large_photo(regressor_path: Path, caplog: pytest.LogCap
     """A 43-px face in a 2400 × 1600 photo, across the boundary of two tiles: the whole-image detector
     misses it (under ≈ 5 % of the side), the tiled search finds it, and the user is told it is small."""
     from blender_addon.detect import _detect_boxes
-    from blender_addon.pipeline import photo_warnings, resolution_warning
+    from blender_addon.pipeline import resolution_warning
 
     grace = cv2.cvtColor(cv2.imread(str(GRACE)), cv2.COLOR_BGR2RGB)
     small = cv2.resize(grace, (120, 141), interpolation=cv2.INTER_AREA)
@@ -350,6 +350,61 @@ def test_small_face_in_a_large_photo(regressor_path: Path, caplog: pytest.LogCap
     assert warning == resolution_warning(rec) and warning.startswith("the photo: the face is only")
     # a face of ordinary size gets no such warning
     assert resolution_warning(reconstruct_photo(grace, model=regressor_path, refine=False)) == ""
+
+
+CELEBA = FACES / "unlabeled" / "celeba_89x109"
+
+
+def _iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    return ix * iy / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - ix * iy)
+
+
+def test_unconfirmed_face_crop_is_placed_on_the_network_points(face_model) -> None:
+    """Grace Hopper's face as if FaceMesh had not confirmed it (detector box only): the crop from the
+    box, re-placed twice on the shipped network's own 68 points, lands where FaceMesh's landmarks put it."""
+    from blender_addon.detect import face_from_box
+
+    grace = cv2.cvtColor(cv2.imread(str(GRACE)), cv2.COLOR_BGR2RGB)
+    (confirmed,) = detect_faces(grace)
+    assert confirmed.confirmed
+    unconfirmed = face_from_box(confirmed.box, confirmed.score)
+    assert not unconfirmed.confirmed and unconfirmed.landmarks.shape == (2, 2)
+    assert "detector box only" in unconfirmed.describe()
+    rec = reconstruct_photo(grace, faces=[unconfirmed], refine=False, face_model=face_model)
+    ref = confirmed.crop_box
+    side = ref[2] - ref[0]
+    first = unconfirmed.crop_box      # before the network placed it
+    assert rec.landmarks.shape == (68, 2) and not rec.face.confirmed and "recrop" in rec.timings
+    centre_off = np.abs(np.add(rec.crop_box[:2], rec.crop_box[2:]) / 2 - np.add(ref[:2], ref[2:]) / 2).max() / side
+    first_off = np.abs(np.add(first[:2], first[2:]) / 2 - np.add(ref[:2], ref[2:]) / 2).max() / side
+    assert centre_off < 0.06 and abs((rec.crop_box[2] - rec.crop_box[0]) / side - 1) < 0.12, (rec.crop_box, ref)
+    assert _iou(rec.crop_box, ref) > _iou(first, ref) or centre_off < first_off
+    assert rec.summary()["faces"][0]["confirmed"] is False
+
+
+def test_face_facemesh_cannot_confirm_is_still_reconstructed(face_model) -> None:
+    """Real photos where the detector sees a face and FaceMesh does not (a singer behind a microphone;
+    a turned head): measurement code gets no face, the photo pipeline an unconfirmed one, its crop on the
+    network's points, refined only where FaceMesh finds the face in that crop."""
+    for name, refined in (("008061.jpg", False), ("003131.jpg", True)):
+        image = photo.load_image(CELEBA / name)
+        assert detect_faces(image) == [], name
+        (face,) = detect_faces(image, unconfirmed=True)
+        assert not face.confirmed and face.score >= 0.6
+        rec = reconstruct_photo(CELEBA / name, face_model=face_model)
+        assert not rec.face.confirmed and rec.landmarks.shape == (68, 2)
+        x0, y0, x1, y1 = face.box
+        cx, cy = (rec.crop_box[0] + rec.crop_box[2]) / 2, (rec.crop_box[1] + rec.crop_box[3]) / 2
+        assert x0 < cx < x1 and y0 < cy < y1, (rec.crop_box, face.box)
+        assert 1.0 < (rec.crop_box[2] - rec.crop_box[0]) / (x1 - x0) < 2.5
+        assert bool(rec.refinement["skipped"]) is not refined, (name, rec.refinement)
+        if not refined:
+            assert "no detected landmarks" in rec.refinement["skipped"]
+            assert any("refinement skipped" in w for w in photo_warnings(rec))
+            np.testing.assert_array_equal(rec.crop_params.to_vector(), rec.regressed_params.to_vector())
+        json.dumps(rec.summary())
 
 
 def test_reconstruct_variants_of_one_photo(tmp_path: Path, astronaut: np.ndarray, regressor_path: Path) -> None:
