@@ -355,16 +355,10 @@ def test_small_face_in_a_large_photo(regressor_path: Path, caplog: pytest.LogCap
 CELEBA = FACES / "unlabeled" / "celeba_89x109"
 
 
-def _iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    return ix * iy / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - ix * iy)
-
-
 def test_unconfirmed_face_crop_is_placed_on_the_network_points(face_model) -> None:
     """Grace Hopper's face as if FaceMesh had not confirmed it (detector box only): the crop from the
     box, re-placed twice on the shipped network's own 68 points, lands where FaceMesh's landmarks put it."""
-    from blender_addon.detect import face_from_box
+    from blender_addon.detect import _iou, face_from_box
 
     grace = cv2.cvtColor(cv2.imread(str(GRACE)), cv2.COLOR_BGR2RGB)
     (confirmed,) = detect_faces(grace)
