@@ -2,16 +2,17 @@
 
 Two stages, chosen by measurement (4 demo photos, 2 shared cores; see README.md here):
 
-1. ``face_detection`` full-range model (BlazeFace, ~6 ms): finds faces of any size anywhere
-   in the photo, including small faces in group photos that FaceMesh's built-in short-range
-   detector misses.
+1. ``face_detection`` full-range model (BlazeFace, ~6 ms): finds faces anywhere in the photo
+   down to ≈ 5 % of its side (smaller ones on tiles), including faces in group photos that
+   FaceMesh's built-in short-range detector misses.
 2. ``face_mesh`` (468 points, ~6 ms per face) on a square crop around each detection, resized
    to :data:`MESH_CROP_SIZE`: gives dense landmarks, from which :data:`FACEMESH_TO_68` takes
    the iBUG 68 points the canonical crop box (``facemodel.crop``) is defined on.
 
 If the full-range detector finds nothing, the short-range one (large close-ups) runs, then the
-full-range one on overlapping tiles (small faces in large photos), then FaceMesh on the whole image. FaceMesh may see a neighbouring face inside a crop, so the mesh whose box
-overlaps the detection most is kept.
+full-range one on overlapping tiles (small faces in large photos), then FaceMesh on the whole image;
+with ``unconfirmed``, last, the boxes FaceMesh could not confirm (profiles, occlusions). FaceMesh may
+see a neighbouring face inside a crop, so the mesh whose box overlaps the detection most is kept.
 
 The 468→68 mapping is ``facemodel.landmark_maps.MEDIAPIPE_TO_68``, the same table the evaluation's
 MediaPipe baseline uses: derived from MediaPipe's semantic connection sets and ICT-FaceKit's 68

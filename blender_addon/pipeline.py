@@ -241,8 +241,8 @@ def _recrop_unconfirmed(image: np.ndarray, faces: list[Face], index: int, box: t
     """A face without detected landmarks: its first crop comes from the detector box, so the crop is
     placed again on the network's own 68 points (as the renders' crops are) and the network run again,
     ``RECROP_PASSES`` times. On 600 test renders this brings the crop from 7.5 to 3.6 % of its side off
-    centre and the aligned vertex error from 4.80 to 4.44 mm (4.19 from the exact crop; blender_addon/README). The face's
-    ``landmarks`` become those of the last pass."""
+    centre and the aligned vertex error from 4.80 to 4.44 mm (4.19 from the exact crop; blender_addon/README).
+    The face's ``landmarks`` become those of the last pass."""
     size = regressor.input_size
     arrays = landmark_arrays(face_model)
     points = None
@@ -316,7 +316,8 @@ def resolution_warning(recon: "PhotoReconstruction") -> str:
     name = Path(recon.source).name if recon.source else "the photo"
     face = side / facemodel.crop.CROP_SCALE
     return (f"{name}: the face is only {face:.0f} px across; the network sees it upscaled "
-            f"{int(recon.crop.shape[0]) / side:.1f}× and the texture is coarse (a larger or closer photo gives more detail)")
+            f"{int(recon.crop.shape[0]) / side:.1f}× and the texture is coarse "
+            "(a larger or closer photo gives more detail)")
 
 
 def photo_warnings(recon: Any) -> list[str]:

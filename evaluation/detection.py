@@ -138,7 +138,8 @@ def format_table(report: dict[str, Any]) -> str:
         return "   –  " if v is None else f"{v:6.2f}"
 
     cols = ["all", *metrics.YAW_BIN_LABELS]
-    rows = [("found, confirmed only", pct, "found_confirmed"), ("found, with unconfirmed", pct, "found_with_unconfirmed"),
+    rows = [("found, confirmed only", pct, "found_confirmed"),
+            ("found, with unconfirmed", pct, "found_with_unconfirmed"),
             ("newly found: aligned mm", mm, "newly_found_aligned_mm"),
             ("  same on the exact crop", mm, "newly_found_exact_crop_aligned_mm"),
             ("  crop centre off", pct, "newly_found_crop_centre_offset")]

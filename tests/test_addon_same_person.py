@@ -236,7 +236,8 @@ def test_photos_without_a_face_are_skipped(tmp_path: Path, missing: Path, face_m
         reconstruct_same_person([], cnet=missing, model=face_model)
     # a missing file is skipped like an unreadable one; a face index the photo lacks stays an error
     gone = reconstruct_same_person([GRACE, tmp_path / "gone.jpg"], cnet=missing, model=face_model)
-    assert [s.source for s in gone.skipped] == [str(tmp_path / "gone.jpg")] and "photo not found" in gone.skipped[0].reason
+    assert [s.source for s in gone.skipped] == [str(tmp_path / "gone.jpg")]
+    assert "photo not found" in gone.skipped[0].reason
     with pytest.raises(FaceIndexError, match="face 2 does not exist"):
         reconstruct_same_person([GRACE, LUCIANO], face_index=[0, 2], cnet=missing, model=face_model)
 
