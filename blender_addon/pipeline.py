@@ -240,8 +240,8 @@ def _recrop_unconfirmed(image: np.ndarray, faces: list[Face], index: int, box: t
                         face_model: "facemodel.FaceModel | str | Path | None") -> tuple[list[Face], Any, Any, Any]:
     """A face without detected landmarks: its first crop comes from the detector box, so the crop is
     placed again on the network's own 68 points (as the renders' crops are) and the network run again,
-    ``RECROP_PASSES`` times. On 600 test renders this brings the crop from 7.5 to 3.6 % of its side off
-    centre and the aligned vertex error from 4.80 to 4.44 mm (4.19 from the exact crop; blender_addon/README).
+    ``RECROP_PASSES`` times. On 600 test renders this brings the crop from 7.0 to 3.6 % of its side off
+    centre and the aligned vertex error from 4.64 to 4.43 mm (4.19 from the exact crop; blender_addon/README).
     The face's ``landmarks`` become those of the last pass."""
     size = regressor.input_size
     arrays = landmark_arrays(face_model)
