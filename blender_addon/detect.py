@@ -292,15 +292,17 @@ def detect_faces(image: np.ndarray, max_faces: int = 10, unconfirmed: bool = Fal
         img = as_rgb8(img)
     img = np.ascontiguousarray(img)
     faces: list[Face] = []
-    seen: list[tuple[tuple[float, float, float, float], float]] = []
-    passes = (lambda: _detect_boxes(img), lambda: _detect_boxes(img, short_range=True),
-              lambda: _detect_boxes_tiled(img))
+    whole_image: list[tuple[tuple[float, float, float, float], float]] = []   # unconfirmed candidates
+    passes = ((lambda: _detect_boxes(img), True), (lambda: _detect_boxes(img, short_range=True), True),
+              (lambda: _detect_boxes_tiled(img), False))
     with _MP.lock:
         # the short-range model (large close-ups) only when the full-range one found nothing, the tiles
-        # (small faces) only when neither did
-        for detect in passes:
+        # (small faces) only when neither did; a box from a tile needs FaceMesh (tiles multiply the
+        # detector's false alarms: one in 20 scikit-image pictures without a face, none on the whole image)
+        for detect, candidate in passes:
             boxes = detect()
-            seen += boxes
+            if candidate:
+                whole_image += boxes
             for box, score in sorted(boxes, key=lambda d: -d[1])[: 2 * max_faces]:
                 mesh = _mesh_in_box(img, box)
                 if mesh is None:
@@ -316,7 +318,7 @@ def detect_faces(image: np.ndarray, max_faces: int = 10, unconfirmed: bool = Fal
             result = _MP.mesh_multi.process(img)
             faces = [face_from_mesh(_mesh_points(lm, w, h)) for lm in result.multi_face_landmarks or []]
     if not faces and unconfirmed:
-        faces = [face_from_box(box, score) for box, score in _non_max_suppressed(seen)
+        faces = [face_from_box(box, score) for box, score in _non_max_suppressed(whole_image)
                  if score >= UNCONFIRMED_MIN_SCORE and box[2] - box[0] >= UNCONFIRMED_MIN_SIDE]
         if faces:
             log.info("no face confirmed by FaceMesh; %d detector box(es) kept unconfirmed", len(faces))

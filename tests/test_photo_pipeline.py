@@ -408,6 +408,18 @@ def test_face_facemesh_cannot_confirm_is_still_reconstructed(face_model, monkeyp
         json.dumps(raw.summary())
 
 
+@pytest.mark.parametrize("name", ["hubble_deep_field", "coffee", "rocket", "chelsea", "text"])
+def test_pictures_without_a_face_stay_faceless(name: str, regressor_path: Path) -> None:
+    """scikit-image's pictures without a person: no face, also with unconfirmed faces allowed. (On tiles
+    the detector boxes a galaxy of the Hubble deep field at 0.75: boxes from tiles need FaceMesh.)"""
+    import skimage.data
+
+    image = photo.as_rgb8(np.asarray(getattr(skimage.data, name)()))
+    assert detect_faces(image, unconfirmed=True) == []
+    with pytest.raises(NoFaceError, match="no face found"):
+        reconstruct_photo(image, model=regressor_path)
+
+
 def test_reconstruct_variants_of_one_photo(tmp_path: Path, astronaut: np.ndarray, regressor_path: Path) -> None:
     """Grayscale, RGBA and 16-bit versions find the same face."""
     ref = reconstruct_photo(astronaut, model=regressor_path).crop_box
