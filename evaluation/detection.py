@@ -17,7 +17,6 @@ the point.
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,8 +25,6 @@ import numpy as np
 
 from facemodel import FaceModel, FaceParams, metrics
 from facemodel.formation import mesh_camera_space
-
-log = logging.getLogger(__name__)
 
 UPSCALE = 3          # 128² renders → 384², about a photo's face size
 MARGIN = 1.0 / 3.0   # canvas margin per side, × the upscaled render's side (384 → 640² canvas)
