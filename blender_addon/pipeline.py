@@ -321,10 +321,13 @@ def resolution_warning(recon: "PhotoReconstruction") -> str:
 
 
 def photo_warnings(recon: Any) -> list[str]:
-    """What the user should know about a result (a single-photo or a same-person one): faces too small
-    for detail, then refinements skipped (:func:`refinement_warnings`)."""
+    """What the user should know about a result (a single-photo or a same-person one): faces FaceMesh
+    did not confirm, faces too small for detail, then refinements skipped (:func:`refinement_warnings`)."""
     photos = getattr(recon, "photos", None) or [recon]
-    return [w for w in map(resolution_warning, photos) if w] + refinement_warnings(recon)
+    unconfirmed = [f"{Path(r.source).name if r.source else 'the photo'}: the face was found by the detector "
+                   "alone (a profile or a covered face?); its crop follows the network's own landmarks"
+                   for r in photos if not r.face.confirmed]
+    return unconfirmed + [w for w in map(resolution_warning, photos) if w] + refinement_warnings(recon)
 
 
 def _unrefined(recon: PhotoReconstruction, regressed: Any, identity: np.ndarray | None, reason: str,
