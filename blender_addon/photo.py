@@ -85,6 +85,20 @@ def to_rgb8(decoded: np.ndarray, bgr: bool = True) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB) if bgr else np.ascontiguousarray(img)
 
 
+def _decode_with_pillow(path: Path) -> np.ndarray | None:
+    """First frame as BGR uint8 for what OpenCV cannot decode (GIF), when Pillow is installed (the
+    command line has it; Blender's Python may not); None when it cannot read the file either."""
+    try:
+        from PIL import Image
+    except ImportError:
+        return None
+    try:
+        with Image.open(path) as img:
+            return np.ascontiguousarray(np.asarray(img.convert("RGB"))[:, :, ::-1])
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+
+
 def load_image(path: str | Path, min_side: int = MIN_IMAGE_SIDE) -> np.ndarray:
     """Read any common image file as upright uint8 RGB (H, W, 3).
 
@@ -97,7 +111,9 @@ def load_image(path: str | Path, min_side: int = MIN_IMAGE_SIDE) -> np.ndarray:
     buffer = np.fromfile(str(path), np.uint8)  # np.fromfile + imdecode handles non-ASCII paths
     decoded = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED) if buffer.size else None
     if decoded is None or decoded.size == 0:
-        raise ImageReadError(f"{path.name} is not a readable image (JPEG, PNG, WebP, TIFF, BMP …)")
+        decoded = _decode_with_pillow(path)
+    if decoded is None or decoded.size == 0:
+        raise ImageReadError(f"{path.name} is not a readable image (JPEG, PNG, WebP, TIFF, BMP, GIF …)")
     if decoded.ndim == 3 and decoded.shape[2] > 4:
         decoded = decoded[:, :, :3]
     image = apply_orientation(to_rgb8(decoded), _exif_orientation(path))

@@ -422,13 +422,17 @@ def test_pictures_without_a_face_stay_faceless(name: str, regressor_path: Path) 
 
 
 def test_reconstruct_variants_of_one_photo(tmp_path: Path, astronaut: np.ndarray, regressor_path: Path) -> None:
-    """Grayscale, RGBA and 16-bit versions find the same face."""
+    """Grayscale, RGBA, 16-bit and GIF versions find the same face."""
     ref = reconstruct_photo(astronaut, model=regressor_path).crop_box
     bgr = cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR)
     cv2.imwrite(str(tmp_path / "gray.png"), cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))
     cv2.imwrite(str(tmp_path / "rgba.png"), np.dstack([bgr, np.full(bgr.shape[:2], 255, np.uint8)]))
     cv2.imwrite(str(tmp_path / "deep.png"), bgr.astype(np.uint16) * 257)
-    for name in ("gray.png", "rgba.png", "deep.png"):
+    from PIL import Image            # OpenCV reads no GIF: Pillow's first frame
+
+    Image.fromarray(astronaut).save(tmp_path / "anim.gif", save_all=True,
+                                    append_images=[Image.fromarray(astronaut[:, ::-1])])
+    for name in ("gray.png", "rgba.png", "deep.png", "anim.gif"):
         box = reconstruct_photo(tmp_path / name, model=regressor_path).crop_box
         assert np.abs(np.subtract(box, ref)).max() < 6, name
 
