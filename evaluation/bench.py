@@ -25,8 +25,11 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-KEYS = ("regressor_ms", "photo_to_params_ms", "same_person_3_photos_ms", "photo_to_blender_s",
+KEYS = ("regressor_ms", "photo_to_params_ms", "small_face_24mp_ms", "same_person_3_photos_ms", "photo_to_blender_s",
         "synth_images_per_s_128", "train_images_per_s_128")
+SMALL_FACE_CANVAS = (4000, 6000)   # h, w: 24 MP
+SMALL_FACE_PHOTO_WIDTH = 240       # the bench photo's width in it (the astronaut's face ≈ 50 px: found only on tiles)
+SMALL_FACE_RUNS = 3
 SAME_PERSON_RUNS = 5
 MIN_REGRESSOR_RUNS = 200
 PHOTO_RUNS = 15
@@ -102,6 +105,43 @@ def bench_photo_to_params(onnx_path: Path | None, photo: Path, runs: int = PHOTO
     total = median_ms(once, runs, warmup=2)
     detail = {f"{k}_ms": float(statistics.median(v[-runs:])) for k, v in stages.items() if k != "model_load"}
     return total, {"photo": str(photo), "runs": runs, **detail}
+
+
+def bench_small_face(onnx_path: Path | None, photo: Path, runs: int = SMALL_FACE_RUNS
+                     ) -> tuple[float, dict[str, Any]]:
+    """Median ms of ``reconstruct_photo`` on a 24-MP picture holding the bench photo 240 px wide: the
+    whole-image detector passes find nothing, the tiled one finds the face (the worst case of tiling)."""
+    try:
+        import cv2
+
+        from blender_addon.pipeline import get_regressor, reconstruct_photo
+    except ImportError as exc:
+        raise Unavailable(f"blender_addon.pipeline not available ({exc})") from None
+    model = get_regressor(_onnx(onnx_path))
+    image = cv2.imread(str(photo), cv2.IMREAD_COLOR)
+    if image is None:
+        raise Unavailable(f"cannot read {photo}")
+    h = int(round(image.shape[0] * SMALL_FACE_PHOTO_WIDTH / image.shape[1]))
+    small = cv2.resize(image, (SMALL_FACE_PHOTO_WIDTH, h), interpolation=cv2.INTER_AREA)[:, :, ::-1]
+    canvas = np.full(SMALL_FACE_CANVAS + (3,), 170, np.uint8)
+    y, x = SMALL_FACE_CANVAS[0] // 2, SMALL_FACE_CANVAS[1] // 2
+    canvas[y:y + h, x:x + SMALL_FACE_PHOTO_WIDTH] = small
+    stages: dict[str, list[float]] = {}
+
+    def once() -> None:
+        rec = reconstruct_photo(canvas, model=model)
+        for k, v in rec.timings.items():
+            stages.setdefault(k, []).append(float(v))
+
+    from blender_addon.photo import PhotoError
+
+    try:
+        total = median_ms(once, runs, warmup=1)
+    except PhotoError as exc:   # a --photo whose face is too small at this size
+        raise Unavailable(f"{photo.name} at {SMALL_FACE_PHOTO_WIDTH} px in a 24-MP picture: {exc}") from None
+    detail = {f"{k}_ms": float(statistics.median(v[-runs:])) for k, v in stages.items() if k != "model_load"}
+    return total, {"photo": str(photo), "canvas": list(SMALL_FACE_CANVAS), "photo_width_px": SMALL_FACE_PHOTO_WIDTH,
+                   "runs": runs, **detail}
 
 
 def bench_same_person(onnx_path: Path | None, photo: Path, runs: int = SAME_PERSON_RUNS
@@ -258,6 +298,7 @@ def run(json_path: Path, onnx_path: Path | None = None, photo: Path | None = Non
     stages: dict[str, Callable[[], float | tuple[float, dict[str, Any]]]] = {
         "regressor_ms": lambda: bench_regressor(onnx_path, runs),
         "photo_to_params_ms": lambda: bench_photo_to_params(onnx_path, photo_path()),
+        "small_face_24mp_ms": lambda: bench_small_face(onnx_path, photo_path()),
         "same_person_3_photos_ms": lambda: bench_same_person(onnx_path, photo_path()),
         "photo_to_blender_s": lambda: bench_photo_to_blender(onnx_path, photo_path()),
         "synth_images_per_s_128": lambda: bench_synth(2),
