@@ -146,10 +146,10 @@ def build_in_blender(recon: Any, args: argparse.Namespace, name: str | None = No
 def reconstruct_same_person_to_file(photos: list[Path], out: Path, args: argparse.Namespace) -> dict[str, Any]:
     """All photos → one head (or its params as .json); returns timings and the reconstruction."""
     from blender_addon.aggregate import reconstruct_same_person
-    from facemodel import FaceModel, resolve_model_path
+    from blender_addon.pipeline import load_face_model
     from synth.corpus import atomic_write_bytes
 
-    model = FaceModel.load(resolve_model_path(str(args.face_model) if args.face_model else None))
+    model = load_face_model(str(args.face_model) if args.face_model else None)
     same = reconstruct_same_person(photos, args.face, args.model, args.cnet, model, refine=not args.no_refine)
     report: dict[str, Any] = {"same_person": same.timings, "_same": same}
     if out.suffix.lower() == ".json":
