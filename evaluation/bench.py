@@ -90,6 +90,13 @@ def bench_photo_to_params(onnx_path: Path | None, photo: Path, runs: int = PHOTO
 
     The detail holds the pipeline's own per-stage medians, so a slow total can be attributed.
     """
+    total, detail = _time_reconstruct(onnx_path, photo, runs, warmup=2)
+    return total, {"photo": str(photo), "runs": runs, **detail}
+
+
+def _time_reconstruct(onnx_path: Path | None, photo: Path | np.ndarray, runs: int, warmup: int
+                      ) -> tuple[float, dict[str, float]]:
+    """(median ms of ``reconstruct_photo``, the pipeline's own per-stage medians)."""
     try:
         from blender_addon.pipeline import get_regressor, reconstruct_photo
     except ImportError as exc:
@@ -99,12 +106,11 @@ def bench_photo_to_params(onnx_path: Path | None, photo: Path, runs: int = PHOTO
 
     def once() -> None:
         rec = reconstruct_photo(photo, model=model)
-        for k, v in getattr(rec, "timings", {}).items():
+        for k, v in rec.timings.items():
             stages.setdefault(k, []).append(float(v))
 
-    total = median_ms(once, runs, warmup=2)
-    detail = {f"{k}_ms": float(statistics.median(v[-runs:])) for k, v in stages.items() if k != "model_load"}
-    return total, {"photo": str(photo), "runs": runs, **detail}
+    total = median_ms(once, runs, warmup=warmup)
+    return total, {f"{k}_ms": float(statistics.median(v[-runs:])) for k, v in stages.items() if k != "model_load"}
 
 
 def bench_small_face(onnx_path: Path | None, photo: Path, runs: int = SMALL_FACE_RUNS
@@ -114,10 +120,9 @@ def bench_small_face(onnx_path: Path | None, photo: Path, runs: int = SMALL_FACE
     try:
         import cv2
 
-        from blender_addon.pipeline import get_regressor, reconstruct_photo
+        from blender_addon.photo import PhotoError
     except ImportError as exc:
-        raise Unavailable(f"blender_addon.pipeline not available ({exc})") from None
-    model = get_regressor(_onnx(onnx_path))
+        raise Unavailable(f"blender_addon.photo not available ({exc})") from None
     image = cv2.imread(str(photo), cv2.IMREAD_COLOR)
     if image is None:
         raise Unavailable(f"cannot read {photo}")
@@ -126,20 +131,10 @@ def bench_small_face(onnx_path: Path | None, photo: Path, runs: int = SMALL_FACE
     canvas = np.full(SMALL_FACE_CANVAS + (3,), 170, np.uint8)
     y, x = SMALL_FACE_CANVAS[0] // 2, SMALL_FACE_CANVAS[1] // 2
     canvas[y:y + h, x:x + SMALL_FACE_PHOTO_WIDTH] = small
-    stages: dict[str, list[float]] = {}
-
-    def once() -> None:
-        rec = reconstruct_photo(canvas, model=model)
-        for k, v in rec.timings.items():
-            stages.setdefault(k, []).append(float(v))
-
-    from blender_addon.photo import PhotoError
-
     try:
-        total = median_ms(once, runs, warmup=1)
+        total, detail = _time_reconstruct(onnx_path, canvas, runs, warmup=1)
     except PhotoError as exc:   # a --photo whose face is too small at this size
         raise Unavailable(f"{photo.name} at {SMALL_FACE_PHOTO_WIDTH} px in a 24-MP picture: {exc}") from None
-    detail = {f"{k}_ms": float(statistics.median(v[-runs:])) for k, v in stages.items() if k != "model_load"}
     return total, {"photo": str(photo), "canvas": list(SMALL_FACE_CANVAS), "photo_width_px": SMALL_FACE_PHOTO_WIDTH,
                    "runs": runs, **detail}
 
