@@ -281,19 +281,19 @@ def refine_reconstruction(recon: PhotoReconstruction, face_model: "facemodel.Fac
     t = time.perf_counter()
     points = recon.fit_landmarks
     regressed = recon.regressed_params if recon.regressed_params is not None else recon.crop_params
+    start = regressed
+    if identity is not None:
+        start = replace(regressed, identity=np.asarray(identity, np.asarray(regressed.identity).dtype).copy())
     if points is None:
         points = facemesh_on_crop(recon.image, recon.crop_box, recon.face)
         if points is None and not recon.face.confirmed:   # nothing detected to fit: the network's prediction
-            return _unrefined(recon, regressed, identity, "no detected landmarks (FaceMesh did not find this "
-                                                          "face in its crop either)", (time.perf_counter() - t) * 1e3)
+            return _unrefined(recon, regressed, start, "no detected landmarks (FaceMesh did not find this "
+                                                       "face in its crop either)", (time.perf_counter() - t) * 1e3)
         if points is None:   # FaceMesh lost the face in the canonical crop: the detection pass's points
             log.info("no FaceMesh face in the canonical crop; refining on the detection pass's landmarks")
             mesh = recon.face.mesh
             points = mesh[:, :2] if len(mesh) else recon.face.landmarks
     t_mesh = time.perf_counter()
-    start = regressed
-    if identity is not None:
-        start = replace(regressed, identity=np.asarray(identity, np.asarray(regressed.identity).dtype).copy())
     crop_params, info = refine_on_face(start, points, recon.crop_box, int(recon.crop.shape[0]), face_model,
                                        fit_identity=identity is None,
                                        max_disagreement=recon.refine_max_disagreement)
@@ -330,13 +330,11 @@ def photo_warnings(recon: Any) -> list[str]:
     return unconfirmed + [w for w in map(resolution_warning, photos) if w] + refinement_warnings(recon)
 
 
-def _unrefined(recon: PhotoReconstruction, regressed: Any, identity: np.ndarray | None, reason: str,
-               ms: float) -> PhotoReconstruction:
-    """``recon`` left as the network predicted it (with ``identity``, several photos' shape, if given),
+def _unrefined(recon: PhotoReconstruction, regressed: Any, params: Any, reason: str, ms: float
+               ) -> PhotoReconstruction:
+    """``recon`` with ``params`` (the network's prediction, with several photos' shape if given) unfitted,
     recorded like a refinement the trust limit skipped."""
     log.warning("refinement skipped: %s", reason)
-    params = regressed if identity is None else replace(
-        regressed, identity=np.asarray(identity, np.asarray(regressed.identity).dtype).copy())
     info = {"landmark_error_before_px": None, "landmark_error_after_px": None, "steps_accepted": 0,
             "crop_size_px": int(recon.crop.shape[0]), "skipped": reason, "points": ""}
     return replace(recon, params=_in_photo(params, recon.crop_box, recon.width, recon.height), crop_params=params,

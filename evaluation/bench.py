@@ -102,11 +102,16 @@ def _time_reconstruct(onnx_path: Path | None, photo: Path | np.ndarray, runs: in
     except ImportError as exc:
         raise Unavailable(f"blender_addon.pipeline not available ({exc})") from None
     model = get_regressor(_onnx(onnx_path))  # loaded once: the add-on keeps the session
+    return median_ms_with_stages(lambda: reconstruct_photo(photo, model=model), runs, warmup)
+
+
+def median_ms_with_stages(call: Callable[[], Any], runs: int, warmup: int) -> tuple[float, dict[str, float]]:
+    """(median ms of ``call``, the median of each stage its result reports in ``.timings``), so a slow
+    total can be attributed."""
     stages: dict[str, list[float]] = {}
 
     def once() -> None:
-        rec = reconstruct_photo(photo, model=model)
-        for k, v in rec.timings.items():
+        for k, v in call().timings.items():
             stages.setdefault(k, []).append(float(v))
 
     total = median_ms(once, runs, warmup=warmup)
@@ -156,15 +161,7 @@ def bench_same_person(onnx_path: Path | None, photo: Path, runs: int = SAME_PERS
         raise Unavailable(f"cannot read {photo}")
     small = cv2.resize(image, None, fx=0.8, fy=0.8, interpolation=cv2.INTER_AREA)
     views = [np.ascontiguousarray(v[:, :, ::-1]) for v in (image, image[:, ::-1], small)]
-    stages: dict[str, list[float]] = {}
-
-    def once() -> None:
-        same = reconstruct_same_person(views, regressor=model)
-        for k, v in same.timings.items():
-            stages.setdefault(k, []).append(float(v))
-
-    total = median_ms(once, runs, warmup=1)
-    detail = {f"{k}_ms": float(statistics.median(v[-runs:])) for k, v in stages.items() if k != "model_load"}
+    total, detail = median_ms_with_stages(lambda: reconstruct_same_person(views, regressor=model), runs, warmup=1)
     return total, {"photo": str(photo), "views": "as given, mirrored, 80 % scale", "runs": runs, **detail}
 
 
