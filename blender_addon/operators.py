@@ -19,6 +19,7 @@ import bpy
 from bpy.props import BoolProperty, CollectionProperty, EnumProperty, IntProperty, StringProperty
 
 from .fm import facemodel
+from .formats import file_browser_glob
 
 log = logging.getLogger(__name__)
 
@@ -242,7 +243,8 @@ class FACERIG_OT_extra_photo_add(bpy.types.Operator):
     directory: StringProperty(subtype="DIR_PATH", options={"HIDDEN", "SKIP_SAVE"})  # type: ignore[valid-type]
     files: CollectionProperty(type=bpy.types.OperatorFileListElement,  # type: ignore[valid-type]
                               options={"HIDDEN", "SKIP_SAVE"})
-    filter_image: BoolProperty(default=True, options={"HIDDEN", "SKIP_SAVE"})  # type: ignore[valid-type]
+    filter_glob: StringProperty(default=file_browser_glob(),  # type: ignore[valid-type]
+                                options={"HIDDEN", "SKIP_SAVE"})  # Blender's image filter hides HEIC
     filter_folder: BoolProperty(default=True, options={"HIDDEN", "SKIP_SAVE"})  # type: ignore[valid-type]
 
     def invoke(self, context: Any, event: Any) -> set[str]:

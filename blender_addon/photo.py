@@ -1,7 +1,7 @@
 """Reading photos into one canonical form, and the canonical network crop.
 
 Everything downstream (detector, regressor, texture projection) wants the same thing: an
-upright uint8 RGB array. Photos arrive as JPEG/PNG/WebP/TIFF, grayscale, with alpha, 16-bit
+upright uint8 RGB array. Photos arrive as JPEG/PNG/WebP/TIFF/GIF/HEIC/AVIF, grayscale, with alpha, 16-bit
 or float, and phones store them sideways with an EXIF orientation tag; this module absorbs
 all of that in one place. No bpy, no torch.
 
@@ -10,12 +10,16 @@ Pixel convention (DEVELOPERS.md): origin at the top-left image corner, pixel cen
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
+
+from .formats import HEIF_SUFFIXES, PHOTO_SUFFIXES
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +43,40 @@ class PhotoNotFoundError(PhotoError, FileNotFoundError):
     """No file at the photo's path (still a ``FileNotFoundError`` for callers that catch that)."""
 
 
-def _exif_orientation(path: Path) -> int:
-    """EXIF orientation tag (1–8), 1 when absent; read lazily from the header only."""
+@functools.lru_cache(maxsize=1)
+def pillow_image() -> Any:
+    """``PIL.Image`` with the HEIF/HEIC opener registered when pillow-heif is installed (phones save
+    HEIC by default; neither OpenCV nor Pillow alone decodes it); None without Pillow (Blender's
+    own Python may lack it when the add-on was built without wheels)."""
     try:
-        from PIL import Image  # Pillow ships with the detector's dependencies
-    except ImportError:  # pragma: no cover - Pillow is a mediapipe dependency
+        from PIL import Image
+    except ImportError:
+        return None
+    try:
+        import pillow_heif
+    except ImportError:
+        log.debug("pillow-heif not installed: HEIC/HEIF photos cannot be read")
+    else:
+        pillow_heif.register_heif_opener()
+    return Image
+
+
+def heif_supported() -> bool:
+    """Whether HEIC/HEIF photos can be read here."""
+    image = pillow_image()
+    return image is not None and ".heic" in image.registered_extensions()
+
+
+def _exif_orientation(path: Path) -> int:
+    """EXIF orientation tag (1–8), 1 when absent; read lazily from the header only.
+
+    HEIF stores the rotation in its own boxes, which libheif applies while decoding; pillow-heif
+    then reports orientation 1, so a phone's HEIC is not turned twice."""
+    image = pillow_image()
+    if image is None:  # pragma: no cover - Pillow is a mediapipe dependency
         return 1
     try:
-        with Image.open(path) as im:
+        with image.open(path) as im:
             value = int(im.getexif().get(0x0112, 1))
     except Exception:  # noqa: BLE001 - a broken EXIF block must not make the photo unreadable
         return 1
@@ -86,17 +116,30 @@ def to_rgb8(decoded: np.ndarray, bgr: bool = True) -> np.ndarray:
 
 
 def _decode_with_pillow(path: Path) -> np.ndarray | None:
-    """First frame as BGR uint8 for what OpenCV cannot decode (GIF), when Pillow is installed (the
-    command line has it; Blender's Python may not); None when it cannot read the file either."""
-    try:
-        from PIL import Image
-    except ImportError:
+    """First frame as BGR(A) uint8 for what OpenCV cannot decode (GIF, HEIC/HEIF, AVIF), when Pillow
+    is installed (the command line has it; Blender's Python may not); None when it cannot read the
+    file either. Alpha is kept so that ``to_rgb8`` composites it as for PNG."""
+    image = pillow_image()
+    if image is None:
         return None
     try:
-        with Image.open(path) as img:
-            return np.ascontiguousarray(np.asarray(img.convert("RGB"))[:, :, ::-1])
-    except (OSError, ValueError, Image.DecompressionBombError):
+        with image.open(path) as img:
+            alpha = "A" in img.getbands() or "transparency" in img.info
+            rgb = np.asarray(img.convert("RGBA" if alpha else "RGB"))
+    except image.DecompressionBombError as exc:
+        raise ImageReadError(f"{path.name} is too large to read safely ({exc})") from exc
+    except (OSError, ValueError):
         return None
+    order = [2, 1, 0, 3] if alpha else [2, 1, 0]
+    return np.ascontiguousarray(rgb[:, :, order])
+
+
+def _unreadable(path: Path) -> ImageReadError:
+    if path.suffix.lower() in HEIF_SUFFIXES and not heif_supported():
+        return ImageReadError(f"{path.name} is a HEIC/HEIF photo, and reading it needs pillow-heif "
+                              "(pip install pillow-heif; the add-on's release zip bundles it)")
+    return ImageReadError(f"{path.name} is not a readable image "
+                          f"({', '.join(s.lstrip('.').upper() for s in PHOTO_SUFFIXES)})")
 
 
 def load_image(path: str | Path, min_side: int = MIN_IMAGE_SIDE) -> np.ndarray:
@@ -113,7 +156,7 @@ def load_image(path: str | Path, min_side: int = MIN_IMAGE_SIDE) -> np.ndarray:
     if decoded is None or decoded.size == 0:
         decoded = _decode_with_pillow(path)
     if decoded is None or decoded.size == 0:
-        raise ImageReadError(f"{path.name} is not a readable image (JPEG, PNG, WebP, TIFF, BMP, GIF …)")
+        raise _unreadable(path)
     if decoded.ndim == 3 and decoded.shape[2] > 4:
         decoded = decoded[:, :, :3]
     image = apply_orientation(to_rgb8(decoded), _exif_orientation(path))

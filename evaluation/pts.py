@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from blender_addon.formats import PHOTO_SUFFIXES as IMAGE_SUFFIXES
+
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 ONE_BASED_TO_CORNER = -0.5  # 1-based pixel-centre coordinate → corner-origin continuous coordinate
 
 

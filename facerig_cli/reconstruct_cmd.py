@@ -337,6 +337,7 @@ from blender_addon import pipeline, detect, regressor, photo, texture, rig  # no
 import facemodel.convert  # noqa: F401  (the panel's "Download Face Model" button)
 import onnxruntime  # noqa: F401
 detect.detect_faces(np.full((96, 96, 3), 128, np.uint8))
+photo.pillow_image()  # Pillow and pillow-heif (GIF/HEIC/AVIF photos), imported on first use
 mods = {m.split('.')[0] for m in sys.modules}
 dists = md.packages_distributions()
 out = {}

@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 KIND = "photo_landmarks"
 VERSION = 1
 SCHEME = "mediapipe68"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 MIN_FACE_PX = 32.0          # landmark box side below which a face is too small to teach anything
 FILES_PER_SHARD = 1000
 
@@ -68,14 +67,16 @@ def is_photo_corpus(path: Path | str) -> bool:
 
 def list_photos(folders: Sequence[Path | str]) -> list[Path]:
     """All image files of the folders (not recursive), sorted, so shard contents are stable."""
+    from blender_addon.formats import PHOTO_SUFFIXES
+
     files: list[Path] = []
     for folder in folders:
         folder = Path(folder)
         if not folder.is_dir():
             raise FileNotFoundError(f"photo folder not found: {folder}")
-        files += sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        files += sorted(p for p in folder.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES)
     if not files:
-        raise PhotoCorpusError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {', '.join(map(str, folders))}")
+        raise PhotoCorpusError(f"no images ({', '.join(PHOTO_SUFFIXES)}) in {', '.join(map(str, folders))}")
     return files
 
 

@@ -3,7 +3,7 @@
 "bpy-only": a fresh virtual environment whose only packages are bpy and bpy's own
 requirements (numpy, requests, zstandard, cython and theirs), linked from the project venv
 instead of re-downloading the 300 MB bpy wheel. Everything else the add-on needs
-(onnxruntime, OpenCV, MediaPipe and their runtime imports) must come from the zip's wheels/.
+(onnxruntime, OpenCV, MediaPipe, pillow-heif and their runtime imports) must come from the zip's wheels/.
 Building the zip downloads those wheels from PyPI (``pip download``; cached in build/wheels);
 without network and without a warm cache the build cannot bundle them and the test is skipped.
 """
@@ -36,8 +36,8 @@ assert any("facerig" in a.module for a in bpy.context.preferences.addons)
 res = bpy.ops.facerig.reconstruct(filepath=sys.argv[2], model_path=sys.argv[3], texture_size=256)
 assert res == {"FINISHED"}, res
 obj = bpy.context.view_layer.objects.active
-import cv2, mediapipe, onnxruntime
-for mod in (cv2, mediapipe, onnxruntime):
+import cv2, mediapipe, onnxruntime, pillow_heif
+for mod in (cv2, mediapipe, onnxruntime, pillow_heif):
     assert "extensions" in mod.__file__, mod.__file__   # from the bundled wheels, not the dev venv
 print("RESULT", obj.name, len(obj.data.vertices), len(obj.data.shape_keys.key_blocks))
 """
@@ -66,7 +66,7 @@ def test_zip_layout(extension_zip: Path) -> None:
     wheels = manifest["wheels"]
     assert all(w.lstrip("./") in names for w in wheels)
     joined = " ".join(wheels)
-    for dist in ("onnxruntime", "opencv_contrib_python", "mediapipe", "protobuf"):
+    for dist in ("onnxruntime", "opencv_contrib_python", "mediapipe", "protobuf", "pillow_heif"):
         assert dist in joined
     assert "numpy" not in joined and "torch" not in joined
 
@@ -91,8 +91,16 @@ def test_install_in_bpy_only_env_and_reconstruct(extension_zip: Path, face_model
     onnx_path = build_constant_regressor(tmp_path / "constant.onnx", plausible_params(face_model))
     script = tmp_path / "run.py"
     script.write_text(SCRIPT)
+    from PIL import Image
+
+    from blender_addon.photo import pillow_image
+
+    pillow_image()                                      # registers the HEIF writer for this process
+    phone_photo = tmp_path / "IMG_0001.HEIC"            # a phone's format: read by the bundled pillow-heif
+    with Image.open(FACES / "demo" / "astronaut_eileen_collins_nasa.png") as im:
+        im.convert("RGB").save(phone_photo, quality=90)
     res = subprocess.run([str(venv / "bin" / "python"), str(script), str(extension_zip),
-                          str(FACES / "demo" / "astronaut_eileen_collins_nasa.png"), str(onnx_path)],
+                          str(phone_photo), str(onnx_path)],
                          capture_output=True, text=True, env=env, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "RESULT" in res.stdout and " 26719 54" in res.stdout

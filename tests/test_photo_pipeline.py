@@ -73,9 +73,50 @@ def test_exif_orientation(tmp_path: Path, astronaut: np.ndarray) -> None:
     assert len(detect_faces(img)) == 1
 
 
+def test_phone_heic_and_avif(tmp_path: Path, astronaut: np.ndarray) -> None:
+    """Phones save HEIC with the rotation in the file; AVIF is the web's newer format."""
+    from PIL import Image
+
+    assert photo.heif_supported(), "pillow-heif is one of the project's dependencies"
+    raw = np.ascontiguousarray(np.rot90(astronaut[:, :400], 1))      # sensor orientation
+    im = Image.fromarray(raw)
+    exif = im.getexif()
+    exif[0x0112] = 6                                                  # pillow-heif stores it as HEIF's rotation
+    im.save(tmp_path / "IMG_0001.HEIC", exif=exif.tobytes(), quality=90)
+    img = photo.load_image(tmp_path / "IMG_0001.HEIC")
+    assert img.shape == (512, 400, 3)                                 # turned once, not twice
+    assert np.abs(img.astype(int) - astronaut[:, :400]).mean() < 6
+    assert len(detect_faces(img)) == 1
+
+    rgba = np.dstack([astronaut, np.full(astronaut.shape[:2], 255, np.uint8)])
+    rgba[:64, :, 3] = 0
+    Image.fromarray(rgba).save(tmp_path / "a.avif", quality=90)
+    img = photo.load_image(tmp_path / "a.avif")
+    assert (np.abs(img[:60].astype(int) - photo.ALPHA_BACKGROUND) <= 8).all()   # composited like PNG
+    assert np.abs(img[70:].astype(int) - astronaut[70:]).mean() < 6
+
+
+def test_heic_without_pillow_heif_says_what_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import Image
+
+    Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(tmp_path / "x.heic", quality=80)
+    monkeypatch.setattr(photo, "heif_supported", lambda: False)
+    monkeypatch.setattr(photo, "_decode_with_pillow", lambda path: None)
+    with pytest.raises(photo.ImageReadError, match="needs pillow-heif"):
+        photo.load_image(tmp_path / "x.heic")
+
+
+def test_folder_scans_and_the_file_browser_offer_the_same_types() -> None:
+    from blender_addon.formats import PHOTO_SUFFIXES, file_browser_glob
+    from evaluation.pts import IMAGE_SUFFIXES
+
+    assert IMAGE_SUFFIXES == PHOTO_SUFFIXES and {".heic", ".avif", ".jpg"} <= set(PHOTO_SUFFIXES)
+    assert file_browser_glob().split(";") == ["*" + s for s in PHOTO_SUFFIXES]
+
+
 def test_bad_inputs(tmp_path: Path) -> None:
     (tmp_path / "notes.jpg").write_text("not an image")
-    with pytest.raises(photo.ImageReadError, match="not a readable image"):
+    with pytest.raises(photo.ImageReadError, match="not a readable image .*HEIC"):
         photo.load_image(tmp_path / "notes.jpg")
     (tmp_path / "empty.png").write_bytes(b"")
     with pytest.raises(photo.ImageReadError):
@@ -422,7 +463,7 @@ def test_pictures_without_a_face_stay_faceless(name: str, regressor_path: Path) 
 
 
 def test_reconstruct_variants_of_one_photo(tmp_path: Path, astronaut: np.ndarray, regressor_path: Path) -> None:
-    """Grayscale, RGBA, 16-bit and GIF versions find the same face."""
+    """Grayscale, RGBA, 16-bit, GIF and HEIC versions find the same face."""
     ref = reconstruct_photo(astronaut, model=regressor_path).crop_box
     bgr = cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR)
     cv2.imwrite(str(tmp_path / "gray.png"), cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))
@@ -432,7 +473,8 @@ def test_reconstruct_variants_of_one_photo(tmp_path: Path, astronaut: np.ndarray
 
     Image.fromarray(astronaut).save(tmp_path / "anim.gif", save_all=True,
                                     append_images=[Image.fromarray(astronaut[:, ::-1])])
-    for name in ("gray.png", "rgba.png", "deep.png", "anim.gif"):
+    Image.fromarray(astronaut).save(tmp_path / "phone.heic", quality=90)
+    for name in ("gray.png", "rgba.png", "deep.png", "anim.gif", "phone.heic"):
         box = reconstruct_photo(tmp_path / name, model=regressor_path).crop_box
         assert np.abs(np.subtract(box, ref)).max() < 6, name
 
