@@ -112,12 +112,18 @@ def refine_on_face(crop_params: Any, landmarks: np.ndarray, box: tuple[float, fl
     """
     pts = facemodel.crop.points_to_crop(landmarks, box, size)
     fit = get_refiner(face_model).refine(crop_params, pts, size, fit_identity, max_disagreement)
-    if fit.skipped:
-        log.warning("refinement skipped: %s", fit.skipped)
-    info = {"landmark_error_before_px": fit.rms_before_px, "landmark_error_after_px": fit.rms_after_px,
-            "steps_accepted": fit.steps_accepted, "crop_size_px": size, "skipped": fit.skipped,
-            "points": fit.points}
-    return fit.params, info
+    return fit.params, refinement_summary(size, fit.skipped, fit.rms_before_px, fit.rms_after_px,
+                                          fit.steps_accepted, fit.points)
+
+
+def refinement_summary(crop_size_px: int, skipped: str = "", before_px: float | None = None,
+                       after_px: float | None = None, steps_accepted: int = 0, points: str = "") -> dict[str, Any]:
+    """The ``refinement`` record (JSON output, Blender property) of a fit or of one that did not run
+    (``skipped`` says why; logged here, once for every path that skips)."""
+    if skipped:
+        log.warning("refinement skipped: %s", skipped)
+    return {"landmark_error_before_px": before_px, "landmark_error_after_px": after_px,
+            "steps_accepted": steps_accepted, "crop_size_px": crop_size_px, "skipped": skipped, "points": points}
 
 
 @dataclass
@@ -334,9 +340,7 @@ def _unrefined(recon: PhotoReconstruction, regressed: Any, params: Any, reason: 
                ) -> PhotoReconstruction:
     """``recon`` with ``params`` (the network's prediction, with several photos' shape if given) unfitted,
     recorded like a refinement the trust limit skipped."""
-    log.warning("refinement skipped: %s", reason)
-    info = {"landmark_error_before_px": None, "landmark_error_after_px": None, "steps_accepted": 0,
-            "crop_size_px": int(recon.crop.shape[0]), "skipped": reason, "points": ""}
+    info = refinement_summary(int(recon.crop.shape[0]), reason)
     return replace(recon, params=_in_photo(params, recon.crop_box, recon.width, recon.height), crop_params=params,
                    regressed_params=regressed, refinement=info, timings={**recon.timings, "refine_landmarks": ms})
 

@@ -13,6 +13,17 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+REGRESSOR_HELP = "regressor ONNX (default: blender_addon/models/facerig_regressor.onnx)"
+
+
+def _add_model(parser: argparse.ArgumentParser) -> None:
+    """``--model``: every evaluation and the bench take any regressor file, the shipped one by default."""
+    parser.add_argument("--model", type=Path, help=REGRESSOR_HELP)
+
+
+def _add_face_model(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--face-model", dest="face_model", help="ICT-FaceKit npz (default: $FACERIG_FACE_MODEL/cache)")
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="evaluate a regressor: landmarks on labelled photos, synthetic corpora")
@@ -21,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     lm = esub.add_parser("landmarks", help="68-point NME on images with iBUG .pts files (e.g. 300W Helen test)")
     lm.add_argument("--images", type=Path, required=True, help="folder of images with same-name .pts files")
     lm.add_argument("--json", type=Path, required=True, help="report path; .csv and .png are written beside it")
-    lm.add_argument("--model", type=Path, help="regressor ONNX (default: blender_addon/models/facerig_regressor.onnx)")
+    _add_model(lm)
     lm.add_argument("--box", choices=("gt", "detect"), default="gt",
                     help="start from the ground-truth landmark box (default) or from the face detector")
     lm.add_argument("--method", choices=("facerig", "mediapipe"), default="facerig",
@@ -34,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     lm.add_argument("--refine", action="store_true",
                     help="facerig: refine the prediction on MediaPipe FaceMesh's points (dense fit; inner 51 for "
                          "turned faces), as the add-on and `facerig reconstruct` do by default")
-    lm.add_argument("--face-model", dest="face_model", help="ICT-FaceKit npz (default: $FACERIG_FACE_MODEL/cache)")
+    _add_face_model(lm)
     lm.add_argument("--limit", type=int, help="only the first N images (sorted by name)")
     lm.add_argument("--no-plot", action="store_true", help="skip the PNG")
     lm.set_defaults(func=cmd_landmarks)
@@ -42,8 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     sy = esub.add_parser("synthetic", help="3-D and landmark errors on a synthetic corpus with ground truth")
     sy.add_argument("--corpus", type=Path, required=True)
     sy.add_argument("--json", type=Path, required=True, help="report path; error-vs-yaw .png beside it")
-    sy.add_argument("--model", type=Path, help="regressor ONNX (default: blender_addon/models/facerig_regressor.onnx)")
-    sy.add_argument("--face-model", dest="face_model")
+    _add_model(sy)
+    _add_face_model(sy)
     sy.add_argument("--limit", type=int, help="only the first N samples")
     sy.add_argument("--no-plot", action="store_true")
     sy.set_defaults(func=cmd_synthetic)
@@ -53,17 +64,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     ib.add_argument("--json", type=Path, required=True, help="report path")
     ib.add_argument("--limit", type=int, default=512, help="first N faces (default 512)")
     ib.add_argument("--sigma", type=float, nargs="+", help="pixel noise levels (default 0.5 1 2 4)")
-    ib.add_argument("--face-model", dest="face_model")
+    _add_face_model(ib)
     ib.set_defaults(func=cmd_identity_bound)
     ic = esub.add_parser("identity-consistency", help="does the regressor tell people apart on real photos: "
                          "each face against its mirror image and against every other face (no labels needed)")
     ic.add_argument("--images", type=Path, required=True,
                     help="folder of photos, one person each (with .pts files for --box gt)")
     ic.add_argument("--json", type=Path, required=True, help="report path; a histogram .png beside it")
-    ic.add_argument("--model", type=Path, help="regressor ONNX (default: blender_addon/models/facerig_regressor.onnx)")
+    _add_model(ic)
     ic.add_argument("--box", choices=("gt", "detect"), default="gt",
                     help="crop from the .pts landmarks (default) or the largest detected face (any photo folder)")
-    ic.add_argument("--face-model", dest="face_model")
+    _add_face_model(ic)
     ic.add_argument("--limit", type=int, help="only the first N images (sorted by name)")
     ic.add_argument("--refine", action="store_true",
                     help="compare identities refined on FaceMesh's points, as the add-on makes them")
@@ -73,38 +84,38 @@ def register(sub: argparse._SubParsersAction) -> None:
                          "corpus): the network's identities aggregated against identities refined first")
     sp.add_argument("--corpus", type=Path, required=True, help="corpus rendered with --views-per-identity K")
     sp.add_argument("--json", type=Path, required=True, help="report path")
-    sp.add_argument("--model", type=Path, help="regressor ONNX (default: blender_addon/models/facerig_regressor.onnx)")
+    _add_model(sp)
     sp.add_argument("--cnet", type=Path, help="C-Net ONNX (default: the one the add-on picks for the regressor)")
     sp.add_argument("--scale", type=float, nargs="+",
                     help="FaceMesh's error on the renders is scaled by these (default 0.45 ≈ its photo accuracy, 1)")
     sp.add_argument("--limit", type=int, help="only the first N sets")
-    sp.add_argument("--face-model", dest="face_model")
+    _add_face_model(sp)
     sp.set_defaults(func=cmd_same_person)
     dt = esub.add_parser("detection", help="faces found by |yaw| on a synthetic corpus, confirmed by FaceMesh or "
                          "from the detector box alone, and how the latter reconstruct")
     dt.add_argument("--corpus", type=Path, required=True)
     dt.add_argument("--json", type=Path, required=True, help="report path")
-    dt.add_argument("--model", type=Path, help="regressor ONNX (default: blender_addon/models/facerig_regressor.onnx)")
+    _add_model(dt)
     dt.add_argument("--limit", type=int, help="only the first N renders")
-    dt.add_argument("--face-model", dest="face_model")
+    _add_face_model(dt)
     dt.set_defaults(func=cmd_detection)
     rg = esub.add_parser("refine-gate", help="how far the regressor's landmarks lie from the detector's on "
                          "unlabelled photos, and the limit up to which the refinement trusts the detector")
     rg.add_argument("--images", type=Path, action="append", required=True,
                     help="folder of photos (repeatable; no labels needed)")
     rg.add_argument("--json", type=Path, required=True, help="report path")
-    rg.add_argument("--model", type=Path, help="regressor ONNX (default: blender_addon/models/facerig_regressor.onnx)")
+    _add_model(rg)
     rg.add_argument("--every", type=int, default=1, help="every N-th photo of each folder (sorted names)")
     rg.add_argument("--write", action="store_true",
                     help="store the recommended limit in the model's ONNX metadata (weights untouched)")
-    rg.add_argument("--face-model", dest="face_model")
+    _add_face_model(rg)
     rg.set_defaults(func=cmd_refine_gate)
     p.set_defaults(func=lambda a: p.print_help() or 2)
 
     b = sub.add_parser("bench", help="speed: regressor, photo → params, several photos, photo → Blender, synthesis, "
                        "training")
     b.add_argument("--json", type=Path, required=True)
-    b.add_argument("--model", type=Path, help="regressor ONNX (default: blender_addon/models/facerig_regressor.onnx)")
+    _add_model(b)
     b.add_argument("--photo", type=Path, help="photo for the end-to-end timings (default: the built-in astronaut)")
     b.add_argument("--runs", type=int, default=200, help="timed regressor runs (median reported; ≥ 200 for the record)")
     b.add_argument("--corpus", type=Path, help="corpus for train_images_per_s_128 (a short training run)")
