@@ -25,11 +25,13 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-KEYS = ("regressor_ms", "photo_to_params_ms", "small_face_24mp_ms", "same_person_3_photos_ms", "photo_to_blender_s",
-        "synth_images_per_s_128", "train_images_per_s_128")
+KEYS = ("regressor_ms", "photo_to_params_ms", "phone_heic_12mp_ms", "small_face_24mp_ms", "same_person_3_photos_ms",
+        "photo_to_blender_s", "synth_images_per_s_128", "train_images_per_s_128")
 SMALL_FACE_CANVAS = (4000, 6000)   # h, w: 24 MP
 SMALL_FACE_PHOTO_WIDTH = 240       # the bench photo's width in it (the astronaut's face ≈ 50 px: found only on tiles)
 SMALL_FACE_RUNS = 3
+PHONE_SIZE = (3024, 4032)          # h, w: a 12-MP phone photo
+PHONE_RUNS = 5
 SAME_PERSON_RUNS = 5
 MIN_REGRESSOR_RUNS = 200
 PHOTO_RUNS = 15
@@ -142,6 +144,34 @@ def bench_small_face(onnx_path: Path | None, photo: Path, runs: int = SMALL_FACE
         raise Unavailable(f"{photo.name} at {SMALL_FACE_PHOTO_WIDTH} px in a 24-MP picture: {exc}") from None
     return total, {"photo": str(photo), "canvas": list(SMALL_FACE_CANVAS), "photo_width_px": SMALL_FACE_PHOTO_WIDTH,
                    "runs": runs, **detail}
+
+
+def bench_phone_heic(onnx_path: Path | None, photo: Path, runs: int = PHONE_RUNS) -> tuple[float, dict[str, Any]]:
+    """Median ms of ``reconstruct_photo`` on the bench photo as a phone saves it: scaled to cover a
+    12-MP frame and stored as HEIC (decoding it through pillow-heif is most of the difference to
+    ``photo_to_params_ms``)."""
+    try:
+        import cv2
+
+        from blender_addon.photo import heif_supported, pillow_image
+    except ImportError as exc:
+        raise Unavailable(f"blender_addon.photo not available ({exc})") from None
+    if not heif_supported():
+        raise Unavailable("pillow-heif is not installed")
+    image = cv2.imread(str(photo), cv2.IMREAD_COLOR)
+    if image is None:
+        raise Unavailable(f"cannot read {photo}")
+    (h, w), (ph, pw) = image.shape[:2], PHONE_SIZE
+    s = max(pw / w, ph / h)
+    big = cv2.resize(image, (round(w * s), round(h * s)), interpolation=cv2.INTER_CUBIC)
+    y, x = (big.shape[0] - ph) // 2, (big.shape[1] - pw) // 2
+    frame = np.ascontiguousarray(big[y:y + ph, x:x + pw, ::-1])
+    with tempfile.TemporaryDirectory() as tmp:
+        heic = Path(tmp) / "IMG_0001.HEIC"
+        pillow_image().fromarray(frame).save(heic, quality=80)
+        total, detail = _time_reconstruct(onnx_path, heic, runs, warmup=1)
+        size_mb = heic.stat().st_size / 1e6
+    return total, {"photo": str(photo), "size": [pw, ph], "heic_mb": round(size_mb, 2), "runs": runs, **detail}
 
 
 def bench_same_person(onnx_path: Path | None, photo: Path, runs: int = SAME_PERSON_RUNS
@@ -290,6 +320,7 @@ def run(json_path: Path, onnx_path: Path | None = None, photo: Path | None = Non
     stages: dict[str, Callable[[], float | tuple[float, dict[str, Any]]]] = {
         "regressor_ms": lambda: bench_regressor(onnx_path, runs),
         "photo_to_params_ms": lambda: bench_photo_to_params(onnx_path, photo_path()),
+        "phone_heic_12mp_ms": lambda: bench_phone_heic(onnx_path, photo_path()),
         "small_face_24mp_ms": lambda: bench_small_face(onnx_path, photo_path()),
         "same_person_3_photos_ms": lambda: bench_same_person(onnx_path, photo_path()),
         "photo_to_blender_s": lambda: bench_photo_to_blender(onnx_path, photo_path()),

@@ -23,7 +23,7 @@ LANDMARK_KEYS = {"n", "failed", "nme_bbox_68", "nme_bbox_51", "nme_io_68", "nme_
 BINS = {"0-30", "30-60", "60-90"}
 SYNTH_KEYS = {"n", "vertex_mm_camera", "vertex_mm_aligned", "nme_bbox_68", "expression_mae", "rotation_deg",
               "yaw_bins", "balanced"}
-BENCH_KEYS = {"regressor_ms", "photo_to_params_ms", "small_face_24mp_ms", "same_person_3_photos_ms", "photo_to_blender_s",
+BENCH_KEYS = {"regressor_ms", "photo_to_params_ms", "phone_heic_12mp_ms", "small_face_24mp_ms", "same_person_3_photos_ms", "photo_to_blender_s",
               "synth_images_per_s_128", "train_images_per_s_128"}
 
 
