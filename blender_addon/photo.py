@@ -19,6 +19,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from .colour_profile import to_srgb
 from .formats import HEIF_SUFFIXES, PHOTO_SUFFIXES
 
 log = logging.getLogger(__name__)
@@ -67,20 +68,24 @@ def heif_supported() -> bool:
     return image is not None and ".heic" in image.registered_extensions()
 
 
-def _exif_orientation(path: Path) -> int:
-    """EXIF orientation tag (1–8), 1 when absent; read lazily from the header only.
+def _photo_header(path: Path) -> tuple[int, bytes | None]:
+    """(EXIF orientation 1–8, embedded ICC colour profile or None), read from the header only.
 
     HEIF stores the rotation in its own boxes, which libheif applies while decoding; pillow-heif
     then reports orientation 1, so a phone's HEIC is not turned twice."""
     image = pillow_image()
     if image is None:  # pragma: no cover - Pillow is a mediapipe dependency
-        return 1
+        return 1, None
     try:
         with image.open(path) as im:
-            value = int(im.getexif().get(0x0112, 1))
-    except Exception:  # noqa: BLE001 - a broken EXIF block must not make the photo unreadable
-        return 1
-    return value if 1 <= value <= 8 else 1
+            icc = im.info.get("icc_profile") or None
+            try:
+                value = int(im.getexif().get(0x0112, 1))
+            except Exception:  # noqa: BLE001 - a broken EXIF block must not make the photo unreadable
+                value = 1
+    except Exception:  # noqa: BLE001 - what Pillow cannot open, OpenCV may still have decoded
+        return 1, None
+    return (value if 1 <= value <= 8 else 1), icc
 
 
 def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
@@ -146,7 +151,8 @@ def load_image(path: str | Path, min_side: int = MIN_IMAGE_SIDE) -> np.ndarray:
     """Read any common image file as upright uint8 RGB (H, W, 3).
 
     Decodes with ``IMREAD_UNCHANGED`` (keeps 16 bit and alpha, which OpenCV would otherwise
-    handle silently and differently per format) and applies the EXIF orientation itself.
+    handle silently and differently per format) and applies the EXIF orientation and the embedded
+    colour profile (Display P3, Adobe RGB … → sRGB) itself.
     """
     path = Path(path)
     if not path.is_file():
@@ -159,7 +165,8 @@ def load_image(path: str | Path, min_side: int = MIN_IMAGE_SIDE) -> np.ndarray:
         raise _unreadable(path)
     if decoded.ndim == 3 and decoded.shape[2] > 4:
         decoded = decoded[:, :, :3]
-    image = apply_orientation(to_rgb8(decoded), _exif_orientation(path))
+    orientation, icc = _photo_header(path)
+    image = apply_orientation(to_srgb(to_rgb8(decoded), icc), orientation)
     check_size(image, min_side, path.name)
     log.debug("loaded %s: %dx%d (decoded %s %s)", path.name, image.shape[1], image.shape[0],
               decoded.dtype, decoded.shape)

@@ -96,6 +96,53 @@ def test_phone_heic_and_avif(tmp_path: Path, astronaut: np.ndarray) -> None:
     assert np.abs(img[70:].astype(int) - astronaut[70:]).mean() < 6
 
 
+def _bpy_icc(name: str) -> bytes:
+    """A display profile Blender ships (bpy is a dependency): real ICC files to tag test photos with."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("bpy")
+    assert spec is not None and spec.origin
+    files = list(Path(spec.origin).parent.glob(f"*/datafiles/colormanagement/icc/{name}"))
+    assert files, name
+    return files[0].read_bytes()
+
+
+def test_colour_profiles_are_converted_to_srgb(tmp_path: Path, astronaut: np.ndarray,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    """A phone's Display P3 photo (JPEG or HEIC) reads as the sRGB colours it shows; sRGB-tagged is untouched."""
+    import io
+
+    from PIL import Image, ImageCms
+
+    from blender_addon import colour_profile
+
+    p3 = _bpy_icc("srgb_p3d65_display.icc")
+    to_p3 = ImageCms.buildTransform(ImageCms.createProfile("sRGB"), ImageCms.ImageCmsProfile(io.BytesIO(p3)),
+                                    "RGB", "RGB", renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC)
+    p3_pixels = ImageCms.applyTransform(Image.fromarray(astronaut), to_p3)
+    assert np.abs(np.asarray(p3_pixels).astype(int) - astronaut).mean() > 3     # really other numbers
+    for ext in (".png", ".jpg", ".heic"):
+        codec = {} if ext == ".png" else {"quality": 95}
+        p3_pixels.save(tmp_path / f"p3{ext}", icc_profile=p3, **codec)
+        Image.fromarray(astronaut).save(tmp_path / f"plain{ext}", **codec)            # the same codec's loss
+        diff = np.abs(photo.load_image(tmp_path / f"p3{ext}").astype(int) - photo.load_image(tmp_path / f"plain{ext}"))
+        assert diff.mean() < (0.3 if ext == ".png" else 1.5), (ext, diff.mean())    # unconverted: > 3
+
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    Image.fromarray(astronaut).save(tmp_path / "srgb.png", icc_profile=srgb)
+    assert np.array_equal(photo.load_image(tmp_path / "srgb.png"), astronaut)
+    Image.fromarray(astronaut).save(tmp_path / "broken.png", icc_profile=b"not a profile" * 20)
+    with caplog.at_level("WARNING"):
+        assert np.array_equal(photo.load_image(tmp_path / "broken.png"), astronaut)
+    assert "unreadable colour profile" in caplog.text
+
+    big = np.ascontiguousarray(np.tile(np.asarray(p3_pixels), (3, 3, 1)))     # 1536² : converted in bands
+    banded = colour_profile.to_srgb(big, p3)
+    one = colour_profile.to_srgb(big[:700], p3)
+    assert np.array_equal(banded[:700], one)
+    assert np.abs(banded[:512, :512].astype(int) - astronaut).mean() < 0.3
+
+
 def test_heic_without_pillow_heif_says_what_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from PIL import Image
 
