@@ -55,6 +55,7 @@ class BuildOptions:
     """What to build; the add-on panel and the CLI expose these."""
 
     texture_size: int = 1024
+    remove_lighting: bool = False    # texture divided by the predicted lighting, to be lit again in Blender
     build_armature: bool = True
     add_camera: bool = True
     name: str = "Face"
@@ -310,10 +311,11 @@ def store_same_person(target: Any, same: SamePersonReconstruction) -> None:
     target[PROP_PREFIX + "cnet_version"] = same.cnet_version
 
 
-def bake_views(model: "facemodel.FaceModel", recon: Any, size: int) -> Any:
-    """Every photo of the reconstruction blended by visibility (one photo: its plain bake)."""
+def bake_views(model: "facemodel.FaceModel", recon: Any, size: int, remove_lighting: bool = False) -> Any:
+    """Every photo of the reconstruction blended by visibility (one photo: its plain bake); with
+    ``remove_lighting`` each photo is divided by its own predicted lighting before they blend."""
     photos = recon.photos if isinstance(recon, SamePersonReconstruction) else [recon]
-    return bake_texture_views(model, [(p.params, p.image) for p in photos], size)
+    return bake_texture_views(model, [(p.params, p.image) for p in photos], size, remove_lighting)
 
 
 def build_face(model: "facemodel.FaceModel", recon: Any, options: BuildOptions | None = None,
@@ -346,7 +348,7 @@ def build_face(model: "facemodel.FaceModel", recon: Any, options: BuildOptions |
         t = _timed(timings, "shape_keys", t)
 
         progress(0.45, "texture")
-        baked = bake_views(model, recon, options.texture_size)
+        baked = bake_views(model, recon, options.texture_size, options.remove_lighting)
         t = _timed(timings, "texture_bake", t)
         images = {m: image_from_array(created, f"{options.name}_{m}", tex) for m, tex in baked.images.items()}
         iris = tuple(float(c) ** 2.2 for c in baked.iris_color)
@@ -391,6 +393,7 @@ def build_face(model: "facemodel.FaceModel", recon: Any, options: BuildOptions |
         if same is not None:
             store_same_person(obj, same)
         obj["facerig_texture_coverage"] = json.dumps(baked.coverage)
+        obj["facerig_texture_lighting"] = "removed" if options.remove_lighting else "photo"
         from .pipeline import overlay_error
 
         if photo.face.confirmed:   # vs the detected landmarks (primary photo); an unconfirmed face has none

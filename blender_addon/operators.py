@@ -67,6 +67,13 @@ def _refine_property() -> Any:
                                     "the network (≈ 30 ms; closer overlay on the photo)")
 
 
+def _remove_lighting_property() -> Any:
+    """The panel's and the operator's *Remove lighting* (off: the texture shows the photo as lit)."""
+    return BoolProperty(name="Remove lighting", default=False,
+                        description="divide the texture by the lighting the network estimated, so the head can be "
+                                    "lit again in Blender (off: the photo's own light and shadow stay in the texture)")
+
+
 class FaceRigPhotoPath(bpy.types.PropertyGroup):
     """One more photo of the same person; its path is ``name`` (as in the file browser's ``files``,
     and because Blender turns ``[{"name": path}, ...]`` into a collection only with that key)."""
@@ -82,6 +89,7 @@ class FaceRigSettings(bpy.types.PropertyGroup):
     extra_photos_index: IntProperty(default=0)  # type: ignore[valid-type]
     face: EnumProperty(name="Face", items=_face_items)  # type: ignore[valid-type]
     texture_size: EnumProperty(name="Texture", items=TEXTURE_SIZES, default="1024")  # type: ignore[valid-type]
+    remove_lighting: _remove_lighting_property()  # type: ignore[valid-type]
     build_armature: BoolProperty(name="Build armature", default=True)  # type: ignore[valid-type]
     add_camera: BoolProperty(name="Add camera", default=True)  # type: ignore[valid-type]
     refine: _refine_property()  # type: ignore[valid-type]
@@ -148,6 +156,7 @@ class FACERIG_OT_reconstruct(bpy.types.Operator):
                             description="0 = largest face; -1 = the panel's choice (largest by default)")
     texture_size: IntProperty(name="Texture size", default=0, min=0, max=8192,  # type: ignore[valid-type]
                               description="0 = the panel's setting")
+    remove_lighting: _remove_lighting_property()  # type: ignore[valid-type]
     build_armature: BoolProperty(name="Build armature", default=True)  # type: ignore[valid-type]
     add_camera: BoolProperty(name="Add camera", default=True)  # type: ignore[valid-type]
     refine: _refine_property()  # type: ignore[valid-type]
@@ -165,7 +174,7 @@ class FACERIG_OT_reconstruct(bpy.types.Operator):
             for extra in settings.extra_photos:
                 self.extra_filepaths.add().name = extra.name
         self.build_armature, self.add_camera = settings.build_armature, settings.add_camera
-        self.refine = settings.refine
+        self.refine, self.remove_lighting = settings.refine, settings.remove_lighting
         self.texture_size = self.texture_size or int(settings.texture_size)
         if self.face_index < 0 and _DETECTED["faces"] and _DETECTED["path"] == bpy.path.abspath(self.filepath):
             self.face_index = int(settings.face)
@@ -200,7 +209,7 @@ class FACERIG_OT_reconstruct(bpy.types.Operator):
                                           face_model=model)
             wm.progress_update(30)
             options = BuildOptions(texture_size=self.texture_size or int(context.scene.facerig.texture_size),
-                                   build_armature=self.build_armature, add_camera=self.add_camera,
+                                   remove_lighting=self.remove_lighting, build_armature=self.build_armature, add_camera=self.add_camera,
                                    name=Path(path).stem[:40] or "Face")
             result = build_face(model, recon, options, context,
                                 progress=lambda f, msg: wm.progress_update(30 + int(70 * f)))

@@ -10,7 +10,10 @@ of the head, neck and ears (M_BackHead); both tiles are left/right symmetric. Pe
    interpolate their photo position and sample the photo (``cv2.remap``, bilinear);
 3. visibility: a vertex counts as seen when it faces the camera and passes a z-buffer test
    (minimum depth of all surface vertices splatted into a coarse image grid, eroded to close
-   gaps); texels blend with a weight that fades out at grazing angles;
+   gaps); texels blend with a weight that fades out at grazing angles.
+   With *Remove lighting*, each photo is first divided by its shading: SH lighting fitted to its
+   own face pixels (``facemodel.lighting_fit``, the network's lighting as prior), relative to the
+   face's mean so the exposure stays;
 4. filling: unseen texels take the mirrored texel (u → 1 − u within the tile) when that one
    was seen, the rest is inpainted (``cv2.inpaint`` Telea at low resolution, upsampled), so
    the back of the head and occluded cheeks get plausible skin/hair colour instead of black.
@@ -36,6 +39,9 @@ INPAINT_SIZE = 128                         # hole filling works on this resoluti
 ZBUFFER_CELLS = 160                        # z-buffer grid cells across the face's projected width
 DEPTH_TOLERANCE_CM = 0.7
 FACING_START, FACING_FULL = 0.05, 0.35     # cos(angle to the camera) where the weight rises 0 → 1
+SHADING_FLOOR = 0.25                       # relative shading below this is not divided out further
+LUMINANCE = np.array([0.2126, 0.7152, 0.0722], np.float32)   # Rec. 709 / sRGB primaries
+LIGHT_FIT_RANGE = (0.02, 0.97)             # sRGB values outside are clipped or black: not used to fit the light
 
 _UV_RASTER_CACHE: dict[tuple[int, int, str], "UVRaster"] = {}
 
@@ -167,9 +173,54 @@ class Projection:
         return float(self.vertex_weight[model.material_vertices("M_IrisLeft", "M_IrisRight")].sum())
 
 
+def photo_lighting(model: "facemodel.FaceModel", params: "facemodel.FaceParams", image: np.ndarray,
+                   normals: np.ndarray, pixels: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """(9, 3) SH lighting fitted to the photo's own pixels of the face vertices it sees well
+    (``facemodel.lighting_fit``; the network's lighting as the prior): the network learned its
+    lighting on renders and under-states a real photo's side light."""
+    h, w = image.shape[:2]
+    p = params.numpy()
+    seen = np.flatnonzero(model.region_masks["narrow_face"] & (weight > 0.5) & (pixels[:, 0] >= 0)
+                          & (pixels[:, 0] < w) & (pixels[:, 1] >= 0) & (pixels[:, 1] < h))
+    colour = _sample(image, np.ascontiguousarray(pixels[seen], np.float32)) * (1.0 / 255.0)
+    usable = (colour > LIGHT_FIT_RANGE[0]).all(1) & (colour < LIGHT_FIT_RANGE[1]).all(1)   # no clipped pixels
+    seen, colour = seen[usable], colour[usable]
+    albedo = facemodel.albedo.vertex_albedo(model.arrays.albedo_base[seen], model.arrays.albedo_axes[:, seen],
+                                            np.asarray(p.albedo, np.float32))
+    return facemodel.lighting_fit.fit_sh(normals[seen], albedo, facemodel.lighting.srgb_decode(colour),
+                                         np.asarray(p.sh, np.float32).reshape(9, 3))
+
+
+def relative_shading(model: "facemodel.FaceModel", sh: np.ndarray, normals: np.ndarray,
+                     weight: np.ndarray) -> np.ndarray:
+    """(V,) the luminance of every vertex's SH shading, divided by its mean over the face vertices
+    the photo sees, floored at ``SHADING_FLOOR``.
+
+    Dividing a photo by it removes the light's direction but keeps the photo's exposure and colour:
+    neither the absolute albedo (light strength × skin brightness) nor the light's colour (against
+    the skin's) is knowable from one photo, and a texture with the photo's brightness and skin tone
+    is what an artist expects. The floor keeps deep shadow, where the photo holds little but noise,
+    from being blown up."""
+    shade = facemodel.lighting.shading(normals, np.asarray(sh, np.float32).reshape(9, 3)) @ LUMINANCE
+    seen = model.region_masks["face"] & (weight > 0.5)
+    mean = float(shade[seen].mean()) if seen.any() else 0.0
+    if not mean > 0:
+        return np.ones(len(shade), np.float32)
+    return np.maximum(shade / mean, SHADING_FLOOR).astype(np.float32)
+
+
+def _remove_shading(sample: np.ndarray, shade: np.ndarray) -> np.ndarray:
+    """sRGB 0–255 colours (K, 3) ÷ relative shading (K,), in linear light."""
+    lin = facemodel.lighting.srgb_decode(sample * (1.0 / 255.0)) / shade[:, None]
+    return (facemodel.lighting.srgb_encode(lin) * 255.0).astype(np.float32)
+
+
 def project_photo(model: "facemodel.FaceModel", params: "facemodel.FaceParams", image: np.ndarray,
-                  size: int = 1024) -> Projection:
-    """Colour and visibility weight of every face/head texel as seen in ``image`` (no filling)."""
+                  size: int = 1024, remove_lighting: bool = False) -> Projection:
+    """Colour and visibility weight of every face/head texel as seen in ``image`` (no filling).
+
+    ``remove_lighting`` divides the photo by its lighting (``photo_lighting``, ``relative_shading``),
+    so the texture can be lit again in Blender; several photos, each under its own light, then agree."""
     h, w = image.shape[:2]
     cam, normals, pix = posed_geometry(model, params, w, h)
     masks = model.region_masks
@@ -177,6 +228,8 @@ def project_photo(model: "facemodel.FaceModel", params: "facemodel.FaceParams", 
     weight = vertex_visibility(cam, normals, pix, occluders)
     inside = (pix[:, 0] >= 0) & (pix[:, 0] < w) & (pix[:, 1] >= 0) & (pix[:, 1] < h)
     weight *= inside
+    shade = (relative_shading(model, photo_lighting(model, params, image, normals, pix, weight), normals, weight)
+             if remove_lighting else None)
     pix_c = np.ascontiguousarray(pix, np.float32).view(np.complex64).reshape(-1)  # x + iy: one gather for both
     colours, weights, sizes = {}, {}, {}
     for material in TILES:
@@ -185,6 +238,8 @@ def project_photo(model: "facemodel.FaceModel", params: "facemodel.FaceParams", 
         xy = _interpolate(pix_c, r).view(np.float32).reshape(-1, 2)            # (K, 2)
         wt = np.clip(_interpolate(weight, r), 0.0, 1.0)
         sample = _sample(image, xy)
+        if shade is not None:
+            sample = _remove_shading(sample, _interpolate(shade, r))
         colour = np.zeros((tile_size * tile_size, 3), np.float32)
         wmap = np.zeros(tile_size * tile_size, np.float32)
         colour[r.texels] = sample
@@ -238,19 +293,19 @@ def bake_projection(model: "facemodel.FaceModel", projection: Projection) -> Bak
 
 
 def bake_texture(model: "facemodel.FaceModel", params: "facemodel.FaceParams", image: np.ndarray,
-                 size: int = 1024) -> BakedTexture:
+                 size: int = 1024, remove_lighting: bool = False) -> BakedTexture:
     """Project ``image`` (uint8 RGB, the photo ``params`` refers to) into the face/head tiles."""
-    return bake_projection(model, project_photo(model, params, image, size))
+    return bake_projection(model, project_photo(model, params, image, size, remove_lighting))
 
 
 def bake_texture_views(model: "facemodel.FaceModel", views: list[tuple["facemodel.FaceParams", np.ndarray]],
-                       size: int = 1024) -> BakedTexture:
+                       size: int = 1024, remove_lighting: bool = False) -> BakedTexture:
     """Several photos of one head (``(params, image)`` each, one shared identity) → one texture:
     projections blended by visibility, holes filled once; the iris colour comes from the photo
     that sees the eyes best."""
     if not views:
         raise ValueError("no views to bake")
-    projections = [project_photo(model, params, image, size) for params, image in views]
+    projections = [project_photo(model, params, image, size, remove_lighting) for params, image in views]
     return bake_projection(model, blend_projections(model, projections))
 
 

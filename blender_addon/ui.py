@@ -70,6 +70,7 @@ class VIEW3D_PT_facerig(bpy.types.Panel):
                 layout.label(text="1 face found", icon="CHECKMARK")
         col = layout.column(heading="Options")
         col.prop(settings, "texture_size")
+        col.prop(settings, "remove_lighting")
         col.prop(settings, "build_armature")
         col.prop(settings, "add_camera")
         col.prop(settings, "refine")

@@ -68,6 +68,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", type=Path, help="ONNX regressor (default: blender_addon/models/facerig_regressor.onnx)")
     p.add_argument("--face-model", type=Path, help="ICT face model npz (default: $FACERIG_FACE_MODEL, then cache)")
     p.add_argument("--texture-size", type=int, default=1024)
+    p.add_argument("--remove-lighting", action="store_true",
+                   help="divide the texture by the predicted lighting (to light the head again; default: the photo as lit)")
     p.add_argument("--no-armature", action="store_true")
     p.add_argument("--no-camera", action="store_true")
     p.add_argument("--no-refine", action="store_true",
@@ -136,7 +138,8 @@ def build_in_blender(recon: Any, args: argparse.Namespace, name: str | None = No
 
     bpy.ops.wm.read_factory_settings(use_empty=True)
     model = load_face_model(str(args.face_model) if args.face_model else None)
-    options = BuildOptions(texture_size=args.texture_size, build_armature=not args.no_armature,
+    options = BuildOptions(texture_size=args.texture_size, remove_lighting=args.remove_lighting,
+                           build_armature=not args.no_armature,
                            add_camera=not args.no_camera,
                            name=name or (Path(recon.source).stem[:40] if recon.source else "Face"))
     result = build_face(model, recon, options, bpy.context)

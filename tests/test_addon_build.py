@@ -218,10 +218,12 @@ def test_operator_headless(regressor_path: Path, tmp_path: Path) -> None:
         # FaceMesh's points on this photo, so the regressor's limit skips it and says so
         refined = json.loads(obj["facerig_refinement"])
         assert "not trusted" in refined["skipped"] and refined["crop_size_px"] == 128
+        assert obj["facerig_texture_lighting"] == "photo"
         res = bpy.ops.facerig.reconstruct(filepath=str(ASTRONAUT), model_path=str(regressor_path), texture_size=256,
-                                          refine=False, build_armature=False, add_camera=False)
+                                          refine=False, build_armature=False, add_camera=False, remove_lighting=True)
         raw = bpy.context.view_layer.objects.active
         assert res == {"FINISHED"} and raw != obj and json.loads(raw["facerig_refinement"]) is None
+        assert raw["facerig_texture_lighting"] == "removed"
         n_objects = len(bpy.data.objects)
         (tmp_path / "bad.png").write_text("nope")
         with pytest.raises(RuntimeError, match="not a readable image"):

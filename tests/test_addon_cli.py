@@ -100,8 +100,13 @@ def test_reconstruct_blend_and_demo(tmp_path: Path, regressor_path: Path) -> Non
     import cv2
 
     assert main(["reconstruct", str(GRACE), "-o", str(tmp_path / "g.blend"), "--model", str(regressor_path),
-                 "--texture-size", "256"]) == 0
+                 "--texture-size", "256", "--remove-lighting"]) == 0
     assert (tmp_path / "g.blend").stat().st_size > 1_000_000
+    import bpy
+
+    bpy.ops.wm.open_mainfile(filepath=str(tmp_path / "g.blend"))
+    heads = [o for o in bpy.data.objects if o.get("facerig_texture_lighting")]
+    assert [o["facerig_texture_lighting"] for o in heads] == ["removed"]
     assert main(["demo", "-o", str(tmp_path / "demo"), "--model", str(regressor_path), "--texture-size", "256"]) == 0
     for name in ("astronaut.blend", "astronaut.glb", "astronaut_demo.png"):
         assert (tmp_path / "demo" / name).stat().st_size > 10_000, name
