@@ -55,7 +55,7 @@ class BuildOptions:
     """What to build; the add-on panel and the CLI expose these."""
 
     texture_size: int = 1024
-    remove_lighting: bool = False    # texture divided by the predicted lighting, to be lit again in Blender
+    remove_lighting: bool = False    # texture divided by the photo's fitted lighting, to be lit again in Blender
     build_armature: bool = True
     add_camera: bool = True
     name: str = "Face"
@@ -313,7 +313,7 @@ def store_same_person(target: Any, same: SamePersonReconstruction) -> None:
 
 def bake_views(model: "facemodel.FaceModel", recon: Any, size: int, remove_lighting: bool = False) -> Any:
     """Every photo of the reconstruction blended by visibility (one photo: its plain bake); with
-    ``remove_lighting`` each photo is divided by its own predicted lighting before they blend."""
+    ``remove_lighting`` each photo is divided by its own fitted lighting before they blend."""
     photos = recon.photos if isinstance(recon, SamePersonReconstruction) else [recon]
     return bake_texture_views(model, [(p.params, p.image) for p in photos], size, remove_lighting)
 

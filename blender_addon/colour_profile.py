@@ -20,6 +20,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 BAND_MIN_PIXELS = 1_000_000      # larger images are converted in row bands on several threads
+MAX_BANDS = 4
 
 
 def is_srgb_description(description: str) -> bool:
@@ -60,7 +61,9 @@ def to_srgb(rgb: np.ndarray, icc: bytes | None) -> np.ndarray:
     def convert(band: np.ndarray) -> np.ndarray:
         return np.asarray(ImageCms.applyTransform(Image.fromarray(np.ascontiguousarray(band)), transform))
 
-    bands = min(os.cpu_count() or 1, 4, max(1, rgb.shape[0] // 64)) if rgb.shape[0] * rgb.shape[1] >= BAND_MIN_PIXELS else 1
+    bands = 1
+    if rgb.shape[0] * rgb.shape[1] >= BAND_MIN_PIXELS:
+        bands = min(os.cpu_count() or 1, MAX_BANDS, max(1, rgb.shape[0] // 64))
     if bands == 1:
         return convert(rgb)
     with ThreadPoolExecutor(bands) as pool:

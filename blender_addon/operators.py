@@ -70,8 +70,8 @@ def _refine_property() -> Any:
 def _remove_lighting_property() -> Any:
     """The panel's and the operator's *Remove lighting* (off: the texture shows the photo as lit)."""
     return BoolProperty(name="Remove lighting", default=False,
-                        description="divide the texture by the lighting the network estimated, so the head can be "
-                                    "lit again in Blender (off: the photo's own light and shadow stay in the texture)")
+                        description="divide the photo's light and shade (fitted to the face) out of the texture, so "
+                                    "the head can be lit again in Blender (off: the texture shows the photo as lit)")
 
 
 class FaceRigPhotoPath(bpy.types.PropertyGroup):
@@ -209,7 +209,8 @@ class FACERIG_OT_reconstruct(bpy.types.Operator):
                                           face_model=model)
             wm.progress_update(30)
             options = BuildOptions(texture_size=self.texture_size or int(context.scene.facerig.texture_size),
-                                   remove_lighting=self.remove_lighting, build_armature=self.build_armature, add_camera=self.add_camera,
+                                   remove_lighting=self.remove_lighting, build_armature=self.build_armature,
+                                   add_camera=self.add_camera,
                                    name=Path(path).stem[:40] or "Face")
             result = build_face(model, recon, options, context,
                                 progress=lambda f, msg: wm.progress_update(30 + int(70 * f)))

@@ -69,7 +69,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--face-model", type=Path, help="ICT face model npz (default: $FACERIG_FACE_MODEL, then cache)")
     p.add_argument("--texture-size", type=int, default=1024)
     p.add_argument("--remove-lighting", action="store_true",
-                   help="divide the texture by the predicted lighting (to light the head again; default: the photo as lit)")
+                   help="divide the photo's lighting (fitted to the face) out of the texture, to light the head again "
+                        "(default: the texture shows the photo as lit)")
     p.add_argument("--no-armature", action="store_true")
     p.add_argument("--no-camera", action="store_true")
     p.add_argument("--no-refine", action="store_true",
