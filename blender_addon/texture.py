@@ -41,7 +41,6 @@ DEPTH_TOLERANCE_CM = 0.7
 FACING_START, FACING_FULL = 0.05, 0.35     # cos(angle to the camera) where the weight rises 0 → 1
 SHADING_FLOOR = 0.25                       # relative shading below this is not divided out further
 LUMINANCE = np.array([0.2126, 0.7152, 0.0722], np.float32)   # Rec. 709 / sRGB primaries
-LIGHT_FIT_RANGE = (0.02, 0.97)             # sRGB values outside are clipped or black: not used to fit the light
 
 _UV_RASTER_CACHE: dict[tuple[int, int, str], "UVRaster"] = {}
 
@@ -179,16 +178,11 @@ def photo_lighting(model: "facemodel.FaceModel", params: "facemodel.FaceParams",
     (``facemodel.lighting_fit``; the network's lighting as the prior): the network learned its
     lighting on renders and under-states a real photo's side light."""
     h, w = image.shape[:2]
-    p = params.numpy()
     seen = np.flatnonzero(model.region_masks["narrow_face"] & (weight > 0.5) & (pixels[:, 0] >= 0)
                           & (pixels[:, 0] < w) & (pixels[:, 1] >= 0) & (pixels[:, 1] < h))
     colour = _sample(image, np.ascontiguousarray(pixels[seen], np.float32)) * (1.0 / 255.0)
-    usable = (colour > LIGHT_FIT_RANGE[0]).all(1) & (colour < LIGHT_FIT_RANGE[1]).all(1)   # no clipped pixels
-    seen, colour = seen[usable], colour[usable]
-    albedo = facemodel.albedo.vertex_albedo(model.arrays.albedo_base[seen], model.arrays.albedo_axes[:, seen],
-                                            np.asarray(p.albedo, np.float32))
-    return facemodel.lighting_fit.fit_sh(normals[seen], albedo, facemodel.lighting.srgb_decode(colour),
-                                         np.asarray(p.sh, np.float32).reshape(9, 3))
+    return facemodel.lighting_fit.fit_face_lighting(model.arrays, params, seen, normals[seen],
+                                                    facemodel.lighting.srgb_decode(colour))
 
 
 def relative_shading(model: "facemodel.FaceModel", sh: np.ndarray, normals: np.ndarray,

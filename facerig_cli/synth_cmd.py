@@ -56,6 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     vw.add_argument("--perturb", default="5,0.05,0.2,0.1,0.02", metavar="SIGMAS",
                     help="InverseFaceNet resampling ROT°,IDENTITY,ALBEDO,EXPRESSION,SH (default 5,0.05,0.2,0.1,0.02)")
     vw.add_argument("--pitch-jitter", type=float, default=10.0, help="± pitch change of rotated views (default 10°)")
+    vw.add_argument("--delight-light", choices=("fitted", "network"), default="fitted",
+                    help="lighting divided out of the photo before relighting: fitted to its face pixels (default) "
+                         "or the reconstruction's own (corpora rendered before 2026-12-05)")
     vw.add_argument("--workers", type=int, default=2)
     vw.add_argument("--seed", type=int, default=0)
     vw.add_argument("--no-augment", action="store_true", help="no blur/noise/occluders/JPEG")
@@ -128,7 +131,8 @@ def cmd_views(args: argparse.Namespace) -> int:
     except ValueError:
         raise ValueError(f"--yaw-offsets must be comma-separated degrees, got {args.yaw_offsets!r}") from None
     views = ViewSettings(source=args.source, yaw_offsets=offsets, rotations=args.rotations, relight=args.relight,
-                         pitch_jitter_deg=args.pitch_jitter, perturb=Perturbation.parse(args.perturb))
+                         pitch_jitter_deg=args.pitch_jitter, perturb=Perturbation.parse(args.perturb),
+                         delight_light=args.delight_light)
     report = render_views(views, args.out, workers=args.workers, seed=args.seed,
                           augment=AugmentConfig(enabled=not args.no_augment), progress=not args.no_progress,
                           model_path=args.model)

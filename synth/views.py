@@ -8,7 +8,9 @@ Two seed papers, one renderer:
   of the original photo as a backplane. The label is the reconstruction with the new pose.
 * **InverseFaceNet resampling** (resample): the reconstruction is perturbed with a
   mean-adaptive Gaussian (:class:`Perturbation`) and relit with new SH lighting; the photo
-  texture is de-lit with the reconstruction's own lighting first (albedo = colour / shading).
+  texture is de-lit first (albedo = colour / shading), by default with SH lighting fitted to the
+  photo's face pixels (``ViewSettings.delight_light``; the reconstruction's own lighting, learned on
+  renders, leaves much of a real photo's side light in).
 
 Either way the pixels come from a real photo, the geometry from the image formation model, so
 the labels (identity, expression, pose, translation, landmarks) are exact for the image. SH and
@@ -37,6 +39,7 @@ import numpy as np
 from facemodel import FaceModel, FaceParams, ParamLayout
 from facemodel.formation import mesh_camera_space, project_to_image
 from facemodel.lighting import radiance, srgb_decode
+from facemodel.lighting_fit import fit_face_lighting
 from facemodel.priors import sample_sh
 
 from .render import ShardRenderer, image_rngs, image_seed, landmark_visibility, neck_opening_visible
@@ -46,6 +49,7 @@ RECON_KIND = "reconstructions"
 RECON_VERSION = 1
 MAX_YAW_DEG = 90.0
 MAX_PITCH_DEG = 40.0
+DELIGHT_LIGHTS = ("fitted", "network")
 
 
 class ReconstructionError(RuntimeError):
@@ -90,6 +94,9 @@ class ViewSettings:
     pitch_jitter_deg: float = 10.0
     relight: int = 1            # resampled + relit (InverseFaceNet) renders per photo
     perturb: Perturbation = field(default_factory=Perturbation)
+    # the light divided out before relighting: "fitted" to the photo's face pixels (facemodel.lighting_fit;
+    # the network's lamps, learned on renders, leave a real photo's side light in the albedo) or "network"
+    delight_light: str = "fitted"
 
     @property
     def per_photo(self) -> int:
@@ -102,6 +109,8 @@ class ViewSettings:
             raise ValueError("--yaw-offsets is empty")
         if any(abs(o) > MAX_YAW_DEG for o in self.yaw_offsets):
             raise ValueError(f"--yaw-offsets must be within ±{MAX_YAW_DEG:.0f}°")
+        if self.delight_light not in DELIGHT_LIGHTS:
+            raise ValueError(f"delight_light must be one of {', '.join(DELIGHT_LIGHTS)}, not {self.delight_light!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -239,6 +248,7 @@ class ViewShardRenderer(ShardRenderer):
         self.mirror = mirror_vertices(self.model)
         self.face_vertices = np.zeros(self.model.n_vertices, bool)
         self.face_vertices[self.model.vertex_range("face")] = True
+        self.narrow_face = self.model.region_masks["narrow_face"]
         self._texture_cache: tuple[int, np.ndarray, np.ndarray] | None = None
 
     def _texture(self, j: int, params: FaceParams) -> tuple[np.ndarray, np.ndarray]:
@@ -255,7 +265,11 @@ class ViewShardRenderer(ShardRenderer):
         facing = (normals * verts).sum(-1) < 0          # the normal points towards the camera (origin)
         seen = facing & landmark_visibility(pix, -verts[:, 2], frame.depth, radius=1)
         colour = photo_texture(self.recon_images[j], pix, seen, self.mirror, self.face_vertices)
-        albedo = delight(colour, normals, np.asarray(params.sh[0]))
+        sh = np.asarray(params.sh[0])
+        if self.s.views.delight_light == "fitted":
+            fit = np.flatnonzero(seen & self.narrow_face)
+            sh = fit_face_lighting(self.arrays, params[0], fit, normals[fit], colour[fit])
+        albedo = delight(colour, normals, sh)
         self._texture_cache = (j, colour, albedo)
         return colour, albedo
 

@@ -10,8 +10,8 @@ import pytest
 
 from facemodel import FaceParams, ParamLayout
 from facemodel.lighting import radiance
-from synth.views import (Perturbation, ReconstructionError, delight, mirror_vertices, perturbed, photo_texture,
-                         read_reconstructions, rotated, sample_photo, write_reconstructions)
+from synth.views import (Perturbation, ReconstructionError, ViewSettings, delight, mirror_vertices, perturbed,
+                         photo_texture, read_reconstructions, rotated, sample_photo, write_reconstructions)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "blender_addon" / "models" / "facerig_regressor.onnx"
@@ -57,6 +57,13 @@ def test_delight_inverts_shading():
     albedo = rng.uniform(0.2, 0.8, (50, 3)).astype(np.float32)
     colour = radiance(albedo, normals, sh)
     np.testing.assert_allclose(delight(colour, normals, sh), albedo, rtol=1e-4)
+
+
+def test_view_settings_name_the_light_they_divide_out(tmp_path):
+    settings = ViewSettings(source=tmp_path)
+    assert settings.delight_light == "fitted" and settings.to_dict()["delight_light"] == "fitted"
+    with pytest.raises(ValueError, match="delight_light"):
+        ViewSettings(source=tmp_path, delight_light="sun").validate()
 
 
 def test_rotation_and_resampling(face_model):
@@ -152,6 +159,7 @@ def test_views_render_with_the_photo_as_backplane(recon_dir, tmp_path, face_mode
                  "--no-augment", "--no-progress", "--rotations", "2", "--relight", "1"]) == 0
     corpus = open_corpus(out, verify=True)
     assert len(corpus) == 12 and corpus.manifest["generator"]["appearance_labels"] is False
+    assert corpus.manifest["generator"]["views"]["delight_light"] == "fitted"
     data = corpus.load_all()
     arrays, _ = read_reconstructions(recon_dir[0])
     layout = corpus.layout
