@@ -31,7 +31,8 @@ ALL_FORMATS = BLENDER_FORMATS + (".json",)
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("reconstruct", help="photo(s) → rigged face: .blend, .glb, .fbx, .obj or .json (params)")
-    p.add_argument("photos", nargs="+", type=Path, metavar="PHOTO")
+    p.add_argument("photos", nargs="+", type=Path, metavar="PHOTO",
+                   help="photo files, or folders whose photos (JPEG, PNG, HEIC, …) are all taken")
     p.add_argument("-o", "--out", type=Path, required=True,
                    help="output file (format by extension); with several photos a directory or a "
                         "name that gets the photo name appended")
@@ -80,13 +81,45 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 # -- reconstruct ------------------------------------------------------------------------------------
+def expand_photo_args(paths: list[Path]) -> list[Path]:
+    """The photos a command line names: files as given, folders as the photos directly in them
+    (``blender_addon.formats.PHOTO_SUFFIXES``, sorted by name)."""
+    from blender_addon.formats import PHOTO_SUFFIXES
+    from blender_addon.photo import PhotoNotFoundError
+
+    photos: list[Path] = []
+    for path in paths:
+        if not path.is_dir():
+            photos.append(path)
+            continue
+        found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES)
+        if not found:
+            raise PhotoNotFoundError(f"no photos ({', '.join(PHOTO_SUFFIXES)}) in the folder {path}")
+        photos += found
+    return photos
+
+
+def _unique_names(photos: list[Path]) -> list[str]:
+    """Photo names for outputs: the stem, with the suffix (then a number) where stems repeat, so that
+    a.jpg and a.heic, or two folders' a.jpg, do not overwrite each other's output."""
+    stems = [p.stem for p in photos]
+    names = [f"{p.stem}_{p.suffix.lstrip('.').lower()}" if stems.count(p.stem) > 1 else p.stem for p in photos]
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else f"{name}_{seen[name]}")
+    return out
+
+
 def output_paths(photos: list[Path], out: Path, fmt: str) -> list[Path]:
     """One output per photo: OUT itself, OUT/<photo>.<fmt>, or <OUT stem>-<photo><ext>."""
     if len(photos) == 1 and out.suffix:
         return [out]
+    names = _unique_names(photos)
     if out.suffix:
-        return [out.with_name(f"{out.stem}-{p.stem}{out.suffix}") for p in photos]
-    return [out / f"{p.stem}.{fmt}" for p in photos]
+        return [out.with_name(f"{out.stem}-{n}{out.suffix}") for n in names]
+    return [out / f"{n}.{fmt}" for n in names]
 
 
 def _check_format(path: Path) -> None:
@@ -186,6 +219,7 @@ def cmd_reconstruct_same_person(args: argparse.Namespace) -> int:
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
+    args.photos = expand_photo_args(args.photos)
     if args.same_person:
         return cmd_reconstruct_same_person(args)
     if args.cnet:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,24 @@ def test_output_paths() -> None:
     assert output_paths([a], Path("out.glb"), "blend") == [Path("out.glb")]
     assert output_paths([a, b], Path("o/face.fbx"), "blend") == [Path("o/face-a.fbx"), Path("o/face-b.fbx")]
     assert output_paths([a, b], Path("outdir"), "glb") == [Path("outdir/a.glb"), Path("outdir/b.glb")]
+    same_stem = [Path("x/a.jpg"), Path("x/a.heic"), Path("y/a.jpg"), Path("y/b.jpg")]   # nothing overwritten
+    assert output_paths(same_stem, Path("o"), "json") == [Path("o/a_jpg.json"), Path("o/a_heic.json"),
+                                                          Path("o/a_jpg_2.json"), Path("o/b.json")]
+
+
+def test_a_folder_of_photos(tmp_path: Path, regressor_path: Path, capsys: pytest.CaptureFixture) -> None:
+    folder = tmp_path / "shoot"
+    folder.mkdir()
+    shutil.copy(ASTRONAUT, folder / "b.png")
+    shutil.copy(GRACE, folder / "a.jpg")
+    (folder / "notes.txt").write_text("not a photo")
+    assert main(["reconstruct", str(folder), "-o", str(tmp_path / "out"), "--format", "json",
+                 "--model", str(regressor_path)]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.json", "b.json"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["reconstruct", str(empty), "-o", str(tmp_path / "e"), "--model", str(regressor_path)]) == 2
+    assert "no photos" in capsys.readouterr().err
 
 
 def test_reconstruct_json(tmp_path: Path, regressor_path: Path, capsys: pytest.CaptureFixture) -> None:
