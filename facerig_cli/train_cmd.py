@@ -47,6 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--refine-seeds", action="store_true",
                    help="refine the kept seeds on their detector landmarks before rendering views (as the "
                         "add-on refines its predictions)")
+    b.add_argument("--delight-light", choices=("fitted", "network"), default="fitted",
+                   help="light divided out of the photos before their views are relit: fitted to the face "
+                        "(default) or the reconstruction's own (runs before 2026-12-05)")
     b.add_argument("--workers", type=int, default=2, help="render workers")
     b.add_argument("--helen", type=Path, help="68-point evaluation folder, evaluated after every round")
     b.add_argument("--synthetic-test", type=Path, help="held-out rendered corpus, evaluated after every round")
@@ -128,7 +131,7 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
         max_seed_nme=args.max_seed_nme, max_seeds=args.max_seeds, workers=args.workers,
         helen=args.helen.resolve() if args.helen else None,
         synthetic_test=args.synthetic_test.resolve() if args.synthetic_test else None,
-        refine_seeds=args.refine_seeds)
+        refine_seeds=args.refine_seeds, delight_light=args.delight_light)
     config = Config.load(args.config) if args.config else None
     try:
         summary = Bootstrap(settings, args.out, config, progress=not args.no_progress).run()

@@ -62,6 +62,7 @@ class BootstrapSettings:
     helen: Path | None = None            # evaluation set (68-point .pts); never trained on
     synthetic_test: Path | None = None
     refine_seeds: bool = False           # refine kept seeds on the detector landmarks before rendering
+    delight_light: str = "fitted"        # the light divided out of relit views (synth.views.ViewSettings)
 
     def validate(self) -> None:
         if self.rounds < 1:
@@ -72,6 +73,8 @@ class BootstrapSettings:
             raise ValueError("give the original synthetic corpus (--synthetic DIR): rounds train on a mix")
         if not self.real:
             raise ValueError("no real photo corpus (--real DIR)")
+        if self.delight_light not in ("fitted", "network"):
+            raise ValueError(f"--delight-light must be fitted or network, not {self.delight_light!r}")
         if self.helen is not None:
             for r in self.real:
                 if Path(r).resolve() == Path(self.helen).resolve():
@@ -166,6 +169,7 @@ class Bootstrap:
         if state_path.is_file():
             saved = json.loads(state_path.read_text())
             defaults = BootstrapSettings(real=[], synthetic=[], init=Path()).to_dict()   # keys added later
+            defaults["delight_light"] = "network"     # what runs saved before that key existed did
             saved_settings = {**{k: v for k, v in defaults.items() if k not in ("real", "synthetic", "init")},
                               **(saved.get("settings") or {})}
             if (_without_rounds(saved_settings) != _without_rounds(settings.to_dict())
@@ -242,7 +246,7 @@ class Bootstrap:
         from synth.views import ViewSettings, render_views
 
         views = ViewSettings(source=recon, rotations=self.s.rotations if self.s.rotate else 0,
-                             relight=self.s.relight if self.s.resample else 0)
+                             relight=self.s.relight if self.s.resample else 0, delight_light=self.s.delight_light)
         out = self.round_dir(r) / "views"
         render_views(views, out, workers=self.s.workers, seed=self.s.seed * 1000 + r, progress=self.progress)
         return out
