@@ -66,6 +66,24 @@ def test_view_settings_name_the_light_they_divide_out(tmp_path):
         ViewSettings(source=tmp_path, delight_light="sun").validate()
 
 
+def test_a_bootstrap_run_from_before_the_fitted_light_resumes_only_as_it_was(tmp_path, face_model):
+    from learner.bootstrap import STATE_FILE, Bootstrap, BootstrapSettings
+    from learner.config import Config
+
+    def settings(**kw):
+        return BootstrapSettings(real=[tmp_path / "photos"], synthetic=[tmp_path / "synth"], init=tmp_path / "m.onnx",
+                                 **kw)
+
+    old = settings().to_dict()
+    del old["delight_light"]                                       # a state file written before the option
+    (tmp_path / STATE_FILE).write_text(json.dumps({"settings": old, "config": Config().to_dict()}))
+    with pytest.raises(ValueError, match="other settings"):
+        Bootstrap(settings(), tmp_path, Config(), progress=False)
+    Bootstrap(settings(delight_light="network"), tmp_path, Config(), progress=False)
+    with pytest.raises(ValueError, match="delight-light"):
+        settings(delight_light="sun").validate()
+
+
 def test_rotation_and_resampling(face_model):
     rng = np.random.default_rng(1)
     p = FaceParams.neutral((1,), n_identity=60)
