@@ -56,9 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     vw.add_argument("--perturb", default="5,0.05,0.2,0.1,0.02", metavar="SIGMAS",
                     help="InverseFaceNet resampling ROT°,IDENTITY,ALBEDO,EXPRESSION,SH (default 5,0.05,0.2,0.1,0.02)")
     vw.add_argument("--pitch-jitter", type=float, default=10.0, help="± pitch change of rotated views (default 10°)")
-    vw.add_argument("--delight-light", choices=("fitted", "network"), default="fitted",
-                    help="lighting divided out of the photo before relighting: fitted to its face pixels (default) "
-                         "or the reconstruction's own (corpora rendered before 2026-12-05)")
+    vw.add_argument("--delight-light", choices=("network", "fitted"), default="network",
+                    help="lighting divided out of the photo before relighting: the reconstruction's own (default) "
+                         "or fitted to its face pixels (a truer albedo; one A/B bootstrap round did not gain)")
     vw.add_argument("--workers", type=int, default=2)
     vw.add_argument("--seed", type=int, default=0)
     vw.add_argument("--no-augment", action="store_true", help="no blur/noise/occluders/JPEG")

@@ -62,7 +62,7 @@ class BootstrapSettings:
     helen: Path | None = None            # evaluation set (68-point .pts); never trained on
     synthetic_test: Path | None = None
     refine_seeds: bool = False           # refine kept seeds on the detector landmarks before rendering
-    delight_light: str = "fitted"        # the light divided out of relit views (synth.views.ViewSettings)
+    delight_light: str = "network"       # the light divided out of relit views (synth.views.ViewSettings)
 
     def validate(self) -> None:
         if self.rounds < 1:
@@ -169,7 +169,6 @@ class Bootstrap:
         if state_path.is_file():
             saved = json.loads(state_path.read_text())
             defaults = BootstrapSettings(real=[], synthetic=[], init=Path()).to_dict()   # keys added later
-            defaults["delight_light"] = "network"     # what runs saved before that key existed did
             saved_settings = {**{k: v for k, v in defaults.items() if k not in ("real", "synthetic", "init")},
                               **(saved.get("settings") or {})}
             if (_without_rounds(saved_settings) != _without_rounds(settings.to_dict())

@@ -8,9 +8,8 @@ Two seed papers, one renderer:
   of the original photo as a backplane. The label is the reconstruction with the new pose.
 * **InverseFaceNet resampling** (resample): the reconstruction is perturbed with a
   mean-adaptive Gaussian (:class:`Perturbation`) and relit with new SH lighting; the photo
-  texture is de-lit first (albedo = colour / shading), by default with SH lighting fitted to the
-  photo's face pixels (``ViewSettings.delight_light``; the reconstruction's own lighting, learned on
-  renders, leaves much of a real photo's side light in).
+  texture is de-lit first (albedo = colour / shading) with the reconstruction's own lighting, or
+  with SH lighting fitted to the photo's face pixels (``ViewSettings.delight_light = "fitted"``).
 
 Either way the pixels come from a real photo, the geometry from the image formation model, so
 the labels (identity, expression, pose, translation, landmarks) are exact for the image. SH and
@@ -94,9 +93,9 @@ class ViewSettings:
     pitch_jitter_deg: float = 10.0
     relight: int = 1            # resampled + relit (InverseFaceNet) renders per photo
     perturb: Perturbation = field(default_factory=Perturbation)
-    # the light divided out before relighting: "fitted" to the photo's face pixels (facemodel.lighting_fit;
-    # the network's lamps, learned on renders, leave a real photo's side light in the albedo) or "network"
-    delight_light: str = "fitted"
+    # the light divided out before relighting: the reconstruction's own ("network") or "fitted" to the
+    # photo's face pixels (facemodel.lighting_fit: a truer albedo, but one A/B round did not gain on Helen)
+    delight_light: str = "network"
 
     @property
     def per_photo(self) -> int:

@@ -61,12 +61,12 @@ def test_delight_inverts_shading():
 
 def test_view_settings_name_the_light_they_divide_out(tmp_path):
     settings = ViewSettings(source=tmp_path)
-    assert settings.delight_light == "fitted" and settings.to_dict()["delight_light"] == "fitted"
+    assert settings.delight_light == "network" and settings.to_dict()["delight_light"] == "network"
     with pytest.raises(ValueError, match="delight_light"):
         ViewSettings(source=tmp_path, delight_light="sun").validate()
 
 
-def test_a_bootstrap_run_from_before_the_fitted_light_resumes_only_as_it_was(tmp_path, face_model):
+def test_a_bootstrap_run_from_before_the_light_option_resumes_as_it_was(tmp_path, face_model):
     from learner.bootstrap import STATE_FILE, Bootstrap, BootstrapSettings
     from learner.config import Config
 
@@ -78,8 +78,8 @@ def test_a_bootstrap_run_from_before_the_fitted_light_resumes_only_as_it_was(tmp
     del old["delight_light"]                                       # a state file written before the option
     (tmp_path / STATE_FILE).write_text(json.dumps({"settings": old, "config": Config().to_dict()}))
     with pytest.raises(ValueError, match="other settings"):
-        Bootstrap(settings(), tmp_path, Config(), progress=False)
-    Bootstrap(settings(delight_light="network"), tmp_path, Config(), progress=False)
+        Bootstrap(settings(delight_light="fitted"), tmp_path, Config(), progress=False)
+    Bootstrap(settings(), tmp_path, Config(), progress=False)       # the default is what it did: network
     with pytest.raises(ValueError, match="delight-light"):
         settings(delight_light="sun").validate()
 
@@ -177,7 +177,7 @@ def test_views_render_with_the_photo_as_backplane(recon_dir, tmp_path, face_mode
                  "--no-augment", "--no-progress", "--rotations", "2", "--relight", "1"]) == 0
     corpus = open_corpus(out, verify=True)
     assert len(corpus) == 12 and corpus.manifest["generator"]["appearance_labels"] is False
-    assert corpus.manifest["generator"]["views"]["delight_light"] == "fitted"
+    assert corpus.manifest["generator"]["views"]["delight_light"] == "network"
     data = corpus.load_all()
     arrays, _ = read_reconstructions(recon_dir[0])
     layout = corpus.layout
