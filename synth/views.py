@@ -115,6 +115,8 @@ class ViewSettings:
         d = asdict(self)
         d["source"] = str(Path(self.source).resolve())
         d["yaw_offsets"] = list(self.yaw_offsets)
+        if d["delight_light"] == "network":   # what corpora did before the key: they still resume
+            del d["delight_light"]
         return d
 
 

@@ -61,7 +61,8 @@ def test_delight_inverts_shading():
 
 def test_view_settings_name_the_light_they_divide_out(tmp_path):
     settings = ViewSettings(source=tmp_path)
-    assert settings.delight_light == "network" and settings.to_dict()["delight_light"] == "network"
+    assert settings.delight_light == "network" and "delight_light" not in settings.to_dict()   # old manifests match
+    assert ViewSettings(source=tmp_path, delight_light="fitted").to_dict()["delight_light"] == "fitted"
     with pytest.raises(ValueError, match="delight_light"):
         ViewSettings(source=tmp_path, delight_light="sun").validate()
 
@@ -177,7 +178,7 @@ def test_views_render_with_the_photo_as_backplane(recon_dir, tmp_path, face_mode
                  "--no-augment", "--no-progress", "--rotations", "2", "--relight", "1"]) == 0
     corpus = open_corpus(out, verify=True)
     assert len(corpus) == 12 and corpus.manifest["generator"]["appearance_labels"] is False
-    assert corpus.manifest["generator"]["views"]["delight_light"] == "network"
+    assert "delight_light" not in corpus.manifest["generator"]["views"]     # the default, as before the option
     data = corpus.load_all()
     arrays, _ = read_reconstructions(recon_dir[0])
     layout = corpus.layout
