@@ -120,6 +120,16 @@ def median_ms_with_stages(call: Callable[[], Any], runs: int, warmup: int) -> tu
     return total, {f"{k}_ms": float(statistics.median(v[-runs:])) for k, v in stages.items() if k != "model_load"}
 
 
+def _read_bgr(photo: Path) -> np.ndarray:
+    """The bench photo as OpenCV BGR for the stages that compose new pictures from it."""
+    import cv2
+
+    image = cv2.imread(str(photo), cv2.IMREAD_COLOR)
+    if image is None:
+        raise Unavailable(f"cannot read {photo}")
+    return image
+
+
 def bench_small_face(onnx_path: Path | None, photo: Path, runs: int = SMALL_FACE_RUNS
                      ) -> tuple[float, dict[str, Any]]:
     """Median ms of ``reconstruct_photo`` on a 24-MP picture holding the bench photo 240 px wide: the
@@ -130,9 +140,7 @@ def bench_small_face(onnx_path: Path | None, photo: Path, runs: int = SMALL_FACE
         from blender_addon.photo import PhotoError
     except ImportError as exc:
         raise Unavailable(f"blender_addon.photo not available ({exc})") from None
-    image = cv2.imread(str(photo), cv2.IMREAD_COLOR)
-    if image is None:
-        raise Unavailable(f"cannot read {photo}")
+    image = _read_bgr(photo)
     h = int(round(image.shape[0] * SMALL_FACE_PHOTO_WIDTH / image.shape[1]))
     small = cv2.resize(image, (SMALL_FACE_PHOTO_WIDTH, h), interpolation=cv2.INTER_AREA)[:, :, ::-1]
     canvas = np.full(SMALL_FACE_CANVAS + (3,), 170, np.uint8)
@@ -158,9 +166,7 @@ def bench_phone_heic(onnx_path: Path | None, photo: Path, runs: int = PHONE_RUNS
         raise Unavailable(f"blender_addon.photo not available ({exc})") from None
     if not heif_supported():
         raise Unavailable("pillow-heif is not installed")
-    image = cv2.imread(str(photo), cv2.IMREAD_COLOR)
-    if image is None:
-        raise Unavailable(f"cannot read {photo}")
+    image = _read_bgr(photo)
     (h, w), (ph, pw) = image.shape[:2], PHONE_SIZE
     s = max(pw / w, ph / h)
     big = cv2.resize(image, (round(w * s), round(h * s)), interpolation=cv2.INTER_CUBIC)
@@ -186,9 +192,7 @@ def bench_same_person(onnx_path: Path | None, photo: Path, runs: int = SAME_PERS
     except ImportError as exc:
         raise Unavailable(f"blender_addon.aggregate not available ({exc})") from None
     model = get_regressor(_onnx(onnx_path))
-    image = cv2.imread(str(photo), cv2.IMREAD_COLOR)
-    if image is None:
-        raise Unavailable(f"cannot read {photo}")
+    image = _read_bgr(photo)
     small = cv2.resize(image, None, fx=0.8, fy=0.8, interpolation=cv2.INTER_AREA)
     views = [np.ascontiguousarray(v[:, :, ::-1]) for v in (image, image[:, ::-1], small)]
     total, detail = median_ms_with_stages(lambda: reconstruct_same_person(views, regressor=model), runs, warmup=1)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from blender_addon.formats import PHOTO_SUFFIXES as IMAGE_SUFFIXES
+from blender_addon.formats import PHOTO_SUFFIXES as IMAGE_SUFFIXES, photos_in
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def list_images(folder: Path | str) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder {folder} does not exist")
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    return photos_in(folder)
 
 
 def list_labelled_images(folder: Path | str, n_points: int = 68, limit: int | None = None

@@ -84,7 +84,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 def expand_photo_args(paths: list[Path]) -> list[Path]:
     """The photos a command line names: files as given, folders as the photos directly in them
     (``blender_addon.formats.PHOTO_SUFFIXES``, sorted by name)."""
-    from blender_addon.formats import PHOTO_SUFFIXES
+    from blender_addon.formats import PHOTO_SUFFIXES, photos_in
     from blender_addon.photo import PhotoNotFoundError
 
     photos: list[Path] = []
@@ -92,7 +92,7 @@ def expand_photo_args(paths: list[Path]) -> list[Path]:
         if not path.is_dir():
             photos.append(path)
             continue
-        found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES)
+        found = photos_in(path)
         if not found:
             raise PhotoNotFoundError(f"no photos ({', '.join(PHOTO_SUFFIXES)}) in the folder {path}")
         photos += found

@@ -67,14 +67,14 @@ def is_photo_corpus(path: Path | str) -> bool:
 
 def list_photos(folders: Sequence[Path | str]) -> list[Path]:
     """All image files of the folders (not recursive), sorted, so shard contents are stable."""
-    from blender_addon.formats import PHOTO_SUFFIXES
+    from blender_addon.formats import PHOTO_SUFFIXES, photos_in
 
     files: list[Path] = []
     for folder in folders:
         folder = Path(folder)
         if not folder.is_dir():
             raise FileNotFoundError(f"photo folder not found: {folder}")
-        files += sorted(p for p in folder.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES)
+        files += photos_in(folder)
     if not files:
         raise PhotoCorpusError(f"no images ({', '.join(PHOTO_SUFFIXES)}) in {', '.join(map(str, folders))}")
     return files
