@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .blender_env import isolate_blender_user_config
+
+    isolate_blender_user_config()   # before anything imports bpy: never the user's Blender configuration
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
