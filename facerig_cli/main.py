@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "facerig_cli.train_cmd",
     "facerig_cli.photos_cmd",
     "facerig_cli.reconstruct_cmd",
+    "facerig_cli.addon_build",
     "facerig_cli.eval_cmd",
 )
 

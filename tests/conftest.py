@@ -12,6 +12,8 @@ SHARED = ROOT.parent / "shared"
 MODEL_NPZ = Path(os.environ.get("FACERIG_FACE_MODEL", SHARED / "facemodel" / "ict_facekit_light.npz"))
 OBJ_SAMPLES = SHARED / "facemodel" / "ict_obj_samples"
 FACES = SHARED / "faces"
+# Wheels downloaded for the extension zips, kept between runs (tests/test_addon_package.py)
+WHEEL_CACHE = Path(os.environ.get("FACERIG_WHEEL_CACHE") or ROOT / "build" / "wheels")
 
 
 @pytest.fixture(scope="session", autouse=True)
