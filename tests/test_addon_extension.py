@@ -43,6 +43,12 @@ import importlib.util
 for pruned in ("matplotlib", "sounddevice", "attr"):   # MediaPipe declares them; the add-on never imports them
     assert importlib.util.find_spec(pruned) is None, pruned
 print("RESULT", obj.name, len(obj.data.vertices), len(obj.data.shape_keys.key_blocks))
+# the preferences' Download Face Model, with the zip's vendored facemodel.convert, into the extension's user folder
+assert bpy.ops.facerig.fetch_face_model(url=sys.argv[4]) == {"FINISHED"}
+import os
+installed = os.path.join(bpy.utils.extension_path_user("bl_ext.user_default.facerig"), "ict_facekit_light.npz")
+assert os.path.isfile(installed), installed
+print("MODEL", installed)
 """
 
 
@@ -75,7 +81,8 @@ def test_zip_layout(extension_zip: Path) -> None:
         assert dist not in joined
 
 
-def test_install_in_bpy_only_env_and_reconstruct(extension_zip: Path, face_model, tmp_path: Path) -> None:
+def test_install_in_bpy_only_env_and_reconstruct(extension_zip: Path, face_model, mini_archive,
+                                                 tmp_path: Path) -> None:
     site = Path(sys.prefix) / "lib" / "python3.11" / "site-packages"
     onlybpy = tmp_path / "bpy_only"
     onlybpy.mkdir()
@@ -104,7 +111,8 @@ def test_install_in_bpy_only_env_and_reconstruct(extension_zip: Path, face_model
     with Image.open(FACES / "demo" / "astronaut_eileen_collins_nasa.png") as im:
         im.convert("RGB").save(phone_photo, quality=90)
     res = subprocess.run([str(venv / "bin" / "python"), str(script), str(extension_zip),
-                          str(phone_photo), str(onnx_path)],
+                          str(phone_photo), str(onnx_path), mini_archive[0].as_uri()],
                          capture_output=True, text=True, env=env, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "RESULT" in res.stdout and " 26719 54" in res.stdout
+    assert f"MODEL {home / 'BLENDER_USER_RESOURCES'}/extensions/.user/user_default/facerig/" in res.stdout
