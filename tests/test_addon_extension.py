@@ -4,7 +4,7 @@
 requirements (numpy, requests, zstandard, cython and theirs), linked from the project venv
 instead of re-downloading the 300 MB bpy wheel. Everything else the add-on needs
 (onnxruntime, OpenCV, MediaPipe, pillow-heif and their runtime imports) must come from the zip's wheels/.
-Building the zip downloads those wheels from PyPI (``pip download``; cached in build/wheels);
+Building the zip downloads those wheels from PyPI (``pip download``; conftest ``extension_zips``);
 without network and without a warm cache the build cannot bundle them and the test is skipped.
 """
 
@@ -21,7 +21,7 @@ import pytest
 
 from blender_addon.testing import build_constant_regressor, plausible_params
 
-from .conftest import FACES, WHEEL_CACHE
+from .conftest import FACES
 
 pytestmark = pytest.mark.slow
 
@@ -53,16 +53,8 @@ print("MODEL", installed)
 
 
 @pytest.fixture(scope="module")
-def extension_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from facerig_cli.addon_build import build_addon
-
-    out = tmp_path_factory.mktemp("dist") / "facerig.zip"
-    try:
-        return build_addon(out, "linux-x64", WHEEL_CACHE)
-    except RuntimeError as exc:
-        if "pip download failed" in str(exc):
-            pytest.skip(f"wheels not downloadable here (offline?): {str(exc)[:200]}")
-        raise
+def extension_zip(extension_zips: dict[str, Path]) -> Path:
+    return extension_zips["linux-x64"]
 
 
 def test_zip_layout(extension_zip: Path) -> None:
