@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -19,15 +22,25 @@ FACES = SHARED / "faces"
 WHEEL_CACHE = Path(os.environ.get("FACERIG_WHEEL_CACHE") or ROOT / "build" / "wheels")
 
 
-@pytest.fixture(scope="session", autouse=True)
-def sandbox_user_dirs(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Keep Blender, caches and configs out of the user's home during tests."""
-    home = tmp_path_factory.mktemp("home")
+def _sandbox_user_dirs() -> Path:
+    """Keep Blender, caches and configs out of the user's home during tests. Set when pytest loads this
+    file, before any test module imports bpy: bpy reads the user's preferences (and syncs extension
+    wheels) as it starts."""
+    from facerig_cli.blender_env import USER_OVERRIDES
+
+    home = Path(tempfile.mkdtemp(prefix="facerig-tests-home-"))
+    atexit.register(shutil.rmtree, home, ignore_errors=True)
     for var, sub in (("BLENDER_USER_RESOURCES", "blender"), ("XDG_CONFIG_HOME", "config"),
                      ("XDG_CACHE_HOME", "cache"), ("XDG_DATA_HOME", "data")):
         os.environ[var] = str(home / sub)
         (home / sub).mkdir()
+    for var in USER_OVERRIDES:
+        os.environ.pop(var, None)
     os.environ["FACERIG_FACE_MODEL"] = str(MODEL_NPZ)
+    return home
+
+
+SANDBOX_HOME = _sandbox_user_dirs()
 
 
 @pytest.fixture(scope="session")

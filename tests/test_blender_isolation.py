@@ -21,7 +21,7 @@ import pytest
 from blender_addon.testing import build_constant_regressor, plausible_params
 from facerig_cli.blender_env import USER_OVERRIDES, isolate_blender_user_config
 
-from .conftest import FACES, ROOT
+from .conftest import FACES, ROOT, SANDBOX_HOME
 
 pytest.importorskip("bpy")
 
@@ -132,3 +132,10 @@ def test_isolation_is_too_late_once_bpy_is_imported(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("BLENDER_USER_RESOURCES", "/kept")
     assert isolate_blender_user_config() is None
     assert os.environ["BLENDER_USER_RESOURCES"] == "/kept"
+
+
+def test_the_test_session_uses_its_own_blender_configuration() -> None:
+    import bpy
+
+    for kind in ("CONFIG", "EXTENSIONS", "SCRIPTS", "DATAFILES"):
+        assert Path(bpy.utils.user_resource(kind)).is_relative_to(SANDBOX_HOME), kind
