@@ -358,6 +358,9 @@ class _FaceModelInstall:
             job["path"] = install_face_model(source, dest)
         except (OSError, ValueError, facemodel.FaceModelError) as exc:
             job["error"] = str(exc)
+        except Exception as exc:  # noqa: BLE001 - on the download thread nothing else would see it
+            log.exception("installing the face model from %s failed", source)
+            job["error"] = f"installing the face model failed: {exc!r}"
 
     def execute(self, context: Any) -> set[str]:
         source = self.source()
