@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "facerig_cli.train_cmd",
     "facerig_cli.photos_cmd",
     "facerig_cli.reconstruct_cmd",
+    "facerig_cli.addon_build",
     "facerig_cli.eval_cmd",
 )
 
@@ -62,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .blender_env import isolate_blender_user_config
+
+    isolate_blender_user_config()   # before anything imports bpy: never the user's Blender configuration
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,

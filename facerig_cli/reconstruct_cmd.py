@@ -1,10 +1,9 @@
-"""``facerig reconstruct``, ``facerig demo`` and ``facerig addon build``.
+"""``facerig reconstruct`` and ``facerig demo`` (``facerig addon build`` is in ``addon_build``).
 
 reconstruct: photos → .blend / .glb / .gltf / .fbx / .obj (Blender, via ``blender_addon``) or
 .json (parameters only; no Blender needed); one output per photo, or with ``--same-person`` one head
 from all photos (identity aggregated by the C-Net, texture merged). demo: the public-domain astronaut photo from
-scikit-image through the whole pipeline, plus a PNG contact sheet. addon build: the Blender
-extension zip with the wheels it needs, so users need no pip.
+scikit-image through the whole pipeline, plus a PNG contact sheet.
 """
 
 from __future__ import annotations
@@ -12,11 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import subprocess
 import sys
 import time
-import tomllib
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +20,6 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parents[1]
 BLENDER_FORMATS = (".blend", ".glb", ".gltf", ".fbx", ".obj")
 ALL_FORMATS = BLENDER_FORMATS + (".json",)
 
@@ -51,17 +46,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     _common(d)
     d.set_defaults(func=cmd_demo)
 
-    a = sub.add_parser("addon", help="the Blender extension")
-    asub = a.add_subparsers(dest="addon_command", metavar="ACTION")
-    b = asub.add_parser("build", help="build the installable extension zip (bundles wheels and facemodel)")
-    b.add_argument("-o", "--out", type=Path, default=Path("dist/facerig.zip"))
-    b.add_argument("--platform", action="append", choices=sorted(PLATFORM_TAGS),
-                   help="target platform(s) (default linux-x64)")
-    b.add_argument("--wheel-cache", type=Path, default=ROOT / "build" / "wheels",
-                   help="where downloaded wheels are kept between builds")
-    b.add_argument("--no-wheels", action="store_true", help="do not bundle wheels (users pip-install them)")
-    b.set_defaults(func=cmd_addon_build)
-    a.set_defaults(func=lambda args: a.print_help() or 2)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -356,146 +340,4 @@ def _fit(image: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
-# -- addon build ------------------------------------------------------------------------------------
-PLATFORM_TAGS = {
-    "linux-x64": ["manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux1_x86_64"],
-    "windows-x64": ["win_amd64"],
-    "macos-arm64": ["macosx_11_0_arm64", "macosx_12_0_arm64", "macosx_13_0_arm64", "macosx_14_0_arm64"],
-}
-# Distributions Blender itself ships (its Python has them) or the add-on never needs at run time.
-BLENDER_PROVIDES = {"numpy", "requests", "certifi", "idna", "urllib3", "charset-normalizer", "zstandard",
-                    "cython", "bpy", "facerig", "pip", "setuptools", "wheel"}
-ADDON_FILES_EXCLUDE = {"__pycache__"}
-
-_PROBE = r"""
-import json, sys, importlib.metadata as md
-before = set(sys.modules)
-import numpy as np
-from blender_addon import pipeline, detect, regressor, photo, texture, rig  # noqa: F401
-import facemodel.convert  # noqa: F401  (the panel's "Download Face Model" button)
-import onnxruntime  # noqa: F401
-detect.detect_faces(np.full((96, 96, 3), 128, np.uint8))
-photo.pillow_image()  # Pillow and pillow-heif (GIF/HEIC/AVIF photos), imported on first use
-mods = {m.split('.')[0] for m in sys.modules}
-dists = md.packages_distributions()
-out = {}
-for m in sorted(mods):
-    for d in dists.get(m, []):
-        out[d] = md.version(d)
-print(json.dumps(out))
-"""
-
-
-def runtime_distributions() -> dict[str, str]:
-    """Distributions the photo pipeline really imports (run in a subprocess), minus Blender's own."""
-    res = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, cwd=ROOT,
-                         env={**__import__("os").environ, "GLOG_minloglevel": "3"})
-    if res.returncode != 0:
-        raise RuntimeError(f"could not import the photo pipeline to list its wheels:\n{res.stderr[-2000:]}")
-    found = json.loads(res.stdout.strip().splitlines()[-1])
-    return {d: v for d, v in found.items() if d.lower().replace("_", "-") not in BLENDER_PROVIDES}
-
-
-def download_wheels(dists: dict[str, str], platform: str, cache: Path) -> list[Path]:
-    """``pip download --only-binary :all:`` of exact versions for Blender's Python 3.11."""
-    target = cache / platform
-    target.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "--python-version", "3.11",
-           "--implementation", "cp", "--abi", "cp311", "--abi", "abi3", "--abi", "none", "-d", str(target),
-           "--disable-pip-version-check", "-q"]
-    for tag in PLATFORM_TAGS[platform]:
-        cmd += ["--platform", tag]
-    cmd += ["--platform", "any"]
-    cmd += [f"{d}=={v}" for d, v in sorted(dists.items())]
-    log.info("downloading %d wheels for %s", len(dists), platform)
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    if res.returncode != 0:
-        raise RuntimeError(f"pip download failed (offline? wheels must come from PyPI):\n{res.stderr[-2000:]}")
-    wheels = []
-    for dist, version in sorted(dists.items()):
-        norm = dist.lower().replace("-", "_")
-        matches = [w for w in target.glob("*.whl")
-                   if w.name.lower().startswith(f"{norm}-{version}-".lower()) and _wheel_fits(w.name, platform)]
-        if not matches:
-            raise RuntimeError(f"no {platform} wheel of {dist}=={version} after pip download")
-        wheels.append(sorted(matches)[-1])
-    return wheels
-
-
-def _wheel_fits(name: str, platform: str) -> bool:
-    tag = name[:-4].split("-")[-1]
-    return tag == "any" or any(t in tag for t in PLATFORM_TAGS[platform]) or \
-        (platform == "linux-x64" and "manylinux" in tag and "x86_64" in tag)
-
-
-def build_addon(out: Path, platforms: list[str], cache: Path, with_wheels: bool = True) -> Path:
-    """Assemble the extension zip: add-on modules, vendored facemodel, models/, wheels/, manifest."""
-    src = ROOT / "blender_addon"
-    wheels: list[Path] = []
-    if with_wheels:
-        dists = runtime_distributions()
-        log.info("runtime wheels: %s", ", ".join(f"{d}=={v}" for d, v in sorted(dists.items())))
-        for platform in platforms:
-            wheels += download_wheels(dists, platform, cache)
-    version = _project_version()
-    text = (src / "blender_manifest.toml").read_text()
-    text = _set_toml(text, "version", f'"{version}"')
-    text = _set_toml(text, "platforms", "[" + ", ".join(f'"{p}"' for p in platforms) + "]")
-    text = _set_toml(text, "wheels", "[\n" + "".join(f'  "./wheels/{w.name}",\n' for w in wheels) + "]")
-    tomllib.loads(text)  # still valid TOML
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".zip.part")
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
-        for f in sorted(src.rglob("*")):
-            rel = f.relative_to(src)
-            if f.is_dir() or set(rel.parts) & ADDON_FILES_EXCLUDE or f.suffix == ".pyc":
-                continue
-            if rel.name == "blender_manifest.toml":
-                continue
-            zf.write(f, rel.as_posix())
-        zf.writestr("blender_manifest.toml", text)
-        for f in sorted((ROOT / "facemodel").rglob("*.py")):
-            zf.write(f, ("facemodel" / f.relative_to(ROOT / "facemodel")).as_posix())
-        for w in wheels:
-            zf.write(w, f"wheels/{w.name}", compress_type=zipfile.ZIP_STORED)
-        zf.writestr("LICENSE", (ROOT / "LICENSE").read_text())
-    tmp.replace(out)
-    if not (src / "models" / "facerig_regressor.onnx").is_file():
-        log.warning("no trained regressor at blender_addon/models/facerig_regressor.onnx: the extension "
-                    "will need a model path in its preferences")
-    return out
-
-
-def _project_version() -> str:
-    data = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    return str(data["project"]["version"])
-
-
-def _set_toml(text: str, key: str, value: str) -> str:
-    """Replace a top-level ``key = ...`` (single- or multi-line list) in the manifest text."""
-    lines = text.splitlines()
-    out, skip = [], False
-    for line in lines:
-        if skip:
-            if line.strip().endswith("]"):
-                skip = False
-            continue
-        if line.split("=")[0].strip() == key and "=" in line:
-            out.append(f"{key} = {value}")
-            rhs = line.split("=", 1)[1].strip()
-            skip = rhs.startswith("[") and not rhs.endswith("]")
-            continue
-        out.append(line)
-    return "\n".join(out) + "\n"
-
-
-def cmd_addon_build(args: argparse.Namespace) -> int:
-    platforms = args.platform or ["linux-x64"]
-    t = time.perf_counter()
-    path = build_addon(args.out, platforms, args.wheel_cache, with_wheels=not args.no_wheels)
-    size = path.stat().st_size / 1e6
-    print(f"extension written to {path} ({size:.1f} MB, {', '.join(platforms)}, {time.perf_counter() - t:.0f} s)")
-    return 0
-
-
-__all__ = ["register", "build_addon", "output_paths", "render_sheet"]
+__all__ = ["register", "output_paths", "render_sheet"]
