@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "facerig_cli.train_cmd",
     "facerig_cli.photos_cmd",
     "facerig_cli.reconstruct_cmd",
+    "facerig_cli.animate_cmd",
     "facerig_cli.eval_cmd",
 )
 
