@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     panels.append(shoot("head bone turned 40", 20))
     rest_pose(arm)
     turn("neck", "X", 40)
-    panels.append(shoot("neck bone bent 40 fwd", 70, distance=1.2))
+    panels.append(shoot("neck bone bent 40 fwd", 70, distance=1.25, target=(0.0, -0.04, -0.07)))
     rest_pose(arm)
     neutral_expression(rig)
     panels.append(shoot("closed mouth", 0, -8, distance=0.32, target=(0.0, 0.0, -0.035)))
