@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--engine", choices=("workbench", "cycles"), default="workbench")
     p.add_argument("--size", type=int, default=260, help="panel width in pixels")
     p.add_argument("--model", type=Path, help="ONNX regressor (default: the shipped one)")
+    p.add_argument("--palette", action="store_true", help="write a 256-colour PNG (small, for docs/images)")
     args = p.parse_args(argv)
 
     import bpy
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     neutral_expression(rig)
     panels.append(shoot("closed mouth", 0, -8, distance=0.32, target=(0.0, 0.0, -0.035)))
     set_key_values(rig, {"jawOpen": 0.35})
-    panels.append(shoot("jawOpen 0.35", 0, -8, distance=0.32, target=(0.0, 0.0, -0.035)))
+    panels.append(shoot("jaw bone = jawOpen 0.35", 0, -8, distance=0.32, target=(0.0, 0.0, -0.035)))
     set_key_values(rig, {"eyeBlinkLeft": 1.0, "eyeBlinkRight": 1.0, "mouthSmileLeft": 0.8, "mouthSmileRight": 0.8,
                          "jawOpen": 0.0})
     panels.append(shoot("blink + smile", 0, distance=0.6, target=(0.0, 0.0, 0.0)))
@@ -92,7 +93,13 @@ def main(argv: list[str] | None = None) -> int:
         panels.append(np.zeros_like(panels[0]))
     rows = [np.concatenate(panels[i:i + 4], 1) for i in range(0, len(panels), 4)]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(args.out), np.concatenate(rows, 0), [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    sheet = np.concatenate(rows, 0)
+    if args.palette:
+        from PIL import Image
+
+        Image.fromarray(sheet[..., ::-1]).quantize(256, dither=Image.Dither.NONE).save(args.out, optimize=True)
+    else:
+        cv2.imwrite(str(args.out), sheet, [cv2.IMWRITE_PNG_COMPRESSION, 9])
     print(f"wrote {args.out}")
     return 0
 
