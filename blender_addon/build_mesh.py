@@ -122,9 +122,14 @@ def rest_vertices(model: "facemodel.FaceModel", params: "facemodel.FaceParams") 
 
 
 def to_rig_space(vectors_cm: np.ndarray) -> np.ndarray:
-    """Model-space cm (y up, face +z) → rig space m (z up, face −y): ``CAMERA_TO_WORLD`` and × 0.01."""
-    c = np.array(CAMERA_TO_WORLD.to_3x3(), np.float64)
-    return (np.asarray(vectors_cm, np.float64) @ c.T * CM_TO_M).astype(np.float32)
+    """Model-space cm (y up, face +z) → rig space m (z up, face −y): ``CAMERA_TO_WORLD`` (+90° about X,
+    i.e. (x, y, z) → (x, −z, y), done as that exact axis swap) and × 0.01."""
+    v = np.asarray(vectors_cm, np.float32)
+    out = np.empty(v.shape, np.float32)
+    np.multiply(v[..., 0], CM_TO_M, out=out[..., 0])
+    np.multiply(v[..., 2], -CM_TO_M, out=out[..., 1])
+    np.multiply(v[..., 1], CM_TO_M, out=out[..., 2])
+    return out
 
 
 def world_rotation(params: "facemodel.FaceParams") -> np.ndarray:
@@ -346,8 +351,9 @@ def build_face(model: "facemodel.FaceModel", recon: Any, options: BuildOptions |
         keys = key_set(model.expression_names, options.shape_key_names)
         deltas = to_rig_space(keys.displacements(model.expression_basis))   # (K, V, 3) m
         add_shape_keys(obj, keys.names, rig_rest[head_verts], deltas[:, head_verts])
+        motion = np.abs(deltas).max(axis=2)                                  # (K, V): how far each key moves each vertex
         for part, (pobj, pverts) in parts.items():
-            add_part_keys(model, keys, pobj, part, rig_rest, deltas, pverts)
+            add_part_keys(model, keys, pobj, part, rig_rest, deltas, pverts, motion[:, pverts].max(axis=1))
         t = _timed(timings, "shape_keys", t)
 
         progress(0.45, "texture")
@@ -443,10 +449,10 @@ def build_face(model: "facemodel.FaceModel", recon: Any, options: BuildOptions |
 
 
 def add_part_keys(model: "facemodel.FaceModel", keys: KeySet, pobj: Any, part: str, rig_rest: np.ndarray,
-                  deltas: np.ndarray, verts: np.ndarray) -> None:
-    """The head's keys that move this part (teeth: the jaw's; lashes: blinks, looks, …), plus the
-    teeth's ``teethTuck`` (teeth out of sight behind closed lips)."""
-    moving = [k for k in range(len(keys.names)) if np.abs(deltas[k, verts]).max() > PART_KEY_MIN_M]
+                  deltas: np.ndarray, verts: np.ndarray, motion: np.ndarray) -> None:
+    """The head's keys that move this part (``motion``: each key's largest move of it; teeth: the jaw's,
+    lashes: blinks, looks, …), plus the teeth's ``teethTuck`` (teeth out of sight behind closed lips)."""
+    moving = np.flatnonzero(motion > PART_KEY_MIN_M)
     names = [keys.names[k] for k in moving]
     part_deltas = deltas[moving][:, verts]
     if part == "Teeth":

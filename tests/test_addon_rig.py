@@ -315,7 +315,47 @@ def _key_co(block) -> np.ndarray:
     return out.reshape(-1, 3)
 
 
-@pytest.mark.slow
+def test_neck_deforms_smoothly(scene_heads, face_model) -> None:
+    """Head bone turned ±40°, neck bone bent 40° forward and back: no folded triangles in the neck, folds
+    between neighbouring triangles change by less than 50°, and the bottom of the neck stays put."""
+    from mathutils import Matrix
+
+    from blender_addon.armature import bone_basis_rotation, rest_pose
+    from blender_addon.rig import deformation_report, rig_layout
+
+    _, results = scene_heads
+    r = results[0]
+    arm, skin = r.armature_object, r.mesh_object
+    from blender_addon.expression import find_head, neutral_expression
+
+    neutral_expression(find_head(skin))
+    rest_pose(arm)
+    rest = _evaluated(skin).astype(np.float64)
+    n = len(rest)
+    tri = np.concatenate([face_model.faces[:, [0, 1, 2]], face_model.faces[face_model.faces[:, 3] >= 0][:, [0, 2, 3]]])
+    tri = tri[(tri < n).all(1)]
+    v = face_model.neutral
+    neck = np.concatenate([face_model.vertex_range("head_neck"),
+                           np.flatnonzero((np.arange(n) < 9409) & (v[:n, 1] < v[face_model.landmark_indices()[8], 1]))])
+    s = rig_layout(face_model, v).neck_coordinate
+    collar = neck[s[neck] <= 0.02]
+    reports = {}
+    try:
+        for name, bone, axis, degrees in (("turn +40", "head", "Z", 40), ("turn -40", "head", "Z", -40),
+                                          ("bend fwd 40", "neck", "X", 40), ("bend back 40", "neck", "X", -40)):
+            rest_pose(arm)
+            pb = arm.pose.bones[bone]
+            pb.rotation_quaternion = bone_basis_rotation(pb, Matrix.Rotation(math.radians(degrees), 3, axis))
+            posed = _evaluated(skin).astype(np.float64)
+            reports[name] = deformation_report(rest, posed, tri, neck)
+            assert np.linalg.norm(posed - rest, axis=1)[collar].max() < 5e-4, name          # < 0.5 mm
+    finally:
+        rest_pose(arm)
+    for name, rep in reports.items():
+        assert rep.folded == 0 and rep.max_fold_deg < 50, (name, rep)
+
+
+@pytest.mark.slow   # last in this file: it opens other .blend files, which ends the fixture's scene
 def test_live_link_capture_round_trip(face_model, tmp_path: Path) -> None:
     """facerig reconstruct → facerig animate with a 60 fps capture into a 30 fps scene: keys at the right
     frames with the right values, jaw, head and eye bones rotated."""
@@ -355,42 +395,3 @@ def test_live_link_capture_round_trip(face_model, tmp_path: Path) -> None:
     assert main(["animate", str(tmp_path / "head.blend"), str(tmp_path / "missing.csv"), "-o",
                  str(tmp_path / "x.blend")]) == 2
 
-
-def test_neck_deforms_smoothly(scene_heads, face_model) -> None:
-    """Head bone turned ±40°, neck bone bent 40° forward and back: no folded triangles in the neck, folds
-    between neighbouring triangles change by less than 50°, and the bottom of the neck stays put."""
-    from mathutils import Matrix
-
-    from blender_addon.armature import bone_basis_rotation, rest_pose
-    from blender_addon.rig import deformation_report, rig_layout
-
-    _, results = scene_heads
-    r = results[0]
-    arm, skin = r.armature_object, r.mesh_object
-    from blender_addon.expression import find_head, neutral_expression
-
-    neutral_expression(find_head(skin))
-    rest_pose(arm)
-    rest = _evaluated(skin).astype(np.float64)
-    n = len(rest)
-    tri = np.concatenate([face_model.faces[:, [0, 1, 2]], face_model.faces[face_model.faces[:, 3] >= 0][:, [0, 2, 3]]])
-    tri = tri[(tri < n).all(1)]
-    v = face_model.neutral
-    neck = np.concatenate([face_model.vertex_range("head_neck"),
-                           np.flatnonzero((np.arange(n) < 9409) & (v[:n, 1] < v[face_model.landmark_indices()[8], 1]))])
-    s = rig_layout(face_model, v).neck_coordinate
-    collar = neck[s[neck] <= 0.02]
-    reports = {}
-    try:
-        for name, bone, axis, degrees in (("turn +40", "head", "Z", 40), ("turn -40", "head", "Z", -40),
-                                          ("bend fwd 40", "neck", "X", 40), ("bend back 40", "neck", "X", -40)):
-            rest_pose(arm)
-            pb = arm.pose.bones[bone]
-            pb.rotation_quaternion = bone_basis_rotation(pb, Matrix.Rotation(math.radians(degrees), 3, axis))
-            posed = _evaluated(skin).astype(np.float64)
-            reports[name] = deformation_report(rest, posed, tri, neck)
-            assert np.linalg.norm(posed - rest, axis=1)[collar].max() < 5e-4, name          # < 0.5 mm
-    finally:
-        rest_pose(arm)
-    for name, rep in reports.items():
-        assert rep.folded == 0 and rep.max_fold_deg < 50, (name, rep)
