@@ -401,8 +401,9 @@ def build_face(model: "facemodel.FaceModel", recon: Any, options: BuildOptions |
         else:
             for pobj, _ in parts.values():
                 pobj.parent = obj
-            obj.matrix_world = Matrix(np.pad(rotation, ((0, 1), (0, 1))).tolist())
-            obj.matrix_world[3][3] = 1.0
+            placed = np.eye(4)
+            placed[:3, :3] = rotation
+            obj.matrix_world = Matrix(placed.tolist())
             face_offset = np.zeros(3)
         lip_gaps = lip_gap_terms(model, keys.mix, keys.names, min_cm=0.1)
         for pobj, _ in parts.values():

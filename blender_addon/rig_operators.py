@@ -142,13 +142,4 @@ class VIEW3D_PT_facerig_rig(bpy.types.Panel):
 
 
 CLASSES = (FACERIG_OT_photo_expression, FACERIG_OT_sculpt_copy, FACERIG_OT_import_capture, VIEW3D_PT_facerig_rig)
-
-
-def register() -> None:
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(CLASSES)
