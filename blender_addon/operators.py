@@ -82,6 +82,14 @@ def _refine_property() -> Any:
                                     "the network (≈ 30 ms; closer overlay on the photo)")
 
 
+def _shape_key_names_property() -> Any:
+    """The panel's and the operator's shape-key naming (ARKit's by default)."""
+    return EnumProperty(name="Shape keys", default="arkit",
+                        items=[("arkit", "ARKit", "Apple's ARKit blendshape names (eyeBlinkLeft, browInnerUp, …; "
+                                                  "no tongueOut): Live Link Face and ARKit data apply directly"),
+                               ("ict", "ICT-FaceKit", "the face model's own 53 names (eyeBlink_L, browInnerUp_L/_R, …)")])
+
+
 def _remove_lighting_property() -> Any:
     """The panel's and the operator's *Remove lighting* (off: the texture shows the photo as lit)."""
     return BoolProperty(name="Remove lighting", default=False,
@@ -108,6 +116,8 @@ class FaceRigSettings(bpy.types.PropertyGroup):
     build_armature: BoolProperty(name="Build armature", default=True)  # type: ignore[valid-type]
     add_camera: BoolProperty(name="Add camera", default=True)  # type: ignore[valid-type]
     refine: _refine_property()  # type: ignore[valid-type]
+    shape_key_names: _shape_key_names_property()  # type: ignore[valid-type]
+    teeth: BoolProperty(name="Teeth", default=True, description="off: a toothless head")  # type: ignore[valid-type]
 
 
 def addon_data_dir() -> Path:
@@ -199,6 +209,8 @@ class FACERIG_OT_reconstruct(bpy.types.Operator):
     build_armature: BoolProperty(name="Build armature", default=True)  # type: ignore[valid-type]
     add_camera: BoolProperty(name="Add camera", default=True)  # type: ignore[valid-type]
     refine: _refine_property()  # type: ignore[valid-type]
+    shape_key_names: _shape_key_names_property()  # type: ignore[valid-type]
+    teeth: BoolProperty(name="Teeth", default=True, description="off: a toothless head")  # type: ignore[valid-type]
     model_path: StringProperty(name="Regressor", subtype="FILE_PATH", options={"SKIP_SAVE"})  # type: ignore[valid-type]
     extra_filepaths: CollectionProperty(  # type: ignore[valid-type]
         type=FaceRigPhotoPath, options={"SKIP_SAVE"},
@@ -214,6 +226,7 @@ class FACERIG_OT_reconstruct(bpy.types.Operator):
                 self.extra_filepaths.add().name = extra.name
         self.build_armature, self.add_camera = settings.build_armature, settings.add_camera
         self.refine, self.remove_lighting = settings.refine, settings.remove_lighting
+        self.shape_key_names, self.teeth = settings.shape_key_names, settings.teeth
         self.texture_size = self.texture_size or int(settings.texture_size)
         if self.face_index < 0 and _DETECTED["faces"] and _DETECTED["path"] == bpy.path.abspath(self.filepath):
             self.face_index = int(settings.face)
@@ -249,8 +262,8 @@ class FACERIG_OT_reconstruct(bpy.types.Operator):
             wm.progress_update(30)
             options = BuildOptions(texture_size=self.texture_size or int(context.scene.facerig.texture_size),
                                    remove_lighting=self.remove_lighting, build_armature=self.build_armature,
-                                   add_camera=self.add_camera,
-                                   name=Path(path).stem[:40] or "Face")
+                                   add_camera=self.add_camera, shape_key_names=self.shape_key_names,
+                                   teeth=self.teeth, name=Path(path).stem[:40] or "Face")
             result = build_face(model, recon, options, context,
                                 progress=lambda f, msg: wm.progress_update(30 + int(70 * f)))
         except (OSError, ValueError, RuntimeError, facemodel.FaceModelError) as exc:
@@ -260,6 +273,8 @@ class FACERIG_OT_reconstruct(bpy.types.Operator):
             wm.progress_end()
         for warning in photo_warnings(recon):
             self.report({"WARNING"}, warning)
+        for note in result.notes:
+            self.report({"INFO"}, note)
         for obj in context.view_layer.objects:
             obj.select_set(False)
         result.mesh_object.select_set(True)

@@ -76,6 +76,8 @@ class VIEW3D_PT_facerig(bpy.types.Panel):
         col.prop(settings, "build_armature")
         col.prop(settings, "add_camera")
         col.prop(settings, "refine")
+        col.prop(settings, "shape_key_names")
+        col.prop(settings, "teeth")
         layout.operator(operators.FACERIG_OT_reconstruct.bl_idname, icon="USER")
         obj = context.active_object
         if obj is not None and obj.get("facerig_model_version"):

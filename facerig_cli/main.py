@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "facerig_cli.photos_cmd",
     "facerig_cli.reconstruct_cmd",
     "facerig_cli.addon_build",
+    "facerig_cli.animate_cmd",
     "facerig_cli.eval_cmd",
 )
 

@@ -58,6 +58,10 @@ def _common(p: argparse.ArgumentParser) -> None:
                         "(default: the texture shows the photo as lit)")
     p.add_argument("--no-armature", action="store_true")
     p.add_argument("--no-camera", action="store_true")
+    p.add_argument("--shape-key-names", choices=("arkit", "ict"), default="arkit",
+                   help="shape keys / glTF morph targets named as Apple's ARKit blendshapes (default; 51 of the 52, "
+                        "no tongueOut) or as ICT-FaceKit's 53 (eyeBlink_L, split browInnerUp_L/_R, …)")
+    p.add_argument("--no-teeth", action="store_true", help="a toothless head (no teeth object)")
     p.add_argument("--no-refine", action="store_true",
                    help="keep the network's prediction as is (default: refine it on the detected landmarks, "
                         "≈ 30 ms a photo; with --same-person each photo's shape is refined before they are averaged; "
@@ -125,12 +129,22 @@ def reconstruct_to_file(photo: Path | np.ndarray, out: Path, args: argparse.Name
     if out.suffix.lower() == ".json":
         out.parent.mkdir(parents=True, exist_ok=True)
         doc = {"params": recon.params.to_dict(), "crop_params": recon.crop_params.to_dict(), **recon.summary(),
-               "landmarks": recon.landmarks.tolist()}
+               "landmarks": recon.landmarks.tolist(), **_expression_names(recon.params, args)}
         if recon.regressed_params is not None:
             doc["regressed_crop_params"] = recon.regressed_params.to_dict()
         atomic_write_bytes(out, json.dumps(doc, indent=1).encode())
         return report
     return _build_and_export(recon, out, args, report)
+
+
+def _expression_names(params: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """The JSON's expression under both namings: ``params.expression`` is ICT's order; ``expression_ict``
+    and ``expression_arkit`` name each weight (ARKit's 52, ``tongueOut`` null: ICT has no such shape)."""
+    from blender_addon.arkit import expression_record
+    from blender_addon.pipeline import load_face_model
+
+    model = load_face_model(str(args.face_model) if args.face_model else None)
+    return expression_record(model.expression_names, params.expression)
 
 
 def _build_and_export(recon: Any, out: Path, args: argparse.Namespace, report: dict[str, Any],
@@ -158,7 +172,8 @@ def build_in_blender(recon: Any, args: argparse.Namespace, name: str | None = No
     model = load_face_model(str(args.face_model) if args.face_model else None)
     options = BuildOptions(texture_size=args.texture_size, remove_lighting=args.remove_lighting,
                            build_armature=not args.no_armature,
-                           add_camera=not args.no_camera,
+                           add_camera=not args.no_camera, shape_key_names=args.shape_key_names,
+                           teeth=not args.no_teeth,
                            name=name or (Path(recon.source).stem[:40] if recon.source else "Face"))
     result = build_face(model, recon, options, bpy.context)
     return result, result.timings
@@ -175,7 +190,7 @@ def reconstruct_same_person_to_file(photos: list[Path], out: Path, args: argpars
     report: dict[str, Any] = {"same_person": same.timings, "_same": same}
     if out.suffix.lower() == ".json":
         out.parent.mkdir(parents=True, exist_ok=True)
-        doc = {"params": same.params.to_dict(), "same_person": same.summary(),
+        doc = {"params": same.params.to_dict(), "same_person": same.summary(), **_expression_names(same.params, args),
                "photos": [{**p.summary(), "crop_params": p.crop_params.to_dict(), "landmarks": p.landmarks.tolist()}
                           for p in same.photos]}
         atomic_write_bytes(out, json.dumps(doc, indent=1).encode())
