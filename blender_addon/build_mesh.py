@@ -153,6 +153,30 @@ def add_shape_keys(obj: Any, model: "facemodel.FaceModel", basis_cm: np.ndarray,
     obj.data.shape_keys.use_relative = True
 
 
+CORRECTIVE_KEY = "facerig_corrective"
+
+
+def add_corrective_key(obj: Any, model: "facemodel.FaceModel", basis_cm: np.ndarray,
+                       params: "facemodel.FaceParams") -> Any | None:
+    """The corrective field (``params.corrective``, :mod:`facemodel.harmonics`) as its own shape key
+    ``facerig_corrective`` on top of the identity basis, at value 1 — what the photo fit found — with a
+    0–2 slider, so an artist can dial between "a face like the person" (0) and the fitted face (1). glTF
+    and FBX carry it as one more morph target. A face without coefficients (a regressor from before the
+    corrective field) gets no key. Returns the key block, or None."""
+    coeffs = np.asarray(params.corrective, np.float32)
+    if coeffs.shape[-2] == 0:
+        return None
+    offset = facemodel.harmonics.corrective_displacement(model.arrays.corrective_basis, coeffs)
+    if obj.data.shape_keys is None:
+        obj.shape_key_add(name="Basis", from_mix=False)
+    kb = obj.shape_key_add(name=CORRECTIVE_KEY, from_mix=False)
+    points = getattr(kb, "points", kb.data)
+    points.foreach_set("co", ((basis_cm + offset) * CM_TO_M).astype(np.float32).ravel())
+    kb.slider_min, kb.slider_max = 0.0, 2.0
+    kb.value = 1.0
+    return kb
+
+
 def _principled(mat: Any) -> Any:
     if bpy.app.version < (5, 0, 0):  # 5.0: materials always have node trees; the flag is deprecated
         mat.use_nodes = True
@@ -345,6 +369,7 @@ def build_face(model: "facemodel.FaceModel", recon: Any, options: BuildOptions |
 
         progress(0.2, "shape keys")
         add_shape_keys(obj, model, rest, np.asarray(params.expression, np.float32))
+        add_corrective_key(obj, model, rest, params)
         t = _timed(timings, "shape_keys", t)
 
         progress(0.45, "texture")
