@@ -213,6 +213,22 @@ def corrective_displacement(basis: np.ndarray, coefficients: np.ndarray):
     return basis[:, :kc] @ coefficients
 
 
+def corrective_point_basis(basis: np.ndarray, n_corrective: int) -> np.ndarray:
+    """(3·Kc, N, 3) float64 displacement per unit coefficient, in the flat order of ``FaceParams.corrective``
+    ((harmonic, axis) row-major), at the N vertices of ``basis`` (N, K): the field as linear unknowns of a
+    fit, like the identity and expression blendshapes."""
+    phi = np.asarray(basis, np.float64)[:, :n_corrective]
+    out = np.zeros((n_corrective, 3, phi.shape[0], 3))
+    for axis in range(3):
+        out[:, axis, :, axis] = phi.T
+    return out.reshape(3 * n_corrective, phi.shape[0], 3)
+
+
+def corrective_prior_precision(eigenvalues: np.ndarray, n_corrective: int, strength: float) -> np.ndarray:
+    """(3·Kc,) the prior's precision of each flat coefficient: ``strength`` × λ_k/λ_1, the same for x, y, z."""
+    return np.repeat(strength * corrective_prior_weights(eigenvalues)[:n_corrective], 3)
+
+
 # -- cache ----------------------------------------------------------------------------------------------
 def mesh_key(model: "FaceModel", k: int) -> str:
     """Hash of what the basis depends on: the neutral mesh, its polygons, K and the method's version."""

@@ -108,6 +108,7 @@ class ModelArrays:
     albedo_base: Any            # (V, 3) log-albedo at neutral skin parameters
     albedo_axes: Any            # (7, V, 3) log-albedo change per albedo parameter
     corrective_basis: Any       # (V, K) manifold harmonics of the face region (facemodel.harmonics)
+    corrective_eigenvalues: Any  # (K,) their eigenvalues (the prior's weights), ascending
 
     def map(self, fn: Callable[[Any], Any]) -> "ModelArrays":
         return ModelArrays(*[fn(getattr(self, f.name)) for f in fields(self)])
@@ -249,16 +250,17 @@ class FaceModel:
 
         base, axes = albedo_tables(self)
         try:
-            corrective = self.harmonics.basis
+            corrective, eigenvalues = self.harmonics.basis, self.harmonics.eigenvalues
         except HarmonicsUnavailable as exc:   # faces without a corrective field still form
             log.warning("%s; faces with a corrective field cannot be formed", exc)
-            corrective = np.zeros((self.n_vertices, 0), np.float32)
+            corrective, eigenvalues = np.zeros((self.n_vertices, 0), np.float32), np.zeros(0)
         return ModelArrays(
             neutral=self.neutral,
             identity_basis=self.identity_basis.reshape(self.n_identity, -1),
             expression_basis=self.expression_basis.reshape(self.n_expressions, -1),
             triangles=self.triangles, vertex_faces=self.vertex_faces,
-            albedo_base=base, albedo_axes=axes, corrective_basis=corrective)
+            albedo_base=base, albedo_axes=axes, corrective_basis=corrective,
+            corrective_eigenvalues=eigenvalues)
 
 
 def _validate(data: dict[str, np.ndarray], path: Path | None) -> None:

@@ -202,6 +202,7 @@ class Bootstrap:
     def reconstruct_round(self, r: int) -> Path:
         from synth.views import write_reconstructions
 
+        from .onnx_import import onnx_metadata
         from .photo_corpus import load_photo_corpus
 
         recon = self.round_dir(r) / "recon"
@@ -217,7 +218,7 @@ class Bootstrap:
         images, lms, names = np.concatenate(images), np.concatenate(lms), np.concatenate(names)
         size = images.shape[1]
         params = reconstruct(model, images)
-        layout = ParamLayout(n_identity=params.shape[1] - ParamLayout(0).size)
+        layout = ParamLayout.from_metadata(onnx_metadata(model), params.shape[1])
         scores = seed_scores(self.face_model, params, layout, lms, size)
         keep = select_seeds(scores, self.s.max_seed_yaw, self.s.max_seed_nme, self.s.max_seeds)
         info = {"round": r, "model": str(model), "photos": int(len(images)),
