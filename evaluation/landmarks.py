@@ -151,7 +151,7 @@ class RefinedFacerigLandmarker(FacerigLandmarker):
     name = "facerig+refine"
 
     def __init__(self, onnx_path: Path | str, contour: str = DEFAULT_CONTOUR, model_path: str | None = None,
-                 corrective_prior: float = 0.0) -> None:
+                 corrective_prior: float | None = None) -> None:
         from facemodel.landmark_fit import LandmarkRefiner
 
         from .mediapipe_baseline import MediaPipeLandmarks
@@ -178,8 +178,8 @@ class RefinedFacerigLandmarker(FacerigLandmarker):
 
 
 def make_landmarker(method: str, onnx_path: Path | str | None, contour: str, model_path: str | None,
-                    refine: bool = False, corrective_prior: float = 0.0) -> Landmarker:
-    if corrective_prior and not refine:
+                    refine: bool = False, corrective_prior: float | None = None) -> Landmarker:
+    if corrective_prior is not None and not refine:
         raise ValueError("--corrective-prior applies to --refine")
     if method == "mediapipe":
         if refine:
@@ -308,11 +308,12 @@ def write_csv(results: list[ImageResult], path: Path) -> Path:
 def run(images_dir: Path, json_path: Path, method: str = "facerig", box_mode: str = "gt",
         contour: str = DEFAULT_CONTOUR, onnx_path: Path | None = None, model_path: str | None = None,
         limit: int | None = None, plot: bool = True, progress: bool = True, refine: bool = False,
-        corrective_prior: float = 0.0) -> dict[str, Any]:
+        corrective_prior: float | None = None) -> dict[str, Any]:
     """Evaluate, then write ``json_path`` plus ``<stem>.csv`` and ``<stem>.png`` beside it.
 
     ``refine`` (facerig only): the add-on's refinement on MediaPipe FaceMesh points after the
-    regressor (:class:`RefinedFacerigLandmarker`); ``corrective_prior`` > 0 fits the corrective field too.
+    regressor (:class:`RefinedFacerigLandmarker`); ``corrective_prior``: the corrective field's prior strength
+    (None: the add-on's, ``landmark_fit.CORRECTIVE_PRIOR``; 0: the field is not fitted).
     """
     if method not in METHODS:
         raise ValueError(f"--method must be one of {', '.join(METHODS)}")
@@ -344,7 +345,8 @@ def run(images_dir: Path, json_path: Path, method: str = "facerig", box_mode: st
                                         "inner_51": dict(lf.INNER_REFINE_SETTINGS.__dict__),
                                         "dense_full_yaw_deg": lf.DENSE_FULL_YAW_DEG,
                                         "dense_none_yaw_deg": lf.DENSE_NONE_YAW_DEG}
-            extra["refine_settings"]["corrective_prior"] = corrective_prior   # 0: the field is not fitted
+            extra["refine_settings"]["corrective_prior"] = (lf.CORRECTIVE_PRIOR if corrective_prior is None
+                                                            else corrective_prior)   # 0: the field is not fitted
             extra["unrefined"] = getattr(landmarker, "unrefined", 0)
             extra["refine_max_disagreement"] = getattr(landmarker, "max_disagreement", None)
         meta = getattr(getattr(landmarker, "regressor", None), "metadata", None)

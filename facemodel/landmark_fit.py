@@ -270,6 +270,13 @@ INNER_REFINE_SETTINGS = LandmarkFitSettings(steps=10, sigma_px=2.0, expression_p
 # errors scaled to its photo accuracy (0.45 ×), where 2–8 px all score 4.03–4.06 mm (295 faces); 3 px keeps the
 # identities' spread near the inner fit's (README, "Dense FaceMesh points").
 DENSE_REFINE_SETTINGS = LandmarkFitSettings(steps=10, sigma_px=3.0, expression_prior=25.0)
+# Strength ρ (1/cm², first harmonic; λ_k/λ_1 × for the others) of the corrective field's prior in both fits,
+# which fit the field's first DEFAULT_N_CORRECTIVE harmonics too (0 = off). Chosen on the synthetic proxy
+# (600 test renders, FaceMesh's errors × 0.45, 452 refined): aligned error 3.891 mm without the field; with it
+# 4.226 / 3.969 / 3.922 / 3.896 / 3.887 / 3.887 / 3.889 mm at ρ = 1 / 10 / 30 / 100 / 300 / 1000 / 3000 — the
+# smallest error at 300, where the field is 0.19 mm RMS. Then measured once on Helen (detector box): 68 / 51
+# points 2.821 / 2.202 → 2.807 / 2.194 %, 70 % of faces better (docs/corrective-shapes.md).
+CORRECTIVE_PRIOR = 300.0
 # FaceMesh points whose ICT vertex varies by less than this over the photos the table was derived on.
 DENSE_SPREAD_LIMIT_MM = 15.0
 # Up to the first |yaw| of the network's prediction the dense points are fitted, beyond the second the
@@ -342,9 +349,10 @@ class LandmarkRefiner:
     @classmethod
     def from_model(cls, model: FaceModel, settings: LandmarkFitSettings = INNER_REFINE_SETTINGS,
                    dense_settings: LandmarkFitSettings = DENSE_REFINE_SETTINGS,
-                   corrective_prior: float = 0.0) -> "LandmarkRefiner":
-        """``corrective_prior`` > 0 fits the corrective field too (its first ``DEFAULT_N_CORRECTIVE``
-        harmonics, prior strength ρ; docs/corrective-shapes.md), in both fits."""
+                   corrective_prior: float | None = None) -> "LandmarkRefiner":
+        """``corrective_prior`` > 0 (default :data:`CORRECTIVE_PRIOR`; 0: off) fits the corrective field too, its
+        first ``DEFAULT_N_CORRECTIVE`` harmonics under that prior strength ρ, in both fits."""
+        corrective_prior = CORRECTIVE_PRIOR if corrective_prior is None else corrective_prior
         if corrective_prior > 0:
             extra = {"n_corrective": DEFAULT_N_CORRECTIVE, "corrective_prior": float(corrective_prior)}
             settings, dense_settings = replace(settings, **extra), replace(dense_settings, **extra)

@@ -45,9 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     lm.add_argument("--refine", action="store_true",
                     help="facerig: refine the prediction on MediaPipe FaceMesh's points (dense fit; inner 51 for "
                          "turned faces), as the add-on and `facerig reconstruct` do by default")
-    lm.add_argument("--corrective-prior", type=float, default=0.0, metavar="RHO",
-                    help="with --refine: fit the corrective field (20 manifold harmonics) too, under the "
-                         "eigenvalue-weighted prior of strength RHO (1/cm²; docs/corrective-shapes.md); 0 = off")
+    lm.add_argument("--corrective-prior", type=float, metavar="RHO",
+                    help="with --refine: the corrective field's prior strength (1/cm², eigenvalue-weighted; "
+                         "default the add-on's, 300; 0 = the field is not fitted; docs/corrective-shapes.md)")
     _add_face_model(lm)
     lm.add_argument("--limit", type=int, help="only the first N images (sorted by name)")
     lm.add_argument("--no-plot", action="store_true", help="skip the PNG")

@@ -129,7 +129,8 @@ def refine_params(face_model: FaceModel, params: np.ndarray, layout: ParamLayout
         skipped += bool(fit.skipped)
         before.append(fit.rms_before_px)
         after.append(fit.rms_after_px)
-        out[i] = np.asarray(fit.params.to_vector(), params.dtype)
+        # the reconstructions keep the regressor's layout (its corrective harmonics, none for older models)
+        out[i] = np.asarray(fit.params.with_corrective_modes(layout.n_corrective).to_vector(), params.dtype)
     info = {"refined": int(len(params) - skipped), "skipped": int(skipped),
             "median_px_before": float(np.median(before)) if before else None,
             "median_px_after": float(np.median(after)) if after else None}
