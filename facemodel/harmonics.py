@@ -44,7 +44,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -92,8 +92,8 @@ def _triangles(model: "FaceModel", region: np.ndarray) -> np.ndarray:
     return triangulate(faces[full])
 
 
-def cotangent_laplacian(vertices: np.ndarray, triangles: np.ndarray):  # -> scipy.sparse.csr_matrix
-    """(V, V) cotangent stiffness matrix ``L`` (PSD, rows sum to 0) and (V,) lumped vertex areas."""
+def cotangent_laplacian(vertices: np.ndarray, triangles: np.ndarray) -> tuple[Any, np.ndarray]:
+    """(V, V) cotangent stiffness matrix ``L`` (scipy CSR; PSD, rows sum to 0) and (V,) lumped vertex areas."""
     import scipy.sparse as sp
 
     v = np.asarray(vertices, np.float64)
@@ -132,6 +132,7 @@ def _outer_boundary(triangles: np.ndarray, n: int) -> np.ndarray:
 
 
 def _fix_signs(phi: np.ndarray, mass: np.ndarray, coords: np.ndarray) -> np.ndarray:
+    """The module's sign convention: the first sizeable M-product with 1, x, y, z is positive."""
     probes = np.concatenate([np.ones((len(coords), 1)), coords - (mass[:, None] * coords).sum(0)], 1)
     for k in range(phi.shape[1]):
         dots = probes.T @ (mass * phi[:, k])
@@ -143,6 +144,7 @@ def _fix_signs(phi: np.ndarray, mass: np.ndarray, coords: np.ndarray) -> np.ndar
 
 def compute_harmonics(model: "FaceModel", k: int = DEFAULT_K) -> Harmonics:
     """Solve ``L φ = λ M φ`` on the face region (module docstring) for its ``k`` smoothest modes."""
+    import scipy.sparse as sp
     import scipy.sparse.linalg as sla
 
     if not 1 <= k <= K_MAX:
@@ -160,8 +162,6 @@ def compute_harmonics(model: "FaceModel", k: int = DEFAULT_K) -> Harmonics:
     used[tri.reshape(-1)] = True
     free &= used
     idx = np.flatnonzero(free)
-    import scipy.sparse as sp
-
     l_ff = stiff[idx][:, idx].tocsc()
     m_ff = sp.diags(mass[idx]).tocsc()
     v0 = np.ones(len(idx))   # a fixed start vector: the same basis on every run

@@ -24,6 +24,7 @@ Lighting, albedo and camera are not touched.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -40,6 +41,7 @@ from .metrics import bbox_size, point_errors
 from .model import FaceModel, ModelArrays
 from .params import DEFAULT_N_CORRECTIVE, FaceParams
 
+log = logging.getLogger(__name__)
 _MAX_DAMPING_TRIES = 8
 
 
@@ -353,6 +355,10 @@ class LandmarkRefiner:
         """``corrective_prior`` > 0 (default :data:`CORRECTIVE_PRIOR`; 0: off) fits the corrective field too, its
         first ``DEFAULT_N_CORRECTIVE`` harmonics under that prior strength ρ, in both fits."""
         corrective_prior = CORRECTIVE_PRIOR if corrective_prior is None else corrective_prior
+        if corrective_prior > 0 and model.arrays.corrective_basis.shape[1] < DEFAULT_N_CORRECTIVE:
+            log.warning("the corrective field is not fitted: the model's harmonics are unavailable (no scipy, "
+                        "no cache; `facerig model harmonics` makes them)")
+            corrective_prior = 0.0
         if corrective_prior > 0:
             extra = {"n_corrective": DEFAULT_N_CORRECTIVE, "corrective_prior": float(corrective_prior)}
             settings, dense_settings = replace(settings, **extra), replace(dense_settings, **extra)

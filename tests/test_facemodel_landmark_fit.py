@@ -317,3 +317,15 @@ def test_corrective_fit_recovers_a_field_the_model_cannot_make(face_model, dense
     kept = fit_landmarks(dense, truth, target, SIZE, SIZE, LandmarkFitSettings(steps=0))
     assert kept.rms_before_px < 1e-3                       # the start's field is in the fitted points
     np.testing.assert_array_equal(kept.params.corrective, truth.corrective)
+
+
+def test_refiner_fits_the_field_by_default_and_not_without_harmonics(face_model, monkeypatch):
+    from facemodel import model as model_module
+
+    assert LandmarkRefiner.from_model(face_model).dense_settings.n_corrective == 20
+    assert LandmarkRefiner.from_model(face_model, corrective_prior=0).settings.n_corrective == 0
+    no_field = model_module.FaceModel.__new__(model_module.FaceModel)     # Blender without scipy: no basis
+    no_field.__dict__.update(face_model.__dict__)
+    no_field.__dict__["arrays"] = replace(face_model.arrays, corrective_basis=np.zeros((face_model.n_vertices, 0),
+                                                                                      np.float32))
+    assert LandmarkRefiner.from_model(no_field).settings.n_corrective == 0
