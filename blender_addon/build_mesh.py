@@ -190,6 +190,36 @@ def add_shape_keys(obj: Any, names: list[str], basis_m: np.ndarray, deltas_m: np
     obj.data.shape_keys.use_relative = True
 
 
+CORRECTIVE_KEY = "facerig_corrective"
+
+
+def corrective_offsets(model: "facemodel.FaceModel", params: "facemodel.FaceParams") -> np.ndarray | None:
+    """The corrective field (``params.corrective``, :mod:`facemodel.harmonics`) as rig-space offsets (V, 3) m,
+    or None for a face without coefficients (a regressor from before the corrective field)."""
+    coeffs = np.asarray(params.corrective, np.float32)
+    if coeffs.shape[-2] == 0:
+        return None
+    return to_rig_space(facemodel.harmonics.corrective_displacement(model.arrays.corrective_basis, coeffs))
+
+
+def add_corrective_key(obj: Any, basis_m: np.ndarray, offsets_m: np.ndarray,
+                       min_move_m: float = PART_KEY_MIN_M) -> Any | None:
+    """The corrective field as its own shape key ``facerig_corrective`` on top of the identity basis, at value
+    1 — what the photo fit found — with a 0–2 slider, so an artist can dial between "a face like the person"
+    (0) and the fitted face (1). glTF and FBX carry it as one more morph target. A part the field does not
+    move by more than ``min_move_m`` (the teeth) gets no key; returns the key block, or None."""
+    if not np.abs(offsets_m).max(initial=0.0) > min_move_m:
+        return None
+    if obj.data.shape_keys is None:
+        obj.shape_key_add(name="Basis", from_mix=False)
+    kb = obj.shape_key_add(name=CORRECTIVE_KEY, from_mix=False)
+    points = getattr(kb, "points", kb.data)
+    points.foreach_set("co", (np.asarray(basis_m, np.float32) + offsets_m).astype(np.float32).ravel())
+    kb.slider_min, kb.slider_max = 0.0, 2.0
+    kb.value = 1.0
+    return kb
+
+
 def _principled(mat: Any) -> Any:
     if bpy.app.version < (5, 0, 0):  # 5.0: materials always have node trees; the flag is deprecated
         mat.use_nodes = True
@@ -351,9 +381,14 @@ def build_face(model: "facemodel.FaceModel", recon: Any, options: BuildOptions |
         keys = key_set(model.expression_names, options.shape_key_names)
         deltas = to_rig_space(keys.displacements(model.expression_basis))   # (K, V, 3) m
         add_shape_keys(obj, keys.names, rig_rest[head_verts], deltas[:, head_verts])
+        corrective = corrective_offsets(model, params)
+        if corrective is not None:
+            add_corrective_key(obj, rig_rest[head_verts], corrective[head_verts], min_move_m=0.0)
         motion = np.abs(deltas).max(axis=2)                                  # (K, V): how far each key moves each vertex
         for part, (pobj, pverts) in parts.items():
             add_part_keys(model, keys, pobj, part, rig_rest, deltas, pverts, motion[:, pverts].max(axis=1))
+            if corrective is not None:
+                add_corrective_key(pobj, rig_rest[pverts], corrective[pverts])
         t = _timed(timings, "shape_keys", t)
 
         progress(0.45, "texture")

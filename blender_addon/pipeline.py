@@ -270,8 +270,7 @@ def _recrop_unconfirmed(image: np.ndarray, faces: list[Face], index: int, box: t
 def _in_photo(crop_params: Any, box: tuple[float, float, float, float], width: int, height: int) -> Any:
     """Crop-camera params → the same face in the photo camera."""
     p = crop_params
-    return facemodel.FaceParams(p.identity, p.expression, p.rotation, p.translation, p.sh, p.albedo,
-                                photo_camera(p.camera, box, width, height))
+    return replace(p, camera=photo_camera(p.camera, box, width, height))
 
 
 def refine_reconstruction(recon: PhotoReconstruction, face_model: "facemodel.FaceModel | str | Path | None" = None,
@@ -365,16 +364,8 @@ def overlay_error(model: "facemodel.FaceModel", recon: PhotoReconstruction, jawl
     Says how well the mesh overlays the photo; ``jawline='visible'`` uses ICT's contour
     vertices, closer to what the detector marks on a turned face.
     """
-    g = facemodel.geometry
-    idx = model.landmark_indices(jawline)
-    p = recon.params.numpy()
-    ident = np.asarray(p.identity, np.float32)
-    n = ident.shape[-1]
-    verts = g.model_vertices(model.neutral[idx], model.identity_basis[:n, idx].reshape(n, -1),
-                             model.expression_basis[:, idx].reshape(model.n_expressions, -1), ident,
-                             np.asarray(p.expression, np.float32))
-    cam = g.rigid_transform(verts, np.asarray(p.rotation, np.float32), np.asarray(p.translation, np.float32))
-    pix = facemodel.camera.project(cam, np.asarray(p.camera, np.float32), recon.width, recon.height)
+    arrays = model.arrays.subset(model.landmark_indices(jawline))
+    pix = np.asarray(facemodel.formation.landmarks_2d(arrays, recon.params.numpy(), recon.width, recon.height))
     lm = recon.landmarks
     size = float(np.sqrt(np.prod(lm.max(0) - lm.min(0))))
     return float(np.linalg.norm(pix - lm, axis=1).mean() / max(size, 1e-6))

@@ -144,14 +144,9 @@ class BakedTexture:
 def posed_geometry(model: "facemodel.FaceModel", params: "facemodel.FaceParams", width: int, height: int
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Camera-space vertices, unit normals and photo pixels of the reconstructed face."""
-    g = facemodel.geometry
     p = params.numpy()
-    ident = np.asarray(p.identity, np.float32)
-    verts = g.model_vertices(model.neutral, model.identity_basis.reshape(model.n_identity, -1),
-                             model.expression_basis.reshape(model.n_expressions, -1), ident,
-                             np.asarray(p.expression, np.float32))
-    cam = g.rigid_transform(verts, np.asarray(p.rotation, np.float32), np.asarray(p.translation, np.float32))
-    normals = g.vertex_normals(cam, model.triangles, model.vertex_faces)
+    cam = facemodel.formation.mesh_camera_space(model.arrays, p)   # with the corrective field
+    normals = facemodel.geometry.vertex_normals(cam, model.triangles, model.vertex_faces)
     pix = facemodel.camera.project(cam, np.asarray(p.camera, np.float32), width, height)
     return cam, normals, pix
 

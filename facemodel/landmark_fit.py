@@ -8,12 +8,15 @@ starting from the regressor's prediction, close that gap and more: ≈ 8–18 ms
 
 The cost is the posterior of the fit, in pixels of the image the points are given in:
 
-    Σ w_i |project(X_i) − p_i|² / σ²  +  |α_id − μ_id|²  +  λ_expr |β − β₀|²
+    Σ w_i |project(X_i) − p_i|² / σ²  +  |α_id − μ_id|²  +  λ_expr |β − β₀|²  +  ρ Σ_k λ_k/λ_1 |c_k − c₀_k|²
 
 with α_id the identity coefficients under ICT's N(0, I) prior (mean ``identity_prior_mean``,
 zero by default) and β the expression weights, kept in [0, 1] and optionally pulled towards
-their starting values. Camera-space points are linear in identity, expression and translation,
-so their Jacobian is exact (``[B_id; B_expr] Rᵀ`` and the identity); the three Euler angles
+their starting values. Optionally (``n_corrective`` > 0) the corrective field's coefficients c_k ∈ R³ in
+the first manifold harmonics (:mod:`facemodel.harmonics`) are unknowns too, under the eigenvalue-weighted
+prior ρ Σ λ_k/λ_1 |c_k − c₀_k|² (the field's Dirichlet energy; c₀ the start's, i.e. the network's).
+Camera-space points are linear in identity, expression, corrective and translation,
+so their Jacobian is exact (``[B_id; B_expr; B_corr] Rᵀ`` and the identity); the three Euler angles
 use the analytic derivative of ``R = Rz Rx Ry``. A step is kept only when the cost falls,
 otherwise the damping grows ×10 (without that check the fit diverges on hard faces).
 Lighting, albedo and camera are not touched.
@@ -21,6 +24,7 @@ Lighting, albedo and camera are not touched.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -31,11 +35,13 @@ from .blas_threads import single_blas_thread
 from .camera import project
 from .formation import landmarks_2d
 from .geometry import euler_to_matrix
+from .harmonics import corrective_displacement, corrective_point_basis, corrective_prior_precision
 from .landmark_maps import MEDIAPIPE_SPREAD_MM, MEDIAPIPE_TO_68, MEDIAPIPE_TO_ICT
 from .metrics import bbox_size, point_errors
 from .model import FaceModel, ModelArrays
-from .params import FaceParams
+from .params import DEFAULT_N_CORRECTIVE, FaceParams
 
+log = logging.getLogger(__name__)
 _MAX_DAMPING_TRIES = 8
 
 
@@ -49,15 +55,19 @@ class LandmarkFitSettings:
     expression_prior: float = 0.0   # precision pulling expressions to their start (0 = free in [0, 1])
     fit_identity: bool = True
     damping: float = 1e-3           # initial Levenberg damping (relative to the normal-matrix diagonal)
+    n_corrective: int = 0           # corrective harmonics fitted (0: the field is kept as it starts)
+    corrective_prior: float = 0.0   # ρ: precision (1/cm²) of the first harmonic's coefficients, λ_k/λ_1 × after
 
     def __post_init__(self) -> None:
         if self.steps < 0:
             raise ValueError(f"steps must be ≥ 0, got {self.steps}")
         if not self.sigma_px > 0:
             raise ValueError(f"sigma_px must be positive, got {self.sigma_px}")
-        if self.expression_prior < 0 or self.identity_prior < 0:
+        if self.expression_prior < 0 or self.identity_prior < 0 or self.corrective_prior < 0:
             raise ValueError(f"priors must be ≥ 0, got identity {self.identity_prior}, "
-                             f"expression {self.expression_prior}")
+                             f"expression {self.expression_prior}, corrective {self.corrective_prior}")
+        if self.n_corrective < 0:
+            raise ValueError(f"n_corrective must be ≥ 0, got {self.n_corrective}")
 
 
 @dataclass(frozen=True)
@@ -86,7 +96,7 @@ def _rotation_derivatives(rotation: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 
 class _Problem:
-    """The cost, its residuals and Jacobian for one face; unknowns θ = (α_id, β, rotation, t)."""
+    """The cost, its residuals and Jacobian for one face; unknowns θ = (α_id, β, c, rotation, t)."""
 
     def __init__(self, arrays: ModelArrays, params: FaceParams, pixels: np.ndarray, width: float,
                  height: float, weights: np.ndarray, settings: LandmarkFitSettings,
@@ -95,31 +105,60 @@ class _Problem:
         self.n = n
         self.k = np.asarray(params.identity).shape[-1] if settings.fit_identity else 0
         self.n_expr = np.asarray(params.expression).shape[-1]
+        self.n_corr = settings.n_corrective if settings.fit_identity else 0   # harmonics fitted
         ident = np.asarray(params.identity, np.float64)
         self.fixed_identity = ident
         id_basis = np.asarray(arrays.identity_basis[: ident.shape[-1]], np.float64).reshape(-1, n, 3)
         self.id_basis = id_basis
-        self.basis = np.concatenate([id_basis[: self.k],
-                                     np.asarray(arrays.expression_basis, np.float64).reshape(-1, n, 3)], 0)
+        start_corr = np.asarray(params.corrective, np.float64)
+        # a field not fitted stays as it starts: part of the fixed model points
+        self.fixed_offset = np.asarray(corrective_displacement(arrays.corrective_basis, start_corr), np.float64) if self.n_corr == 0 \
+            else np.zeros((n, 3))
+        blocks = [id_basis[: self.k], np.asarray(arrays.expression_basis, np.float64).reshape(-1, n, 3)]
+        if self.n_corr:
+            blocks.append(corrective_point_basis(arrays.corrective_basis, self.n_corr))
+        self.basis = np.concatenate(blocks, 0)
+        self.n_lin = self.basis.shape[0]
         self.neutral = np.asarray(arrays.neutral, np.float64)
         self.camera = np.asarray(params.camera, np.float64)
         self.width, self.height = float(width), float(height)
         self.pixels = pixels
         self.sqrt_w = np.sqrt(np.repeat(weights, 2)) / settings.sigma_px
-        prior = np.zeros(self.k + self.n_expr + 6)
+        prior = np.zeros(self.n_lin + 6)
         prior[: self.k] = settings.identity_prior
         prior[self.k: self.k + self.n_expr] = settings.expression_prior
+        corr = slice(self.k + self.n_expr, self.n_lin)
+        if self.n_corr:
+            prior[corr] = corrective_prior_precision(arrays.corrective_eigenvalues, self.n_corr,
+                                                     settings.corrective_prior)
         self.prior = prior
         mean = np.zeros_like(prior)
         if self.k and identity_prior_mean is not None:
             mean[: self.k] = np.asarray(identity_prior_mean, np.float64)[: self.k]
         mean[self.k: self.k + self.n_expr] = np.asarray(params.expression, np.float64)
+        mean[corr] = self._corrective_start(params).reshape(-1)
         self.prior_mean = mean
+
+    def _corrective_start(self, params: FaceParams) -> np.ndarray:
+        """(n_corr, 3) the start's coefficients, truncated or zero-padded to the harmonics fitted."""
+        return np.asarray(params.with_corrective_modes(self.n_corr).corrective, np.float64)
 
     def pack(self, params: FaceParams) -> np.ndarray:
         ident = np.asarray(params.identity, np.float64)[: self.k]
         return np.concatenate([ident, np.asarray(params.expression, np.float64),
+                               self._corrective_start(params).reshape(-1),
                                np.asarray(params.rotation, np.float64), np.asarray(params.translation, np.float64)])
+
+    def unpack(self, theta: np.ndarray, params: FaceParams) -> FaceParams:
+        """``params`` with the fitted unknowns of ``theta`` (same dtype; the rest untouched)."""
+        dt = np.asarray(params.expression).dtype
+        ident = np.asarray(params.identity, np.float64).copy()
+        ident[: self.k] = theta[: self.k]
+        out = replace(params, identity=ident.astype(dt), expression=theta[self.k: self.k + self.n_expr].astype(dt),
+                      rotation=theta[-6:-3].astype(dt), translation=theta[-3:].astype(dt))
+        if self.n_corr:
+            out = replace(out, corrective=theta[self.k + self.n_expr: self.n_lin].reshape(self.n_corr, 3).astype(dt))
+        return out
 
     def clip(self, theta: np.ndarray) -> np.ndarray:
         theta = theta.copy()
@@ -127,8 +166,8 @@ class _Problem:
         return theta
 
     def model_points(self, theta: np.ndarray) -> np.ndarray:
-        coeffs = theta[: self.k + self.n_expr]
-        pts = self.neutral + np.tensordot(coeffs, self.basis, 1)
+        coeffs = theta[: self.n_lin]
+        pts = self.neutral + self.fixed_offset + np.tensordot(coeffs, self.basis, 1)
         if self.k == 0:
             pts = pts + np.tensordot(self.fixed_identity, self.id_basis, 1)
         return pts
@@ -223,12 +262,7 @@ def fit_landmarks(arrays: ModelArrays, params: FaceParams, pixels: np.ndarray, w
     with single_blas_thread():   # ~120² solves: threads cost more than they save (blas_threads)
         theta, accepted = _minimise(prob, theta, settings)
 
-    ident = np.asarray(params.identity, np.float64).copy()
-    ident[: prob.k] = theta[: prob.k]
-    dt = np.asarray(params.expression).dtype
-    out = replace(params, identity=ident.astype(dt), expression=theta[prob.k: prob.k + prob.n_expr].astype(dt),
-                  rotation=theta[-6:-3].astype(dt), translation=theta[-3:].astype(dt))
-    return LandmarkFit(out, before, mean_dist(theta), accepted)
+    return LandmarkFit(prob.unpack(theta, params), before, mean_dist(theta), accepted)
 
 
 # Chosen on Helen (detector box, MediaPipe FaceMesh points) and on synthetic faces whose true
@@ -238,6 +272,13 @@ INNER_REFINE_SETTINGS = LandmarkFitSettings(steps=10, sigma_px=2.0, expression_p
 # errors scaled to its photo accuracy (0.45 ×), where 2–8 px all score 4.03–4.06 mm (295 faces); 3 px keeps the
 # identities' spread near the inner fit's (README, "Dense FaceMesh points").
 DENSE_REFINE_SETTINGS = LandmarkFitSettings(steps=10, sigma_px=3.0, expression_prior=25.0)
+# Strength ρ (1/cm², first harmonic; λ_k/λ_1 × for the others) of the corrective field's prior in both fits,
+# which fit the field's first DEFAULT_N_CORRECTIVE harmonics too (0 = off). Chosen on the synthetic proxy
+# (600 test renders, FaceMesh's errors × 0.45, 452 refined): aligned error 3.891 mm without the field; with it
+# 4.226 / 3.969 / 3.922 / 3.896 / 3.887 / 3.887 / 3.889 mm at ρ = 1 / 10 / 30 / 100 / 300 / 1000 / 3000 — the
+# smallest error at 300, where the field is 0.19 mm RMS. Then measured once on Helen (detector box): 68 / 51
+# points 2.821 / 2.202 → 2.807 / 2.194 %, 70 % of faces better (docs/corrective-shapes.md).
+CORRECTIVE_PRIOR = 300.0
 # FaceMesh points whose ICT vertex varies by less than this over the photos the table was derived on.
 DENSE_SPREAD_LIMIT_MM = 15.0
 # Up to the first |yaw| of the network's prediction the dense points are fitted, beyond the second the
@@ -309,7 +350,18 @@ class LandmarkRefiner:
 
     @classmethod
     def from_model(cls, model: FaceModel, settings: LandmarkFitSettings = INNER_REFINE_SETTINGS,
-                   dense_settings: LandmarkFitSettings = DENSE_REFINE_SETTINGS) -> "LandmarkRefiner":
+                   dense_settings: LandmarkFitSettings = DENSE_REFINE_SETTINGS,
+                   corrective_prior: float | None = None) -> "LandmarkRefiner":
+        """``corrective_prior`` > 0 (default :data:`CORRECTIVE_PRIOR`; 0: off) fits the corrective field too, its
+        first ``DEFAULT_N_CORRECTIVE`` harmonics under that prior strength ρ, in both fits."""
+        corrective_prior = CORRECTIVE_PRIOR if corrective_prior is None else corrective_prior
+        if corrective_prior > 0 and model.arrays.corrective_basis.shape[1] < DEFAULT_N_CORRECTIVE:
+            log.warning("the corrective field is not fitted: the model's harmonics are unavailable (no scipy, "
+                        "no cache; `facerig model harmonics` makes them)")
+            corrective_prior = 0.0
+        if corrective_prior > 0:
+            extra = {"n_corrective": DEFAULT_N_CORRECTIVE, "corrective_prior": float(corrective_prior)}
+            settings, dense_settings = replace(settings, **extra), replace(dense_settings, **extra)
         dense = np.asarray(MEDIAPIPE_TO_ICT, np.int64)[dense_point_indices()]
         inner = model.landmark_indices("fixed")[17:]
         return cls(model.arrays.subset(inner), model.arrays.subset(dense),

@@ -45,6 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     lm.add_argument("--refine", action="store_true",
                     help="facerig: refine the prediction on MediaPipe FaceMesh's points (dense fit; inner 51 for "
                          "turned faces), as the add-on and `facerig reconstruct` do by default")
+    lm.add_argument("--corrective-prior", type=float, metavar="RHO",
+                    help="with --refine: the corrective field's prior strength (1/cm², eigenvalue-weighted; "
+                         "default the add-on's, 300; 0 = the field is not fitted; docs/corrective-shapes.md)")
     _add_face_model(lm)
     lm.add_argument("--limit", type=int, help="only the first N images (sorted by name)")
     lm.add_argument("--no-plot", action="store_true", help="skip the PNG")
@@ -134,7 +137,7 @@ def cmd_landmarks(args: argparse.Namespace) -> int:
     _check_positive(args.limit, "--limit")
     report = run(args.images, args.json, method=args.method, box_mode=args.box, contour=args.contour,
                  onnx_path=args.model, model_path=args.face_model, limit=args.limit, plot=not args.no_plot,
-                 refine=args.refine)
+                 refine=args.refine, corrective_prior=args.corrective_prior)
     _print_summary(report, ("n", "failed", "nme_bbox_68", "nme_bbox_51", "nme_io_68", "nme_io_51",
                             "nme_bbox_68_balanced"))
     return 0

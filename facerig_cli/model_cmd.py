@@ -33,6 +33,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     prev.add_argument("--seed", type=int, default=0)
     prev.add_argument("--model", type=Path)
     prev.set_defaults(func=cmd_preview)
+
+    harm = msub.add_parser("harmonics", help="compute and cache the face region's manifold harmonics (the "
+                                             "corrective field's basis); optionally draw them")
+    harm.add_argument("--model", type=Path)
+    harm.add_argument("--sheet", type=Path, help="also write a contact sheet PNG (modes, faces with/without)")
+    harm.add_argument("--seed", type=int, default=0)
+    harm.add_argument("--bundle", type=Path, metavar="DIR",
+                      help="also write the basis into DIR for the add-on, whose Blender Python has no scipy "
+                           "(blender_addon/models)")
+    harm.set_defaults(func=cmd_harmonics)
     p.set_defaults(func=lambda a: p.print_help() or 2)
 
 
@@ -69,4 +79,27 @@ def cmd_preview(args: argparse.Namespace) -> int:
     if args.count < 1:
         raise ValueError("--count must be at least 1")
     print(f"contact sheet written to {write_contact_sheet(args.out, args.count, args.seed, args.model)}")
+    return 0
+
+
+def cmd_harmonics(args: argparse.Namespace) -> int:
+    import time
+
+    from facemodel import FaceModel
+    from facemodel.harmonics import cache_path, compute_harmonics, load_harmonics, save_harmonics
+
+    model = FaceModel.load(args.model)
+    t = time.process_time()
+    compute_harmonics(model)
+    seconds = time.process_time() - t
+    h = load_harmonics(model)
+    print(f"{h.k} harmonics of {len(h.region)} face-region vertices, computed in {seconds:.2f} s CPU, "
+          f"cached at {cache_path(model)}")
+    print("eigenvalues " + " ".join(f"{v:.1f}" for v in h.eigenvalues))
+    if args.bundle:
+        print(f"bundled copy written to {save_harmonics(model, args.bundle)}")
+    if args.sheet:
+        from .harmonics_sheet import write_harmonics_sheet
+
+        print(f"contact sheet written to {write_harmonics_sheet(args.sheet, model, args.seed)}")
     return 0

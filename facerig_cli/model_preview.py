@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +28,7 @@ def render_tile(model: FaceModel, params: FaceParams, size: int = TILE) -> np.nd
 
 
 def with_pose(model: FaceModel, params: FaceParams, yaw_deg: float) -> FaceParams:
-    p = FaceParams(params.identity, params.expression, np.array([np.deg2rad(yaw_deg), 0, 0], np.float32),
-                   params.translation, params.sh, params.albedo, params.camera)
+    p = replace(params, rotation=np.array([np.deg2rad(yaw_deg), 0, 0], np.float32))
     p.translation = place_in_crop(model.arrays.subset(model.landmark_indices()), p)
     return p
 

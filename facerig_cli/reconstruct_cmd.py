@@ -13,6 +13,7 @@ import json
 import logging
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -280,9 +281,8 @@ def render_sheet(recon: Any, result: Any, panel: int = 384) -> np.ndarray:
 
     from blender_addon.pipeline import load_face_model
     from blender_addon.texture import posed_geometry
-    from facemodel import FaceParams
 
-    from .raster import draw_mesh
+    from .raster import draw_mesh, headlight
 
     model = load_face_model(None)
     params = recon.params
@@ -292,7 +292,7 @@ def render_sheet(recon: Any, result: Any, panel: int = 384) -> np.ndarray:
     tris = model.render_triangles
     keep = ~np.isin(tris, model.vertex_range("eyelashes")).any(1)
     tris = tris[keep]
-    shade = _headlight(normals)
+    shade = headlight(normals)
     tex_colours = _vertex_texture_colours(model, result)
     photo_panel = _fit(image, panel)
     over = draw_mesh(pix, -cam[:, 2], shade, tris, w, h, background=(0, 0, 0))
@@ -301,23 +301,16 @@ def render_sheet(recon: Any, result: Any, panel: int = 384) -> np.ndarray:
     panels = [photo_panel, _fit(overlay, panel)]
     p = params.numpy()
     for yaw in (0.0, np.deg2rad(35.0)):
-        view = FaceParams(p.identity, p.expression, np.array([yaw, 0.0, 0.0], np.float32),
-                          np.array([0.0, -1.0, -125.0], np.float32), p.sh, p.albedo,
-                          np.array([4.0, 0.5, 0.5], np.float32))
+        view = replace(p, rotation=np.array([yaw, 0.0, 0.0], np.float32),
+                       translation=np.array([0.0, -1.0, -125.0], np.float32), camera=np.array([4.0, 0.5, 0.5], np.float32))
         vcam, vn, vpix = posed_geometry(model, view, panel, panel)
-        panels.append(draw_mesh(vpix, -vcam[:, 2], _headlight(vn), tris, panel, panel))
+        panels.append(draw_mesh(vpix, -vcam[:, 2], headlight(vn), tris, panel, panel))
         panels.append(draw_mesh(vpix, -vcam[:, 2], tex_colours, tris, panel, panel))
     sheet = np.concatenate(panels, axis=1)
     labels = ["photo", "overlay", "shaded front", "textured front", "shaded 3/4", "textured 3/4"]
     for i, text in enumerate(labels):
         cv2.putText(sheet, text, (i * panel + 8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 2, cv2.LINE_AA)
     return sheet
-
-
-def _headlight(normals: np.ndarray) -> np.ndarray:
-    light = np.array([0.3, 0.4, 1.0]) / np.linalg.norm([0.3, 0.4, 1.0])
-    lum = 0.15 + 0.8 * np.clip(normals @ light, 0, 1)
-    return np.repeat(lum[:, None], 3, axis=1) * np.array([0.85, 0.8, 0.78])
 
 
 def _vertex_texture_colours(model: Any, result: Any) -> np.ndarray:

@@ -129,7 +129,8 @@ def refine_params(face_model: FaceModel, params: np.ndarray, layout: ParamLayout
         skipped += bool(fit.skipped)
         before.append(fit.rms_before_px)
         after.append(fit.rms_after_px)
-        out[i] = np.asarray(fit.params.to_vector(), params.dtype)
+        # the reconstructions keep the regressor's layout (its corrective harmonics, none for older models)
+        out[i] = np.asarray(fit.params.with_corrective_modes(layout.n_corrective).to_vector(), params.dtype)
     info = {"refined": int(len(params) - skipped), "skipped": int(skipped),
             "median_px_before": float(np.median(before)) if before else None,
             "median_px_after": float(np.median(after)) if after else None}
@@ -202,6 +203,7 @@ class Bootstrap:
     def reconstruct_round(self, r: int) -> Path:
         from synth.views import write_reconstructions
 
+        from .onnx_import import onnx_metadata
         from .photo_corpus import load_photo_corpus
 
         recon = self.round_dir(r) / "recon"
@@ -217,7 +219,7 @@ class Bootstrap:
         images, lms, names = np.concatenate(images), np.concatenate(lms), np.concatenate(names)
         size = images.shape[1]
         params = reconstruct(model, images)
-        layout = ParamLayout(n_identity=params.shape[1] - ParamLayout(0).size)
+        layout = ParamLayout.from_metadata(onnx_metadata(model), params.shape[1])
         scores = seed_scores(self.face_model, params, layout, lms, size)
         keep = select_seeds(scores, self.s.max_seed_yaw, self.s.max_seed_nme, self.s.max_seeds)
         info = {"round": r, "model": str(model), "photos": int(len(images)),

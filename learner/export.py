@@ -82,10 +82,11 @@ def model_card(state: dict[str, Any]) -> str:
         f"facerig face regressor (MobileNetV3-small-like, width {cfg.network.width}, plain torch)",
         f"Input: image float32 (N, 3, {cfg.network.input_size}, {cfg.network.input_size}), sRGB in [0, 1], "
         f"the canonical crop (scale {CROP_SCALE}, centre up {CROP_CENTER_UP}).",
-        f"Output: params float32 (N, {ParamLayout(cfg.network.n_identity).size}), FaceParams layout "
+        f"Output: params float32 (N, {ParamLayout.from_dict(state['layout']).size}), FaceParams layout "
         f"v{state['layout']['layout_version']} with {cfg.network.n_identity} identity modes (first of 100; "
-        f"they carry {_identity_share(cfg.network.n_identity)} of the face-region vertex variance); "
-        "camera = DEFAULT_CAMERA.",
+        f"they carry {_identity_share(cfg.network.n_identity)} of the face-region vertex variance)"
+        + (f" and the corrective field in {cfg.network.n_corrective} manifold harmonics per axis"
+           if cfg.network.n_corrective else "") + "; camera = DEFAULT_CAMERA.",
         f"Training: {state['step']} steps, batch {cfg.train.batch_size}, AdamW lr {cfg.train.lr}, "
         f"losses {json.dumps({k: v for k, v in vars(cfg.loss).items() if isinstance(v, float) and v})}.",
         f"Training data: {data.get('n_train', '?')} train / {data.get('n_val', '?')} held-out images from",
@@ -112,8 +113,7 @@ def model_card(state: dict[str, Any]) -> str:
 
 def metadata(state: dict[str, Any]) -> dict[str, str]:
     cfg = Config.from_dict(state["config"])
-    return {"facerig.layout_version": str(state["layout"]["layout_version"]),
-            "facerig.n_identity": str(cfg.network.n_identity),
+    return {**ParamLayout.from_dict(state["layout"]).metadata(),
             "facerig.input_size": str(cfg.network.input_size),
             "facerig.keypoints": str(cfg.network.keypoints),
             "facerig.crop_scale": repr(CROP_SCALE),

@@ -78,9 +78,9 @@ def _step_seed(seed: int, step: int, salt: int) -> int:
 
 
 def make_optimizer(net: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
-    """AdamW; no weight decay on biases and batch-norm parameters."""
-    decay = [p for n, p in net.named_parameters() if p.ndim > 1]
-    no_decay = [p for n, p in net.named_parameters() if p.ndim <= 1]
+    """AdamW over the parameters that train; no weight decay on biases and batch-norm parameters."""
+    decay = [p for n, p in net.named_parameters() if p.ndim > 1 and p.requires_grad]
+    no_decay = [p for n, p in net.named_parameters() if p.ndim <= 1 and p.requires_grad]
     return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.train.weight_decay},
                               {"params": no_decay, "weight_decay": 0.0}], lr=cfg.train.lr)
 
@@ -139,7 +139,7 @@ class Trainer:
         self.train_data, self.train_idx = data, torch.as_tensor(train_idx, dtype=torch.long)
         self.val_data = data.subset(val_idx[: cfg.train.val_max])
         self.gt_layout = self.train_data.layout
-        self.layout = ParamLayout(n_identity=cfg.network.n_identity)
+        self.layout = ParamLayout(n_identity=cfg.network.n_identity, n_corrective=cfg.network.n_corrective)
         self.size = cfg.network.input_size
         labelled = train_idx[data.has_params.numpy()[train_idx]]
         if len(labelled) == 0:
@@ -149,6 +149,9 @@ class Trainer:
         self.net: FaceRegressor = build_network(cfg.network, stats)
         if cfg.train.init and not state:
             self._load_init(Path(cfg.train.init))
+        if cfg.train.trainable == "corrective":   # only the corrective head learns; the rest stays as loaded
+            for name, param in self.net.named_parameters():
+                param.requires_grad_(name.startswith("corrective_head."))
         self.optimizer = make_optimizer(self.net, cfg)
         self.order = BatchOrder(len(train_idx), cfg.train.batch_size, cfg.train.seed)
         self.step = 0
@@ -250,7 +253,9 @@ class Trainer:
         ident = np.zeros((len(p), k), np.float32)
         m = min(k, data.layout.n_identity)
         ident[:, :m] = p[:, gs][:, :m]
-        return np.concatenate([ident, p[:, gs.stop:]], 1)
+        corr = np.zeros((len(p), 3 * self.layout.n_corrective), np.float32)   # renders: no field
+        camera_end = data.layout.slices["camera"].stop
+        return np.concatenate([ident, p[:, gs.stop: camera_end], corr], 1)
 
     # -- loop ----------------------------------------------------------------------------------
     def _log(self, row: dict[str, Any]) -> None:
@@ -267,7 +272,7 @@ class Trainer:
         torch.manual_seed(_step_seed(cfg.train.seed, step, 2))
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(step, cfg)
-        self.net.train()
+        self.net.train(cfg.train.trainable == "all")   # a frozen body runs as exported (no dropout)
         if cfg.train.freeze_batchnorm:
             freeze_batchnorm(self.net)
         pred, keypoints = self.net.forward_train(batch.images)

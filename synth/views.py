@@ -29,7 +29,7 @@ import hashlib
 import io
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -211,8 +211,7 @@ def rotated(params: FaceParams, yaw_deg: float, pitch_deg: float) -> FaceParams:
     rot = np.asarray(params.rotation, np.float64).copy()
     rot[..., 0] = np.deg2rad(np.clip(np.degrees(rot[..., 0]) + yaw_deg, -MAX_YAW_DEG, MAX_YAW_DEG))
     rot[..., 1] = np.deg2rad(np.clip(np.degrees(rot[..., 1]) + pitch_deg, -MAX_PITCH_DEG, MAX_PITCH_DEG))
-    return FaceParams(params.identity, params.expression, rot.astype(np.float32), params.translation, params.sh,
-                      params.albedo, params.camera)
+    return replace(params, rotation=rot.astype(np.float32))
 
 
 def perturbed(params: FaceParams, rng: np.random.Generator, p: Perturbation, new_light: bool) -> FaceParams:
@@ -225,7 +224,7 @@ def perturbed(params: FaceParams, rng: np.random.Generator, p: Perturbation, new
     ambient = float(np.abs(sh[0]).mean())
     sh = sh + rng.normal(0, p.sh * ambient, sh.shape).astype(np.float32)
     rot[1] = np.clip(rot[1], -np.deg2rad(MAX_PITCH_DEG), np.deg2rad(MAX_PITCH_DEG))
-    return FaceParams(ident, expr.astype(np.float32), rot, params.translation, sh, albedo, params.camera)
+    return replace(params, identity=ident, expression=expr.astype(np.float32), rotation=rot, sh=sh, albedo=albedo)
 
 
 # -- the renderer (lives in a render worker) ------------------------------------------------------

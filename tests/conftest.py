@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+SHARED = Path(os.environ.get("FACERIG_SHARED", ROOT.parent / "shared"))   # a worktree elsewhere: set it
 MODEL_NPZ = Path(os.environ.get("FACERIG_FACE_MODEL", SHARED / "facemodel" / "ict_facekit_light.npz"))
 OBJ_SAMPLES = SHARED / "facemodel" / "ict_obj_samples"
 FACES = SHARED / "faces"

@@ -277,3 +277,55 @@ def test_dense_share_falls_smoothly_with_yaw(face_model):
         assert (a.points, b.points) == (inside, outside)
         np.testing.assert_allclose(a.params.identity, b.params.identity, atol=0.02)
         np.testing.assert_allclose(a.params.rotation, b.params.rotation, atol=np.radians(0.1))
+
+
+def test_jacobian_with_corrective_unknowns_matches_finite_differences(dense):
+    p = replace(face(), corrective=np.random.default_rng(5).normal(0, 0.1, (7, 3)).astype(np.float32))
+    target = np.asarray(landmarks_2d(dense, p, SIZE, SIZE), np.float64) + 2.0
+    settings = LandmarkFitSettings(sigma_px=1.7, n_corrective=12, corrective_prior=30.0)
+    prob = _Problem(dense, p, target, SIZE, SIZE, np.ones(len(target)), settings, None)
+    theta = prob.pack(perturbed(p))
+    assert len(theta) == 60 + 53 + 36 + 6
+    np.testing.assert_array_equal(theta[113:134], p.corrective.reshape(-1))   # start widened 7 → 12
+    assert not theta[134:149].any()
+    np.testing.assert_allclose(prob.prior[113:116], 30.0)
+    assert np.all(np.diff(prob.prior[113:149:3]) > 0)                       # eigenvalue-weighted
+    jac = prob.jacobian(theta)
+    eps = 1e-6
+    fd = np.stack([(prob.residual(theta + eps * e) - prob.residual(theta - eps * e)) / (2 * eps)
+                   for e in np.eye(len(theta))], 1)
+    np.testing.assert_allclose(jac, fd, rtol=1e-5, atol=1e-5 * np.abs(fd).max())
+
+
+def test_corrective_fit_recovers_a_field_the_model_cannot_make(face_model, dense):
+    """Points of a face with a corrective field: the fit with the field gets closer in 3-D than without,
+    and a start's field that is not fitted stays in the model points."""
+    truth = replace(face(3), corrective=np.random.default_rng(9).normal(0, 0.15, (20, 3)).astype(np.float32))
+    target = np.asarray(landmarks_2d(dense, truth, SIZE, SIZE), np.float64)
+    start = replace(truth, corrective=np.zeros((0, 3), np.float32))
+    region = face_model.arrays.subset(face_model.vertex_range("face"))
+
+    def error_mm(p):
+        a, b = mesh_model_space(region, p), mesh_model_space(region, truth)
+        return 10 * np.linalg.norm(procrustes_align(a, b) - b, axis=1).mean()
+
+    plain = fit_landmarks(dense, start, target, SIZE, SIZE, LandmarkFitSettings(sigma_px=1.0, steps=15))
+    corr = fit_landmarks(dense, start, target, SIZE, SIZE,
+                         LandmarkFitSettings(sigma_px=1.0, steps=15, n_corrective=20, corrective_prior=1.0))
+    assert corr.params.corrective.shape == (20, 3) and plain.params.corrective.shape == (0, 3)
+    assert error_mm(corr.params) < 0.8 * error_mm(plain.params)
+    kept = fit_landmarks(dense, truth, target, SIZE, SIZE, LandmarkFitSettings(steps=0))
+    assert kept.rms_before_px < 1e-3                       # the start's field is in the fitted points
+    np.testing.assert_array_equal(kept.params.corrective, truth.corrective)
+
+
+def test_refiner_fits_the_field_by_default_and_not_without_harmonics(face_model, monkeypatch):
+    from facemodel import model as model_module
+
+    assert LandmarkRefiner.from_model(face_model).dense_settings.n_corrective == 20
+    assert LandmarkRefiner.from_model(face_model, corrective_prior=0).settings.n_corrective == 0
+    no_field = model_module.FaceModel.__new__(model_module.FaceModel)     # Blender without scipy: no basis
+    no_field.__dict__.update(face_model.__dict__)
+    no_field.__dict__["arrays"] = replace(face_model.arrays, corrective_basis=np.zeros((face_model.n_vertices, 0),
+                                                                                      np.float32))
+    assert LandmarkRefiner.from_model(no_field).settings.n_corrective == 0
