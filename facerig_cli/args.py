@@ -8,6 +8,7 @@ typo never turns into minutes of work or an exhausted memory (docs/robustness.md
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any, Callable
 
 # Upper bounds that keep one run within what a workstation holds; each is stated in --help.
@@ -78,12 +79,17 @@ def texture_size(text: str) -> int:
 texture_size.__name__ = "int"
 
 
+class UsageError(SystemExit):
+    """A bad command line, already reported on stderr; ``main`` returns its code (2) instead of exiting."""
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse, with an error as one line (the usage is one ``--help`` away) and exit code 2."""
 
     def error(self, message: str) -> Any:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self._print_message(f"{self.prog}: error: {message} (see {self.prog} --help)\n", sys.stderr)
+        raise UsageError(2)
 
 
-__all__ = ["MAX_BATCH", "MAX_PREVIEW", "MAX_RENDER_COUNT", "MAX_STEPS", "MAX_WORKERS", "OneLineParser", "add_int",
+__all__ = ["MAX_BATCH", "MAX_PREVIEW", "MAX_RENDER_COUNT", "MAX_STEPS", "MAX_WORKERS", "OneLineParser", "UsageError", "add_int",
            "add_overwrite", "float_range", "int_range", "texture_size"]

@@ -7,7 +7,7 @@ import importlib
 import logging
 import sys
 
-from .args import OneLineParser
+from .args import OneLineParser, UsageError
 
 
 # Modules that add subcommands; each defines ``register(subparsers)``. Imported lazily so
@@ -82,7 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:   # already reported, as one line
+        return int(exc.code or 2)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     if not getattr(args, "func", None):
