@@ -106,9 +106,11 @@ def _writable_folder(folder: Path, target: Path, what: str) -> None:
         raise OutputError(f"cannot write {what} {target}: {folder} is a file, not a folder")
     if os.access(folder, os.W_OK | os.X_OK):
         return
+    read_only = False
     with contextlib.suppress(OSError, AttributeError):   # no statvfs on Windows
-        if os.statvfs(folder).f_flag & os.ST_RDONLY:
-            raise OutputError(f"cannot write {what} {target}: the file system of {folder} is read-only")
+        read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    if read_only:
+        raise OutputError(f"cannot write {what} {target}: the file system of {folder} is read-only")
     raise OutputError(f"cannot write {what} {target}: permission denied in {folder}")
 
 

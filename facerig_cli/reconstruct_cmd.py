@@ -229,9 +229,7 @@ def check_outputs(outs: list[Path], overwrite: bool) -> None:
                 raise OutputError(f"cannot write the textures of {o}: {textures} is a file, not a folder")
 
 
-def cmd_reconstruct_same_person(args: argparse.Namespace) -> int:
-    out = output_paths(args.photos[:1], args.out, args.format)[0]
-    check_outputs([out], args.overwrite)
+def cmd_reconstruct_same_person(args: argparse.Namespace, out: Path) -> int:
     t = time.perf_counter()
     same = reconstruct_same_person_to_file(args.photos, out, args)["_same"]
     print(f"{len(same.photos)} photo(s) of one person → {out} ({time.perf_counter() - t:.2f} s; "
@@ -252,16 +250,27 @@ def cmd_reconstruct_same_person(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_models(args: argparse.Namespace, mesh_output: bool) -> None:
+    """The regressor, and the face model where it is used, loaded and matched before any photo is read:
+    a damaged file or a face model with other modes is one line now, not a shape error per photo."""
+    from blender_addon.pipeline import get_regressor, load_face_model
+
+    regressor = get_regressor(args.model)
+    if args.face_model or mesh_output or args.same_person or not args.no_refine:
+        load_face_model(str(args.face_model) if args.face_model else None).check_layout(regressor.layout)
+
+
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     args.photos = expand_photo_args(args.photos)
+    outs = output_paths(args.photos[:1] if args.same_person else args.photos, args.out, args.format)
+    check_outputs(outs, args.overwrite)
+    check_models(args, any(o.suffix.lower() in BLENDER_FORMATS for o in outs))
     if args.same_person:
-        return cmd_reconstruct_same_person(args)
+        return cmd_reconstruct_same_person(args, outs[0])
     if args.cnet:
         log.warning("--cnet is only used with --same-person; each photo is reconstructed on its own")
     from blender_addon.photo import PhotoError
 
-    outs = output_paths(args.photos, args.out, args.format)
-    check_outputs(outs, args.overwrite)
     failed: list[tuple[Path, str]] = []
     for photo, out in zip(args.photos, outs):
         t = time.perf_counter()

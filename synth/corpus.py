@@ -175,8 +175,10 @@ def _read_manifest(path: Path) -> dict[str, Any]:
         raise CorpusError(f"{path} is not a facerig corpus (no {MANIFEST})")
     try:
         manifest = json.loads(mpath.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CorpusError(f"{mpath} is not valid JSON: {exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:   # manifests are written atomically: a damaged
+        # one was cut or changed outside facerig; its settings are needed to trust the shards again
+        raise CorpusError(f"{mpath} is damaged ({exc}); the shards cannot be trusted without it: render it again "
+                          "into a new folder (the same command and seed give the same images)") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         raise CorpusError(f"{mpath} is not a {FORMAT_NAME} manifest")
     if int(manifest.get("format_version", 0)) > FORMAT_VERSION:
