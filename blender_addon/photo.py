@@ -232,6 +232,7 @@ class ImageHeader:
     width: int
     height: int
     format: str            # Pillow's name: "JPEG", "PNG", "GIF", "HEIF" …
+    alpha: bool = False    # transparency (composited onto white, which OpenCV's reduced decoding would lose)
 
     @property
     def pixels(self) -> int:
@@ -265,6 +266,17 @@ def too_large(name: str, width: int, height: int) -> ImageTooLargeError:
                               f"photos of up to {PIXEL_LIMIT / 1e6:.0f} MP: scale it down first")
 
 
+def check_photo(path: str | Path) -> ImageHeader | None:
+    """What can be known of a photo without decoding it: it is a regular file, and its header (when Pillow
+    reads it) is within :data:`limits.PIXEL_LIMIT`. Lets a command refuse a bad photo before any work."""
+    path = Path(path)
+    check_regular_file(path)
+    header = read_image_header(path)
+    if header is not None and header.pixels > PIXEL_LIMIT:
+        raise too_large(path.name, header.width, header.height)
+    return header
+
+
 def read_image_header(path: Path) -> ImageHeader | None:
     """Width, height and format from the header (Pillow's lazy open: nothing is decoded); None when
     Pillow does not know the format (OpenCV may still; the budget is then checked after decoding).
@@ -277,7 +289,8 @@ def read_image_header(path: Path) -> ImageHeader | None:
             warnings.simplefilter("ignore", image.DecompressionBombWarning)
             with image.open(path) as im:
                 width, height = im.size
-                return ImageHeader(int(width), int(height), str(im.format or ""))
+                alpha = "A" in im.getbands() or "transparency" in im.info
+                return ImageHeader(int(width), int(height), str(im.format or ""), alpha)
     except image.DecompressionBombError as exc:
         m = _BOMB_PIXELS.search(str(exc))
         size = f"{int(m.group(1)) / 1e6:.0f} MP" if m else f"over {2 * PIXEL_LIMIT / 1e6:.0f} MP"
@@ -295,16 +308,18 @@ def _reduce(decoded: np.ndarray, factor: int) -> np.ndarray:
     return cv2.resize(decoded, (max(1, w // factor), max(1, h // factor)), interpolation=cv2.INTER_AREA)
 
 
-_REDUCED_JPEG = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+_REDUCED = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
 
 
 def _decode_buffer(buffer: np.ndarray, header: ImageHeader | None, factor: int) -> np.ndarray | None:
-    """OpenCV's decoding of the file's bytes; a JPEG over the budget is decoded scaled by libjpeg itself
-    (it never exists in full in memory), anything else decoded whole and area-reduced."""
+    """OpenCV's decoding of the file's bytes. A photo over the budget without transparency is decoded
+    reduced by OpenCV itself: a JPEG scaled inside libjpeg (never whole in memory: 100 MP in 215 MB),
+    others without OpenCV's second full-size buffer (100-MP PNG 430 MB instead of 644); with transparency
+    it is decoded whole (alpha kept for compositing) and area-reduced."""
     if not buffer.size:
         return None
-    if factor > 1 and header is not None and header.format == "JPEG" and factor in _REDUCED_JPEG:
-        decoded = cv2.imdecode(buffer, _REDUCED_JPEG[factor] | cv2.IMREAD_IGNORE_ORIENTATION)
+    if factor in _REDUCED and header is not None and not header.alpha:
+        decoded = cv2.imdecode(buffer, _REDUCED[factor] | cv2.IMREAD_IGNORE_ORIENTATION)
         if decoded is not None:
             return decoded
     decoded = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
@@ -316,10 +331,7 @@ def decode_photo(path: str | Path, min_side: int = MIN_IMAGE_SIDE,
     """:func:`load_image` with what it did: the file's size and the reduction factor (image pixel
     coordinates × ``scale`` = the file's pixel coordinates)."""
     path = Path(path)
-    check_regular_file(path)
-    header = read_image_header(path)
-    if header is not None and header.pixels > PIXEL_LIMIT:
-        raise too_large(path.name, header.width, header.height)
+    header = check_photo(path)
     factor = decode_reduction(header.width, header.height, max_decode_pixels) if header else 1
     buffer = np.fromfile(str(path), np.uint8)  # np.fromfile + imdecode handles non-ASCII paths
     decoded = _decode_buffer(buffer, header, factor)

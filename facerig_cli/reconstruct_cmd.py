@@ -264,6 +264,10 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     args.photos = expand_photo_args(args.photos)
     outs = output_paths(args.photos[:1] if args.same_person else args.photos, args.out, args.format)
     check_outputs(outs, args.overwrite)
+    if len(args.photos) == 1:   # one photo: a bad one is refused before the models load (a batch skips it)
+        from blender_addon.photo import check_photo
+
+        check_photo(args.photos[0])
     check_models(args, any(o.suffix.lower() in BLENDER_FORMATS for o in outs))
     if args.same_person:
         return cmd_reconstruct_same_person(args, outs[0])

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from facemodel.outputs import check_output_dir, check_output_file
+
 from .args import MAX_BATCH, MAX_STEPS, MAX_WORKERS, add_int, add_overwrite
 
 
@@ -80,14 +82,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    check_output_dir(args.out, "run folder")   # before torch loads: a bad --out is refused at once
     from learner.runtime import tune_malloc
 
     tune_malloc()  # before the corpora are loaded (see learner/runtime.py)
-    from facemodel.outputs import check_output_dir
     from learner.config import Config
     from learner.train import train
 
-    check_output_dir(args.out, "run folder")
     config = Config.load(args.config) if args.config else None
     if args.steps is not None or args.batch_size is not None or args.init is not None:
         if args.resume and (args.batch_size is not None or args.init is not None):
@@ -120,16 +121,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_bootstrap(args: argparse.Namespace) -> int:
-    from learner.runtime import tune_malloc
-
-    tune_malloc()
-    from facemodel.outputs import check_output_dir
-    from learner.bootstrap import Bootstrap, BootstrapSettings
-    from learner.config import Config
-
     if not args.init.is_file():
         raise FileNotFoundError(f"--init model not found: {args.init}")
     check_output_dir(args.out, "bootstrap folder")
+    from learner.runtime import tune_malloc
+
+    tune_malloc()
+    from learner.bootstrap import Bootstrap, BootstrapSettings
+    from learner.config import Config
+
     settings = BootstrapSettings(
         real=[p.resolve() for p in args.real], synthetic=[p.resolve() for p in args.synthetic],
         init=args.init.resolve(), rounds=args.rounds, steps_per_round=args.steps_per_round,
@@ -151,14 +151,13 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
 
 
 def cmd_cnet_train(args: argparse.Namespace) -> int:
+    check_output_dir(args.out, "C-Net folder")
     from learner.runtime import configure_runtime, tune_malloc
 
     tune_malloc()
     configure_runtime(2)
-    from facemodel.outputs import check_output_dir
     from learner.aggregate import CNetConfig, train_cnet
 
-    check_output_dir(args.out, "C-Net folder")
     report = train_cnet(args.train, args.test, args.regressor, args.out, CNetConfig(steps=args.steps))
     print((args.out / "table5.md").read_text())
     print(json.dumps(report["same_person"]))
@@ -166,10 +165,9 @@ def cmd_cnet_train(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from facemodel.outputs import check_output_file
+    check_output_file(args.out, args.overwrite, "ONNX model")
     from learner.export import export_onnx, resolve_checkpoint
 
-    check_output_file(args.out, args.overwrite, "ONNX model")
     info = export_onnx(resolve_checkpoint(args.run, args.checkpoint), args.out)
     print(json.dumps(info))
     return 0

@@ -559,3 +559,32 @@ def test_failed_glb_export_keeps_the_old_file(photos, regressor, tmp_path, capsy
     assert_one_line_error(rc, err, f"cannot write {out}: the disk is full")
     assert out.read_bytes() == b"glTF the user's good export"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["k.glb"]
+
+
+# -- Blender -----------------------------------------------------------------------------------------
+def test_operator_reports_bad_inputs_and_leaves_the_scene(photos, models, regressor, tmp_path) -> None:
+    """In Blender the same errors are reports (RuntimeError in background mode, a message in the UI), never
+    a traceback, and the scene keeps exactly what it had."""
+    bpy = pytest.importorskip("bpy")
+    import blender_addon
+
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    blender_addon.register()
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    try:
+        before = {k: len(getattr(bpy.data, k)) for k in ("objects", "meshes", "images", "materials", "collections")}
+        cases = [(dict(filepath=str(photos["huge"])), "facerig reads photos of up to 250 MP"),
+                 (dict(filepath=str(fifo)), "not a regular file"),
+                 (dict(filepath=str(photos["text"])), "not a readable image"),
+                 (dict(filepath=str(photos["good"]), model_path=str(models["nan_onnx"])), "non-finite values"),
+                 (dict(filepath=str(photos["good"]), model_path=str(models["rotted"])), "is damaged")]
+        for kwargs, message in cases:
+            kwargs.setdefault("model_path", str(regressor))
+            with pytest.raises(RuntimeError, match=message) as exc:
+                bpy.ops.facerig.reconstruct(**kwargs)
+            assert "Traceback" not in str(exc.value)
+        after = {k: len(getattr(bpy.data, k)) for k in before}
+        assert after == before
+    finally:
+        blender_addon.unregister()
