@@ -16,9 +16,11 @@ DECODE_MAX_PIXELS = 40_000_000   # larger photos are decoded reduced by 2, 4, 8 
 
 MIN_TEXTURE_SIZE = 64
 MAX_TEXTURE_SIZE = 4096          # texels per side; 8192 needed 8.3 GB and ended in an OpenCV assertion
-# Peak memory of building a head grows with the texture's texels (float32 colour, weight and coverage
-# maps per material, images handed to Blender); measured 8.3 GB at 8192² ≈ 124 bytes a texel.
+# Peak memory of `facerig reconstruct … -o x.glb` grows with the texture's texels (float32 colour, weight
+# and coverage maps per material, images handed to Blender): 845 MB at 1024², 1.11 GB at 2048², 2.70 GB at
+# 4096² (docs/robustness.md), i.e. ≈ 130 bytes a texel over a base of ≈ 0.6 GB; 8192² took 8.3 GB.
 TEXTURE_BYTES_PER_TEXEL = 130
+TEXTURE_BASE_BYTES = 600 * 2**20
 
 
 class LimitError(ValueError):
@@ -63,7 +65,7 @@ def check_texture_size(size: int, memory: int | None = -1) -> int:
     if not MIN_TEXTURE_SIZE <= size <= MAX_TEXTURE_SIZE:
         raise LimitError(f"texture size must be between {MIN_TEXTURE_SIZE} and {MAX_TEXTURE_SIZE}, got {size}")
     memory = available_memory() if memory == -1 else memory
-    need = TEXTURE_BYTES_PER_TEXEL * size * size
+    need = TEXTURE_BASE_BYTES + TEXTURE_BYTES_PER_TEXEL * size * size
     if memory is not None and need > memory:
         raise LimitError(f"texture size {size} needs about {need / 2**30:.1f} GiB of memory, and "
                          f"{memory / 2**30:.1f} GiB are available; choose a smaller one")
