@@ -218,13 +218,16 @@ def _keep_mode(tmp: Path, final: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_output(path: Path | str, keep_suffix: bool = True) -> Iterator[Path]:
+def atomic_output(path: Path | str, keep_suffix: bool = True, clean_stale: bool = True) -> Iterator[Path]:
     """Yield a temporary path in ``path``'s folder; when the block ends normally the file written
     there is fsynced and renamed to ``path``. On any failure (an exception, Ctrl-C) the temporary is
-    removed and ``path`` keeps its old content; OSErrors become :class:`OutputError`."""
+    removed and ``path`` keeps its old content; OSErrors become :class:`OutputError`. ``clean_stale``
+    removes killed writers' temporaries of ``path`` first (a folder scan: writers of many files in one
+    folder, such as the corpus, clean once at their start instead)."""
     path = Path(path)
     make_dirs(path.parent)
-    _remove_stale(path)
+    if clean_stale:
+        _remove_stale(path)
     tmp = temp_name(path, keep_suffix)
     try:
         with write_errors(path):
@@ -242,19 +245,19 @@ def atomic_output(path: Path | str, keep_suffix: bool = True) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_open(path: Path | str, mode: str = "wb", **kwargs: Any) -> Iterator[IO[Any]]:
+def atomic_open(path: Path | str, mode: str = "wb", clean_stale: bool = True, **kwargs: Any) -> Iterator[IO[Any]]:
     """``open(path, mode)`` that replaces ``path`` atomically when the block ends (see :func:`atomic_output`)."""
     if not mode.startswith("w"):
         raise ValueError(f"atomic_open writes a whole file; mode {mode!r} is not a write mode")
-    with atomic_output(path, keep_suffix=False) as tmp:
+    with atomic_output(path, keep_suffix=False, clean_stale=clean_stale) as tmp:
         with write_errors(path), open(tmp, mode, **kwargs) as fh:
             yield fh
             fh.flush()
 
 
-def atomic_write_bytes(path: Path | str, data: bytes) -> None:
+def atomic_write_bytes(path: Path | str, data: bytes, clean_stale: bool = True) -> None:
     """Write ``data`` to ``path`` so readers see the old or the new file, never a partial one."""
-    with atomic_open(path, "wb") as fh:
+    with atomic_open(path, "wb", clean_stale) as fh:
         fh.write(data)
 
 
@@ -271,6 +274,18 @@ def json_text(obj: Any, indent: int | None = 1, **kwargs: Any) -> str:
         bad = _first_non_finite(obj)
         raise ValueError(f"the result holds a non-finite number{f' at {bad}' if bad else ''} "
                          "(a damaged model or input?); nothing written") from None
+
+
+def finite_or_none(obj: Any) -> Any:
+    """``obj`` with every NaN/infinity replaced by None (JSON null): for reports in which a non-finite
+    number means "not measured" rather than a broken result."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_none(v) for v in obj]
+    return obj
 
 
 def _first_non_finite(obj: Any, where: str = "") -> str:
@@ -367,5 +382,5 @@ def acquire_lock(folder: Path | str, name: str = ".lock", what: str = "",
 
 
 __all__ = ["OutputError", "WRITE_ERRNOS", "acquire_lock", "atomic_open", "atomic_output", "atomic_write_bytes",
-           "atomic_write_text", "check_output_dir", "check_output_file", "describe_os_error", "folder_lock",
-           "is_temp_name", "json_text", "make_dirs", "output_error", "staged_output", "temp_name", "write_errors", "write_json"]
+           "atomic_write_text", "check_output_dir", "check_output_file", "describe_os_error", "finite_or_none",
+           "folder_lock", "is_temp_name", "json_text", "make_dirs", "output_error", "staged_output", "temp_name", "write_errors", "write_json"]

@@ -35,7 +35,7 @@ import numpy as np
 from facemodel import FaceModel, FaceParams, ParamLayout
 from facemodel.formation import landmarks_2d
 from facemodel.metrics import INNER_51, nme_bbox
-from facemodel.outputs import atomic_output, atomic_write_text, write_json
+from facemodel.outputs import atomic_output, atomic_write_text, finite_or_none, write_json
 
 from .config import Config
 
@@ -341,7 +341,8 @@ def write_report(out: Path, results: list[dict[str, Any]], s: BootstrapSettings)
                      "synthetic_vertex_mm_aligned": _get(res, "synthetic", "vertex_mm_aligned"),
                      "synthetic_nme_bbox_68": _get(res, "synthetic", "nme_bbox_68"),
                      "synthetic_nme_68_yaw_60_90": _get(res, "synthetic", "yaw_bins", "60-90", "nme_bbox_68")})
-    _write_json(out / "report.json", {"settings": s.to_dict(), "rows": rows})
+    # a metric not measured (no --helen / --synthetic-test) is NaN in the table and null in the JSON
+    _write_json(out / "report.json", finite_or_none({"settings": s.to_dict(), "rows": rows}))
     cols = list(rows[0])
     lines = ["# Bootstrap report", "",
              f"components: rotate={s.rotate} resample={s.resample} landmarks={s.landmarks}; "

@@ -157,7 +157,7 @@ def write_shard_file(directory: Path | str, index: int, arrays: Mapping[str, np.
     """
     final = Path(directory) / shard_name(index)
     n = int(np.asarray(arrays["images"]).shape[0])
-    with atomic_output(final, keep_suffix=False) as tmp:
+    with atomic_output(final, keep_suffix=False, clean_stale=False) as tmp:   # the writer cleans at its start
         with open(tmp, "wb") as fh:
             np.savez(fh, **{k: np.ascontiguousarray(v) for k, v in arrays.items()})
         digest = sha256_file(tmp)
@@ -484,4 +484,4 @@ class CorpusWriter:
         m["counts"]["images"] = sum(s.count for s in shards)
         m["counts"]["shards"] = len(shards)
         m["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        atomic_write_bytes(self.path / MANIFEST, (json.dumps(m, indent=1) + "\n").encode())
+        atomic_write_bytes(self.path / MANIFEST, (json.dumps(m, indent=1) + "\n").encode(), clean_stale=False)
