@@ -23,6 +23,7 @@ from .face_model_setup import (ICT_URL, MISSING_MODEL_HELP, convert_module, inst
                                needs_online_access)
 from .fm import facemodel
 from .formats import file_browser_glob
+from .limits import MAX_TEXTURE_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -203,8 +204,8 @@ class FACERIG_OT_reconstruct(bpy.types.Operator):
     filepath: StringProperty(name="Photo", subtype="FILE_PATH", options={"SKIP_SAVE"})  # type: ignore[valid-type]
     face_index: IntProperty(name="Face", default=-1, min=-1,  # type: ignore[valid-type]
                             description="0 = largest face; -1 = the panel's choice (largest by default)")
-    texture_size: IntProperty(name="Texture size", default=0, min=0, max=8192,  # type: ignore[valid-type]
-                              description="0 = the panel's setting")
+    texture_size: IntProperty(name="Texture size", default=0, min=0, max=MAX_TEXTURE_SIZE,  # type: ignore[valid-type]
+                              description="0 = the panel's setting; at most 4096 (and what the memory allows)")
     remove_lighting: _remove_lighting_property()  # type: ignore[valid-type]
     build_armature: BoolProperty(name="Build armature", default=True)  # type: ignore[valid-type]
     add_camera: BoolProperty(name="Add camera", default=True)  # type: ignore[valid-type]
@@ -235,7 +236,8 @@ class FACERIG_OT_reconstruct(bpy.types.Operator):
     def execute(self, context: Any) -> set[str]:
         from .aggregate import reconstruct_same_person
         from .build_mesh import BuildOptions, build_face
-        from .pipeline import load_face_model, photo_warnings, reconstruct_photo
+        from .limits import check_texture_size
+        from .pipeline import get_regressor, load_face_model, photo_warnings, reconstruct_photo
 
         path = bpy.path.abspath(self.filepath or context.scene.facerig.filepath)
         if not path:
@@ -247,9 +249,11 @@ class FACERIG_OT_reconstruct(bpy.types.Operator):
         wm.progress_begin(0, 100)
         t0 = time.perf_counter()
         try:
+            texture_size = check_texture_size(self.texture_size or int(context.scene.facerig.texture_size))
             regressor_path, face_model_path = _resolve_paths(context, self.model_path)
             wm.progress_update(5)
             model = load_face_model(face_model_path)
+            model.check_layout(get_regressor(regressor_path).layout)
             if len(paths) > 1:   # the face choice is the main photo's; the others use their largest face
                 recon = reconstruct_same_person(paths, [face_index] + [None] * (len(paths) - 1), regressor_path,
                                                 _resolve_cnet(context, self.cnet_path), model, refine=self.refine)
@@ -260,7 +264,7 @@ class FACERIG_OT_reconstruct(bpy.types.Operator):
                 recon = reconstruct_photo(path, face_index, regressor_path, faces=faces, refine=self.refine,
                                           face_model=model)
             wm.progress_update(30)
-            options = BuildOptions(texture_size=self.texture_size or int(context.scene.facerig.texture_size),
+            options = BuildOptions(texture_size=texture_size,
                                    remove_lighting=self.remove_lighting, build_armature=self.build_armature,
                                    add_camera=self.add_camera, shape_key_names=self.shape_key_names,
                                    teeth=self.teeth, name=Path(path).stem[:40] or "Face")
@@ -268,6 +272,10 @@ class FACERIG_OT_reconstruct(bpy.types.Operator):
                                 progress=lambda f, msg: wm.progress_update(30 + int(70 * f)))
         except (OSError, ValueError, RuntimeError, facemodel.FaceModelError) as exc:
             self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        except Exception as exc:  # noqa: BLE001 - a UI operator reports, never a traceback popup
+            log.exception("reconstruction failed")
+            self.report({"ERROR"}, f"reconstruction failed: {type(exc).__name__}: {exc} (details in the console)")
             return {"CANCELLED"}
         finally:
             wm.progress_end()

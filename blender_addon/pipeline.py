@@ -18,7 +18,7 @@ import numpy as np
 
 from .detect import Face, NoFaceError, detect_faces, facemesh_on_crop
 from .fm import facemodel
-from .photo import PhotoError, as_rgb8, check_size, crop_square, load_image
+from .photo import PhotoError, as_rgb8, check_size, crop_square, decode_photo
 from .regressor import Regressor, resolve_regressor_path
 
 log = logging.getLogger(__name__)
@@ -144,6 +144,7 @@ class PhotoReconstruction:
     refinement: dict[str, Any] | None = None
     fit_landmarks: np.ndarray | None = field(repr=False, default=None)  # (468 or 68, 2) the points fitted
     refine_max_disagreement: float | None = None  # the regressor's limit for trusting detected landmarks
+    decode_scale: int = 1            # a photo over the decode budget was read reduced by this (limits.py)
 
     @property
     def face(self) -> Face:
@@ -164,7 +165,10 @@ class PhotoReconstruction:
         return int(self.image.shape[0])
 
     def summary(self) -> dict[str, Any]:
-        return {"source": self.source, "image_size": [self.width, self.height], "face_index": self.face_index,
+        # pixel coordinates (boxes, landmarks) are in the decoded image of ``image_size``; × decode_scale
+        # gives the file's pixels (1 unless the photo was over the decode budget, docs/robustness.md)
+        return {"source": self.source, "image_size": [self.width, self.height], "decode_scale": self.decode_scale,
+                "face_index": self.face_index,
                 "faces": [{"box": list(f.box), "score": f.score, "confirmed": f.confirmed} for f in self.faces],
                 "crop_box": list(self.crop_box), "model_version": self.model_version,
                 "refinement": self.refinement, "timings_ms": self.timings}
@@ -202,11 +206,13 @@ def reconstruct_photo(path_or_image: str | Path | np.ndarray, face_index: int | 
     timings["model_load"] = (time.perf_counter() - t) * 1e3
 
     t = time.perf_counter()
+    scale = 1
     if isinstance(path_or_image, np.ndarray):
         image, source = as_rgb8(path_or_image), ""
         check_size(image)
     else:
-        image, source = load_image(path_or_image), str(path_or_image)
+        decoded = decode_photo(path_or_image)
+        image, source, scale = decoded.image, str(path_or_image), decoded.scale
     timings["decode"] = (time.perf_counter() - t) * 1e3
 
     t = time.perf_counter()
@@ -235,7 +241,7 @@ def reconstruct_photo(path_or_image: str | Path | np.ndarray, face_index: int | 
     recon = PhotoReconstruction(params=_in_photo(crop_params, box, w, h), crop_params=crop_params, image=image,
                                 faces=faces, face_index=index, crop_box=box, crop=crop, timings=timings,
                                 model_version=regressor.model_version, source=source,
-                                refine_max_disagreement=regressor.refine_max_disagreement)
+                                refine_max_disagreement=regressor.refine_max_disagreement, decode_scale=scale)
     if low_res := resolution_warning(recon):
         log.warning(low_res)
     return refine_reconstruction(recon, face_model) if refine else recon

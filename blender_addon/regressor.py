@@ -107,6 +107,9 @@ class Regressor:
         out = np.asarray(out, np.float32)
         if out.shape != (len(x), self.layout.size):
             raise RegressorError(f"model returned {out.shape}, expected {(len(x), self.layout.size)}")
+        if not np.isfinite(out).all():   # a damaged file runs and returns NaN/Inf: never pass them on
+            raise RegressorError(f"{self.path.name} returned non-finite values (NaN or infinity): the model file "
+                                 "is damaged or not a working facerig regressor")
         params = facemodel.FaceParams.from_vector(out, self.layout)
         return params[0] if single else params
 
@@ -136,12 +139,23 @@ def open_contract(path: Path, threads: int | None, error: type[Exception], outpu
     without those names raises ``error`` naming what it has instead."""
     session = open_session(path, threads, error)
     metadata = dict(session.get_modelmeta().custom_metadata_map)
+    check_digest(path, metadata, error)
     inputs = {i.name: i for i in session.get_inputs()}
     outputs = {o.name: o for o in session.get_outputs()}
     if INPUT_NAME not in inputs or output_name not in outputs:
         raise error(f"{path.name} must have input {INPUT_NAME!r} and output {output_name!r}; "
                     f"has {list(inputs)} → {list(outputs)}")
     return session, metadata, inputs[INPUT_NAME], outputs[output_name]
+
+
+def check_digest(path: Path, metadata: dict[str, str], error: type[Exception]) -> None:
+    """A model that records its own sha256 (``facerig.sha256``, written at export) must still match it:
+    a flipped byte in the weights would otherwise give a silently wrong face."""
+    digest = facemodel.file_digest
+    recorded = metadata.get(digest.DIGEST_KEY)
+    if recorded and not digest.matches(path, recorded):
+        raise error(f"{path.name} is damaged: its content no longer matches the sha256 recorded when it was "
+                    "exported; download or export it again")
 
 
 def declared_input_size(metadata: dict[str, str], shape: list[Any], error: type[Exception]) -> int:

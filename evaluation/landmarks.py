@@ -14,7 +14,6 @@ every model is then binned on the same images; each prediction's own yaw stays i
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from tqdm import tqdm
 
 from facemodel import FaceParams, metrics
 from facemodel.crop import canonical_crop_box, points_to_crop
+from facemodel.outputs import atomic_open, write_json
 
 from .imaging import Box, box_iou, detect_faces, load_image, points_box
 from .pose import annotation_yaw_deg
@@ -289,7 +289,7 @@ def write_csv(results: list[ImageResult], path: Path) -> Path:
     variants = sorted({v for r in results if r.prediction for v in r.prediction.variants})
     header = ["image", "ok", "error", "annotation_yaw_deg", "yaw_deg", "pitch_deg", "roll_deg", *NME_KEYS]
     header += [f"nme_bbox_68_{v}" for v in variants if len(variants) > 1]
-    with open(path, "w", newline="") as f:
+    with atomic_open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(header)
         for r in results:
@@ -353,9 +353,7 @@ def run(images_dir: Path, json_path: Path, method: str = "facerig", box_mode: st
         if meta:
             extra["model_card"] = meta.get("facerig.model_card")
     report = build_report(results, method, box_mode, contour if method == "facerig" else None, images_dir, extra)
-    json_path = Path(json_path)
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(report, indent=1, allow_nan=False, default=_json_default))
+    json_path = write_json(json_path, report, default=_json_default)
     csv_path = write_csv(results, json_path.with_suffix(".csv"))
     log.info("wrote %s and %s", json_path, csv_path)
     if plot:

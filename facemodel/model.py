@@ -154,6 +154,19 @@ class FaceModel:
         log.info("loaded face model %s", resolved)
         return cls(data, resolved)
 
+    def check_layout(self, layout: Any, what: str = "the regressor") -> None:
+        """Refuse, with one line, parameters this model cannot form: fewer identity modes than ``layout``
+        has, or another expression count (a numpy shape error deep in the fit otherwise)."""
+        from .params import N_EXPRESSIONS
+
+        name = self.path.name if self.path else "the face model"
+        if self.n_identity < layout.n_identity:
+            raise FaceModelError(f"{name} has {self.n_identity} identity modes and {what} predicts "
+                                 f"{layout.n_identity}: use the ICT-FaceKit Light model (`facerig model fetch`)")
+        if self.n_expressions != N_EXPRESSIONS:
+            raise FaceModelError(f"{name} has {self.n_expressions} expressions, facerig's parameters have "
+                                 f"{N_EXPRESSIONS}: use the ICT-FaceKit Light model (`facerig model fetch`)")
+
     # -- sizes and names --------------------------------------------------------------------
     @property
     def n_vertices(self) -> int:

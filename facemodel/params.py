@@ -301,7 +301,9 @@ class FaceParams:
             raise LayoutError(f"not a facerig parameter file (invalid JSON: {exc})") from None
 
     def save(self, path: Path | str) -> None:
-        Path(path).write_text(self.to_json())
+        from .outputs import atomic_write_text
+
+        atomic_write_text(path, self.to_json())
 
     @classmethod
     def load(cls, path: Path | str) -> "FaceParams":

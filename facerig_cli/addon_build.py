@@ -23,6 +23,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from facemodel.outputs import atomic_output, check_output_dir, check_output_file
+
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -188,11 +190,10 @@ class ZipEntry:
 
 def write_zip(out: Path, entries: list[ZipEntry]) -> Path:
     """Write ``entries`` reproducibly: sorted names, fixed time, 0644 Unix permissions, wheels stored
-    (already compressed), everything else deflated at a fixed level; written to a ``.part`` file and
-    renamed so a failed build leaves no half zip."""
+    (already compressed), everything else deflated at a fixed level; written atomically
+    (:func:`facemodel.outputs.atomic_output`) so a failed build leaves no half zip."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".part")
-    with zipfile.ZipFile(tmp, "w") as zf:
+    with atomic_output(out) as tmp, zipfile.ZipFile(tmp, "w") as zf:
         for entry in sorted(entries, key=lambda e: e.name):
             info = zipfile.ZipInfo(entry.name, date_time=ZIP_TIME)
             info.create_system = 3                       # Unix, so the permissions below mean the same everywhere
@@ -200,7 +201,6 @@ def write_zip(out: Path, entries: list[ZipEntry]) -> Path:
             stored = entry.name.endswith(".whl")
             info.compress_type = zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED
             zf.writestr(info, entry.read(), compresslevel=None if stored else 9)
-    tmp.replace(out)
     return out
 
 
@@ -318,6 +318,10 @@ def cmd_addon_build(args: argparse.Namespace) -> int:
     platforms = _platforms(args.platform)
     if args.out.suffix == ".zip" and len(platforms) > 1:
         raise CommandError(f"{args.out} is one file; give a folder for {len(platforms)} platforms")
+    if args.out.suffix == ".zip":
+        check_output_file(args.out, overwrite=True, what="extension zip")   # a build output: replaced on rerun
+    else:
+        check_output_dir(args.out, what="extension folder")
     cache = args.wheel_cache or default_wheel_cache()
     dists = None if args.no_wheels else runtime_distributions()
     if dists:

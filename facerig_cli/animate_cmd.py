@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from facemodel.outputs import check_output_file
+
+from .args import add_overwrite
 from .errors import CommandError
 
 
@@ -23,6 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="unit of the file's head and eye angles (default radians, as ARKit reports them)")
     p.add_argument("--no-head-rotation", action="store_true", help="leave the head and neck bones as they are")
     p.add_argument("--no-eye-rotation", action="store_true", help="leave the eye bones as they are")
+    add_overwrite(p, "an output file that exists (the head file itself included)")
     p.set_defaults(func=cmd_animate)
 
 
@@ -33,13 +37,16 @@ def cmd_animate(args: argparse.Namespace) -> int:
         raise ValueError(f"Blender's bpy module is needed for facerig animate ({exc})") from None
     from blender_addon.animation import apply_capture
     from blender_addon.arkit import read_live_link_csv
-    from blender_addon.build_mesh import EXPORT_FORMATS, export_scene
+    from blender_addon.build_mesh import EXPORT_FORMATS
     from blender_addon.expression import heads_in
+
+    from .reconstruct_cmd import export_atomically
 
     if not args.head.is_file():
         raise FileNotFoundError(f"head file not found: {args.head}")
     if args.out.suffix.lower() not in EXPORT_FORMATS:
         raise CommandError(f"cannot write {args.out.name}: use one of {', '.join(EXPORT_FORMATS)}")
+    check_output_file(args.out, overwrite=args.overwrite, what="animated head")
     capture = read_live_link_csv(args.capture, args.capture_fps, args.angles)
     bpy.ops.wm.open_mainfile(filepath=str(args.head), load_ui=False)
     heads = heads_in(bpy.data.objects)
@@ -54,6 +61,6 @@ def cmd_animate(args: argparse.Namespace) -> int:
         scene.render.fps, scene.render.fps_base = round(args.fps), round(args.fps) / args.fps
     report = apply_capture(heads[0], capture, scene, args.start_frame, not args.no_head_rotation,
                            not args.no_eye_rotation)
-    export_scene(args.out)
+    export_atomically(args.out)
     print(f"{args.capture.name} → {args.out}: {report.describe()}")
     return 0

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from .args import MAX_PREVIEW, add_int, add_overwrite
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("model", help="the face model: info, fetch, convert, preview")
@@ -19,18 +21,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     fetch = msub.add_parser("fetch", help="download ICT-FaceKit (MIT) from GitHub, convert and cache it")
     fetch.add_argument("--url", help="archive URL (default: the ICT-FaceKit master archive); file:// works")
     fetch.add_argument("--sha256", help="expected archive checksum")
-    fetch.add_argument("-o", "--out", type=Path, help="npz path (default: the user cache)")
+    fetch.add_argument("-o", "--out", type=Path, help="npz path (default: the user cache); the archive is "
+                                                      "downloaded to a private temporary folder beside it")
+    add_overwrite(fetch, "a face model npz")
     fetch.set_defaults(func=cmd_fetch)
 
     conv = msub.add_parser("convert", help="convert a local ICT-FaceKit folder or zip to the npz")
     conv.add_argument("source", type=Path)
     conv.add_argument("-o", "--out", type=Path, help="npz path (default: the user cache)")
+    add_overwrite(conv, "a face model npz")
     conv.set_defaults(func=cmd_convert)
 
     prev = msub.add_parser("preview", help="contact sheet PNG of random faces with landmarks")
-    prev.add_argument("-o", "--out", type=Path, default=Path("face_samples.png"))
-    prev.add_argument("-n", "--count", type=int, default=16)
-    prev.add_argument("--seed", type=int, default=0)
+    prev.add_argument("-o", "--out", type=Path, default=Path("face_samples.png"),
+                      help="PNG to write (default face_samples.png; replaced if it exists)")
+    add_int(prev, "-n", "--count", lo=1, hi=MAX_PREVIEW, default=16, help="faces on the sheet (default 16)")
+    add_int(prev, "--seed", lo=0, hi=2**63 - 1, default=0, help="random seed (default 0)")
     prev.add_argument("--model", type=Path)
     prev.set_defaults(func=cmd_preview)
 
@@ -61,7 +67,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_fetch(args: argparse.Namespace) -> int:
     from facemodel.convert import ICT_ARCHIVE_URL, fetch
 
-    path = fetch(args.url or ICT_ARCHIVE_URL, args.out, args.sha256)
+    path = fetch(args.url or ICT_ARCHIVE_URL, args.out, args.sha256, overwrite=args.overwrite)
     print(f"face model written to {path}")
     return 0
 
@@ -69,15 +75,16 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     from facemodel.convert import convert_source
 
-    print(f"face model written to {convert_source(args.source, args.out)}")
+    print(f"face model written to {convert_source(args.source, args.out, overwrite=args.overwrite)}")
     return 0
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
+    from facemodel.outputs import check_output_file
+
     from .model_preview import write_contact_sheet
 
-    if args.count < 1:
-        raise ValueError("--count must be at least 1")
+    check_output_file(args.out, overwrite=True, what="contact sheet")
     print(f"contact sheet written to {write_contact_sheet(args.out, args.count, args.seed, args.model)}")
     return 0
 

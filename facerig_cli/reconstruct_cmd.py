@@ -19,6 +19,11 @@ from typing import Any
 
 import numpy as np
 
+from facemodel.outputs import (OutputError, atomic_output, check_output_dir, check_output_file, staged_output,
+                               write_json)
+
+from .args import add_overwrite, int_range, texture_size
+
 log = logging.getLogger(__name__)
 
 BLENDER_FORMATS = (".blend", ".glb", ".gltf", ".fbx", ".obj")
@@ -39,6 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "texture merged, pose/expression/camera from the most frontal photo)")
     p.add_argument("--cnet", type=Path, help="confidence network for --same-person (default: $FACERIG_CNET, then "
                                              "blender_addon/models/facerig_cnet.onnx; none = plain average)")
+    add_overwrite(p)
     _common(p)
     p.set_defaults(func=cmd_reconstruct)
 
@@ -50,10 +56,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--face", type=int, default=None, metavar="N", help="face index, 0 = largest (default)")
+    p.add_argument("--face", type=int_range(0, None), default=None, metavar="N",
+                   help="face index, 0 = largest (default) [at least 0]")
     p.add_argument("--model", type=Path, help="ONNX regressor (default: blender_addon/models/facerig_regressor.onnx)")
     p.add_argument("--face-model", type=Path, help="ICT face model npz (default: $FACERIG_FACE_MODEL, then cache)")
-    p.add_argument("--texture-size", type=int, default=1024)
+    p.add_argument("--texture-size", type=texture_size, default=1024, metavar="PX",
+                   help="texture side in texels (default 1024) [64…4096, and what the memory available allows]")
     p.add_argument("--remove-lighting", action="store_true",
                    help="divide the photo's lighting (fitted to the face) out of the texture, to light the head again "
                         "(default: the texture shows the photo as lit)")
@@ -119,7 +127,6 @@ def _check_format(path: Path) -> None:
 def reconstruct_to_file(photo: Path | np.ndarray, out: Path, args: argparse.Namespace, source: str = "") -> dict[str, Any]:
     """Run the photo pipeline (and Blender for mesh formats) for one photo; returns timings."""
     from blender_addon.pipeline import reconstruct_photo
-    from synth.corpus import atomic_write_bytes
 
     recon = reconstruct_photo(photo, args.face, args.model, refine=not args.no_refine,
                               face_model=str(args.face_model) if args.face_model else None)
@@ -128,12 +135,11 @@ def reconstruct_to_file(photo: Path | np.ndarray, out: Path, args: argparse.Name
     report: dict[str, Any] = {"photo": recon.timings}
     report["_recon"] = recon
     if out.suffix.lower() == ".json":
-        out.parent.mkdir(parents=True, exist_ok=True)
         doc = {"params": recon.params.to_dict(), "crop_params": recon.crop_params.to_dict(), **recon.summary(),
                "landmarks": recon.landmarks.tolist(), **_expression_names(recon.params, args)}
         if recon.regressed_params is not None:
             doc["regressed_crop_params"] = recon.regressed_params.to_dict()
-        atomic_write_bytes(out, json.dumps(doc, indent=1).encode())
+        write_json(out, doc)
         return report
     return _build_and_export(recon, out, args, report)
 
@@ -151,14 +157,27 @@ def _expression_names(params: Any, args: argparse.Namespace) -> dict[str, Any]:
 def _build_and_export(recon: Any, out: Path, args: argparse.Namespace, report: dict[str, Any],
                       name: str | None = None) -> dict[str, Any]:
     """Build the head in Blender and write ``out`` (.blend/.glb/.fbx/.obj); adds timings to ``report``."""
-    from blender_addon.build_mesh import export_scene
-
     result, report["build"] = build_in_blender(recon, args, name=name)
     t = time.perf_counter()
-    export_scene(out)
+    export_atomically(out)
     report["export_ms"] = (time.perf_counter() - t) * 1e3
     report["_result"] = result
     return report
+
+
+def export_atomically(out: Path) -> None:
+    """Blender's exporter writes into a hidden staging folder beside ``out``; the files are renamed into
+    place only when it succeeded, so a killed or failed export (a full disk) leaves the user's previous
+    ``out`` whole and no partial file behind. A failing exporter's multi-line report becomes one line."""
+    from blender_addon.build_mesh import export_scene
+
+    with staged_output(out) as staged:
+        try:
+            export_scene(staged)
+        except RuntimeError as exc:   # bpy.ops reports an exporter's failure (its traceback) as RuntimeError
+            lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+            raise OutputError(f"cannot write {out}: Blender's exporter failed: "
+                              f"{lines[-1] if lines else type(exc).__name__}") from exc
 
 
 def build_in_blender(recon: Any, args: argparse.Namespace, name: str | None = None) -> tuple[Any, dict[str, float]]:
@@ -184,24 +203,32 @@ def reconstruct_same_person_to_file(photos: list[Path], out: Path, args: argpars
     """All photos → one head (or its params as .json); returns timings and the reconstruction."""
     from blender_addon.aggregate import reconstruct_same_person
     from blender_addon.pipeline import load_face_model
-    from synth.corpus import atomic_write_bytes
 
     model = load_face_model(str(args.face_model) if args.face_model else None)
     same = reconstruct_same_person(photos, args.face, args.model, args.cnet, model, refine=not args.no_refine)
     report: dict[str, Any] = {"same_person": same.timings, "_same": same}
     if out.suffix.lower() == ".json":
-        out.parent.mkdir(parents=True, exist_ok=True)
         doc = {"params": same.params.to_dict(), "same_person": same.summary(), **_expression_names(same.params, args),
                "photos": [{**p.summary(), "crop_params": p.crop_params.to_dict(), "landmarks": p.landmarks.tolist()}
                           for p in same.photos]}
-        atomic_write_bytes(out, json.dumps(doc, indent=1).encode())
+        write_json(out, doc)
         return report
     return _build_and_export(same, out, args, report, name=Path(same.primary.source).stem[:40] or "Face")
 
 
-def cmd_reconstruct_same_person(args: argparse.Namespace) -> int:
-    out = output_paths(args.photos[:1], args.out, args.format)[0]
-    _check_format(out)
+def check_outputs(outs: list[Path], overwrite: bool) -> None:
+    """Every output's format and path, before any photo is read (docs/robustness.md)."""
+    for o in outs:
+        _check_format(o)
+        check_output_file(o, overwrite)
+        if o.suffix.lower() == ".obj":   # the .mtl and the texture folder beside it
+            check_output_file(o.with_suffix(".mtl"), overwrite)
+            textures = o.parent / f"{o.stem}_textures"
+            if textures.exists() and not textures.is_dir():
+                raise OutputError(f"cannot write the textures of {o}: {textures} is a file, not a folder")
+
+
+def cmd_reconstruct_same_person(args: argparse.Namespace, out: Path) -> int:
     t = time.perf_counter()
     same = reconstruct_same_person_to_file(args.photos, out, args)["_same"]
     print(f"{len(same.photos)} photo(s) of one person → {out} ({time.perf_counter() - t:.2f} s; "
@@ -215,20 +242,38 @@ def cmd_reconstruct_same_person(args: argparse.Namespace) -> int:
     for skipped in same.skipped:
         print(f"  skipped {skipped.source}: {skipped.reason}")
     print(f"  (* = primary photo: pose, expression and camera; flag threshold {same.threshold_mm:.2f} mm)")
+    if same.skipped:   # the head was written from the others; the exit code tells a script that not all counted
+        print(f"facerig: error: {len(same.skipped)} of {len(args.photos)} photos skipped: "
+              + ", ".join(Path(s.source).name for s in same.skipped), file=sys.stderr)
+        return 2
     return 0
+
+
+def check_models(args: argparse.Namespace, mesh_output: bool) -> None:
+    """The regressor, and the face model where it is used, loaded and matched before any photo is read:
+    a damaged file or a face model with other modes is one line now, not a shape error per photo."""
+    from blender_addon.pipeline import get_regressor, load_face_model
+
+    regressor = get_regressor(args.model)
+    if args.face_model or mesh_output or args.same_person or not args.no_refine:
+        load_face_model(str(args.face_model) if args.face_model else None).check_layout(regressor.layout)
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     args.photos = expand_photo_args(args.photos)
+    outs = output_paths(args.photos[:1] if args.same_person else args.photos, args.out, args.format)
+    check_outputs(outs, args.overwrite)
+    if len(args.photos) == 1:   # one photo: a bad one is refused before the models load (a batch skips it)
+        from blender_addon.photo import check_photo
+
+        check_photo(args.photos[0])
+    check_models(args, any(o.suffix.lower() in BLENDER_FORMATS for o in outs))
     if args.same_person:
-        return cmd_reconstruct_same_person(args)
+        return cmd_reconstruct_same_person(args, outs[0])
     if args.cnet:
         log.warning("--cnet is only used with --same-person; each photo is reconstructed on its own")
     from blender_addon.photo import PhotoError
 
-    outs = output_paths(args.photos, args.out, args.format)
-    for o in outs:
-        _check_format(o)
     failed: list[tuple[Path, str]] = []
     for photo, out in zip(args.photos, outs):
         t = time.perf_counter()
@@ -255,24 +300,30 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
 # -- demo ---------------------------------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
-    import cv2
     from skimage import data
 
-    out = args.out
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_output_dir(args.out)   # the demo's own three files in it are replaced on every run
     photo = out / "astronaut.png"
-    cv2.imwrite(str(photo), cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR))
+    write_image(photo, data.astronaut())
     report = reconstruct_to_file(photo, out / "astronaut.blend", args)
-    from blender_addon.build_mesh import export_scene
-
-    export_scene(out / "astronaut.glb")
+    export_atomically(out / "astronaut.glb")
     recon, result = report["_recon"], report["_result"]
-    sheet = render_sheet(recon, result)
-    cv2.imwrite(str(out / "astronaut_demo.png"), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    write_image(out / "astronaut_demo.png", render_sheet(recon, result))
     print(f"demo written to {out}/: astronaut.blend, astronaut.glb, astronaut_demo.png "
           f"(photo → params {sum(v for k, v in recon.timings.items() if k != 'model_load'):.0f} ms, "
           f"build {sum(result.timings.values()):.0f} ms)")
     return 0
+
+
+def write_image(path: Path, rgb: np.ndarray) -> Path:
+    """An RGB uint8 image as PNG/JPEG by ``path``'s extension, atomically; a failed encoding is an error
+    (``cv2.imwrite`` only returns False)."""
+    import cv2
+
+    with atomic_output(path) as tmp:
+        if not cv2.imwrite(str(tmp), cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR)):
+            raise OutputError(f"cannot write {path}: the image could not be encoded")
+    return path
 
 
 def render_sheet(recon: Any, result: Any, panel: int = 384) -> np.ndarray:

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from facemodel import FaceModel, FaceParams, ParamLayout
+from facemodel.outputs import atomic_write_text, write_json
 
 from .network import INPUT_MEAN, INPUT_STD, FaceRegressor
 from .onnx_import import network_from_onnx
@@ -289,12 +290,12 @@ def train_cnet(train_corpus: Path, test_corpus: Path, regressor_onnx: Path, out:
             "facerig.model_card": card}
     report["onnx_max_log_diff"] = export_cnet(CNet(extractor, heads["elementwise"]), out / "cnet.onnx", meta,
                                               regressor.config.input_size)
-    (out / "report.json").write_text(json.dumps(report, indent=1))
+    write_json(out / "report.json", report)
     lines = ["| set size | single photo | naive average | global score | element-wise |", "|---|---|---|---|---|"]
     for key, row in table.items():
         lines.append(f"| {key.split('_')[0]} | {row['single_photo']:.3f} | {row['naive_average']:.3f} | "
                      f"{row['global_score']:.3f} | {row['elementwise']:.3f} |")
-    (out / "table5.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(out / "table5.md", "\n".join(lines) + "\n")
     log.info("C-Net written to %s (Table 5 in %s)", out / "cnet.onnx", out / "table5.md")
     return report
 

@@ -35,6 +35,7 @@ import numpy as np
 from facemodel import FaceModel, FaceParams, ParamLayout
 from facemodel.formation import landmarks_2d
 from facemodel.metrics import INNER_51, nme_bbox
+from facemodel.outputs import atomic_output, atomic_write_text, finite_or_none, write_json
 
 from .config import Config
 
@@ -313,9 +314,7 @@ class Bootstrap:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    from synth.corpus import atomic_write_bytes
-
-    atomic_write_bytes(path, json.dumps(obj, indent=1).encode())
+    write_json(path, obj)
 
 
 def _get(d: dict[str, Any], *keys: str) -> float:
@@ -344,7 +343,8 @@ def write_report(out: Path, results: list[dict[str, Any]], s: BootstrapSettings)
                      "synthetic_vertex_mm_aligned": _get(res, "synthetic", "vertex_mm_aligned"),
                      "synthetic_nme_bbox_68": _get(res, "synthetic", "nme_bbox_68"),
                      "synthetic_nme_68_yaw_60_90": _get(res, "synthetic", "yaw_bins", "60-90", "nme_bbox_68")})
-    _write_json(out / "report.json", {"settings": s.to_dict(), "rows": rows})
+    # a metric not measured (no --helen / --synthetic-test) is NaN in the table and null in the JSON
+    _write_json(out / "report.json", finite_or_none({"settings": s.to_dict(), "rows": rows}))
     cols = list(rows[0])
     lines = ["# Bootstrap report", "",
              f"components: rotate={s.rotate} resample={s.resample} landmarks={s.landmarks}; "
@@ -353,7 +353,7 @@ def write_report(out: Path, results: list[dict[str, Any]], s: BootstrapSettings)
     for row in rows:
         lines.append("| " + " | ".join("" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
                                        for v in row.values()) + " |")
-    (out / "report.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
     try:
         import matplotlib
 
@@ -372,7 +372,8 @@ def write_report(out: Path, results: list[dict[str, Any]], s: BootstrapSettings)
             ax.legend(fontsize=7)
             ax.grid(alpha=0.3)
         fig.tight_layout()
-        fig.savefig(out / "report.png", dpi=110)
+        with atomic_output(out / "report.png") as tmp:
+            fig.savefig(tmp, dpi=110)
         plt.close(fig)
     except Exception as exc:  # noqa: BLE001 — a plot must never fail the run
         log.warning("could not plot the report: %s", exc)

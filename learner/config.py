@@ -168,7 +168,9 @@ class Config:
         return cls.from_dict(data)
 
     def save(self, path: Path | str) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1))
+        from facemodel.outputs import write_json
+
+        write_json(path, self.to_dict())
 
     def validate(self) -> None:
         n, t, lo = self.network, self.train, self.loss

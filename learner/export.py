@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from facemodel import LICENSE, ParamLayout
+from facemodel import LICENSE, ParamLayout, file_digest
 from facemodel.crop import CROP_CENTER_UP, CROP_SCALE
+from facemodel.outputs import atomic_output
 
 from .checkpoint import load_checkpoint
 from .config import Config
@@ -124,26 +124,22 @@ def metadata(state: dict[str, Any]) -> dict[str, str]:
 def write_onnx(module: torch.nn.Module, dummy: torch.Tensor, out: Path, output_name: str,
                meta: dict[str, str]) -> None:
     """Export ``module`` (input ``image``, one output, dynamic batch) with ``facerig.*`` metadata,
-    checked, written atomically."""
+    checked, sealed with its own sha256 (``facemodel.file_digest``), written atomically."""
     import onnx
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    try:
+    with atomic_output(out) as tmp:
         with torch.no_grad():
             torch.onnx.export(module.eval(), (dummy,), str(tmp), input_names=["image"], output_names=[output_name],
                               dynamic_axes={"image": {0: "batch"}, output_name: {0: "batch"}},
                               opset_version=OPSET, do_constant_folding=True, dynamo=False)
         proto = onnx.load(str(tmp))
-        for key, value in meta.items():
+        for key, value in {**meta, file_digest.DIGEST_KEY: file_digest.PLACEHOLDER}.items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
         proto.producer_name = "facerig"
         onnx.checker.check_model(proto)
         onnx.save(proto, str(tmp))
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+        file_digest.seal(tmp)
 
 
 def export_onnx(checkpoint: Path | str, out: Path | str, verify: bool = True) -> dict[str, Any]:

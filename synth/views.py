@@ -124,7 +124,7 @@ class ViewSettings:
 def write_reconstructions(out: Path | str, images: np.ndarray, params: np.ndarray, layout: ParamLayout,
                           names: np.ndarray, scores: dict[str, np.ndarray], info: dict[str, Any]) -> Path:
     """Store reconstructions for :class:`ViewShardRenderer` (atomic; never pickled)."""
-    from .corpus import atomic_write_bytes
+    from facemodel.outputs import atomic_write_bytes
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -89,7 +89,12 @@ def _write_obj(path: Path, verts: np.ndarray, faces: list[list[int]] | None = No
 @pytest.fixture(scope="session")
 def mini_archive(tmp_path_factory, model_path) -> tuple[Path, dict]:
     """A zip laid out like GitHub's ICT-FaceKit archive, with a 70-vertex model."""
-    root = tmp_path_factory.mktemp("mini")
+    return write_mini_archive(tmp_path_factory.mktemp("mini"), model_path)
+
+
+def write_mini_archive(root: Path, model_path: Path) -> tuple[Path, dict]:
+    """:func:`mini_archive` in ``root`` (also used by the bad-input matrix's fetch cases)."""
+    root.mkdir(parents=True, exist_ok=True)
     folder = root / "ICT-FaceKit-master" / "FaceXModel"
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
