@@ -287,10 +287,13 @@ def load_harmonics(model: "FaceModel", k: int = DEFAULT_K) -> Harmonics:
 def save_harmonics(model: "FaceModel", folder: Path, k: int = DEFAULT_K) -> Path:
     """Write the model's basis, compressed, as ``folder/harmonics-<mesh_key>.npz`` for :func:`add_search_dir`
     (``facerig model harmonics --bundle blender_addon/models``)."""
+    from .outputs import atomic_output
+
     h = load_harmonics(model, k)
     path = Path(folder) / cache_path(model, k).name
-    np.savez_compressed(path, basis=h.basis, eigenvalues=h.eigenvalues, region=h.region.astype(np.int32),
-                        mass=h.mass)
+    with atomic_output(path) as tmp:
+        np.savez_compressed(tmp, basis=h.basis, eigenvalues=h.eigenvalues, region=h.region.astype(np.int32),
+                            mass=h.mass)
     return path
 
 

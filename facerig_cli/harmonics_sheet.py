@@ -15,6 +15,7 @@ import numpy as np
 from facemodel import FaceModel, FaceParams, form
 from facemodel.geometry import vertex_normals
 from facemodel.harmonics import corrective_displacement, corrective_prior_weights
+from facemodel.outputs import atomic_output
 from facemodel.priors import PoseRange, sample_params
 
 from .model_preview import with_pose
@@ -75,8 +76,8 @@ def write_harmonics_sheet(out: Path, model: FaceModel, seed: int = 0) -> Path:
         tiles += [_label(_draw(model, plain), "without"), _label(_draw(model, corr), "with corrective"),
                   _label(_draw(model, corr, heat), f"|d| max {size_mm.max():.1f} mm")]
     sheet = np.concatenate([np.concatenate(tiles[i:i + COLS], 1) for i in range(0, len(tiles), COLS)], 0)
-    out.parent.mkdir(parents=True, exist_ok=True)
     # a 256-colour palette keeps the committed PNG small (≈ 1/3 the size), invisible on smooth shading
-    Image.fromarray(sheet).quantize(256, method=Image.Quantize.MEDIANCUT).save(out, optimize=True)
+    with atomic_output(out) as tmp:
+        Image.fromarray(sheet).quantize(256, method=Image.Quantize.MEDIANCUT).save(tmp, format="PNG", optimize=True)
     log.info("harmonics contact sheet: %d modes, %d faces (seed %d)", N_MODES, N_FACES, seed)
     return out

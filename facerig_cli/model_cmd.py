@@ -95,6 +95,12 @@ def cmd_harmonics(args: argparse.Namespace) -> int:
     from facemodel import FaceModel
     from facemodel.harmonics import cache_path, compute_harmonics, load_harmonics, save_harmonics
 
+    from facemodel.outputs import check_output_dir, check_output_file
+
+    if args.sheet:
+        check_output_file(args.sheet, overwrite=True, what="contact sheet")
+    if args.bundle:
+        check_output_dir(args.bundle, what="bundle folder")
     model = FaceModel.load(args.model)
     t = time.process_time()
     compute_harmonics(model)
