@@ -407,18 +407,30 @@ def build_face(model: "facemodel.FaceModel", recon: Any, options: BuildOptions |
 
 
 EXPORT_FORMATS = (".blend", ".glb", ".gltf", ".fbx", ".obj")
+# Per-target normals are 4/5 of the glTF export's time (the exporter reads 53 × 100k corner normals through
+# Python lists) and 60 % of the file; viewers shade the moved vertices with the base normals instead, which
+# the small facial displacements barely show (docs/addon-look.md, "glTF export time").
+GLTF_MORPH_NORMALS = False
 
 
 def _save_images_beside(path: "Any") -> None:
-    """OBJ/MTL reference texture files: write facerig's images as PNGs next to the OBJ."""
+    """OBJ/MTL reference texture files: write facerig's images as PNGs into ``<name>_textures/`` and
+    point the images at them, unpacked — Blender's OBJ writer names a packed image by its bare file
+    name (or a path relative to nothing), so the .mtl would miss the folder. A packed image's PNG bytes
+    are written as they are (no re-encoding); the images are packed again when a .blend is saved."""
     folder = path.parent / f"{path.stem}_textures"
     folder.mkdir(parents=True, exist_ok=True)
     for img in bpy.data.images:
         if img.get(PROP_PREFIX + "pack_on_save"):
             target = folder / f"{bpy.path.clean_name(img.name)}.png"
-            img.filepath_raw = str(target)
             img.file_format = "PNG"
-            img.save()
+            if img.packed_file is not None:
+                target.write_bytes(img.packed_file.data)
+                img.unpack(method="REMOVE")
+                img.filepath_raw = str(target)
+            else:
+                img.filepath_raw = str(target)
+                img.save()
 
 
 def export_scene(path: "str | Any", objects: list[Any] | None = None) -> None:
@@ -428,7 +440,8 @@ def export_scene(path: "str | Any", objects: list[Any] | None = None) -> None:
     path = Path(path)
     ext = path.suffix.lower()
     path.parent.mkdir(parents=True, exist_ok=True)
-    pack_generated_images()  # exporters embed packed images; unpacked generated ones may be dropped
+    if ext != ".obj":  # exporters embed packed images; unpacked generated ones may be dropped
+        pack_generated_images()
     if ext == ".blend":
         bpy.ops.wm.save_as_mainfile(filepath=str(path), compress=True)
         return
@@ -439,7 +452,8 @@ def export_scene(path: "str | Any", objects: list[Any] | None = None) -> None:
     if ext in (".glb", ".gltf"):
         bpy.ops.export_scene.gltf(filepath=str(path), export_format="GLB" if ext == ".glb" else "GLTF_SEPARATE",
                                   use_selection=selected, export_morph=True, export_skins=True,
-                                  export_cameras=True, export_yup=True, export_apply=False)
+                                  export_cameras=True, export_yup=True, export_apply=False,
+                                  export_morph_normal=GLTF_MORPH_NORMALS)
     elif ext == ".fbx":
         bpy.ops.export_scene.fbx(filepath=str(path), use_selection=selected, add_leaf_bones=False,
                                  path_mode="COPY", embed_textures=True, bake_anim=False)
