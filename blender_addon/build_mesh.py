@@ -30,6 +30,8 @@ from mathutils import Matrix, Vector
 
 from .aggregate import SamePersonReconstruction
 from .fm import facemodel
+from .materials import PACK_ON_SAVE, head_materials, image_from_array
+from .render_setup import ensure_render_setup
 from .rig import BONES, rig_layout
 from .texture import bake_texture_views
 
@@ -40,12 +42,6 @@ CAMERA_TO_WORLD = Matrix.Rotation(math.pi / 2, 4, "X")
 BACKGROUND_MAX_SIDE = 2048
 PROP_PREFIX = "facerig_"
 
-# Plain colours (sRGB-ish linear values) for the parts the photo cannot texture.
-MATERIAL_COLOURS = {
-    "M_GumsTongue": (0.55, 0.18, 0.18), "M_Teeth": (0.85, 0.82, 0.74), "M_ScleraLeft": (0.85, 0.83, 0.80),
-    "M_ScleraRight": (0.85, 0.83, 0.80), "M_EyeLashes": (0.03, 0.025, 0.02),
-}
-TRANSPARENT = set(facemodel.model.OVERLAY_MATERIALS)
 
 ProgressFn = Callable[[float, str], None]
 
@@ -60,6 +56,7 @@ class BuildOptions:
     add_camera: bool = True
     name: str = "Face"
     make_active_camera: bool = True
+    light_scene: bool = True         # add a World / light rig when the scene has none (render_setup)
 
 
 @dataclass
@@ -105,6 +102,12 @@ def rest_vertices(model: "facemodel.FaceModel", params: "facemodel.FaceParams") 
     ident = np.asarray(params.identity, np.float32)
     n = ident.shape[-1]
     return model.neutral + (ident @ model.identity_basis[:n].reshape(n, -1)).reshape(model.neutral.shape)
+
+
+def head_centre(model: "facemodel.FaceModel", vertices_cm: np.ndarray) -> Vector:
+    """Centre of the head's skin bounding box in the mesh's local space (m): where lights aim."""
+    skin = vertices_cm[model.material_vertices("M_Face", "M_BackHead")]
+    return Vector((0.5 * (skin.min(0) + skin.max(0)) * CM_TO_M).tolist())
 
 
 def head_matrix(params: "facemodel.FaceParams") -> Matrix:
@@ -153,57 +156,11 @@ def add_shape_keys(obj: Any, model: "facemodel.FaceModel", basis_cm: np.ndarray,
     obj.data.shape_keys.use_relative = True
 
 
-def _principled(mat: Any) -> Any:
-    if bpy.app.version < (5, 0, 0):  # 5.0: materials always have node trees; the flag is deprecated
-        mat.use_nodes = True
-    nodes = mat.node_tree.nodes
-    bsdf = next((n for n in nodes if n.type == "BSDF_PRINCIPLED"), None) or nodes.new("ShaderNodeBsdfPrincipled")
-    return bsdf
-
-
-def make_material(created: _Created, name: str, colour: tuple[float, float, float] = (0.8, 0.8, 0.8),
-                  image: Any = None, transparent: bool = False, roughness: float = 0.6) -> Any:
-    mat = created.add(bpy.data.materials, bpy.data.materials.new(name))
-    bsdf = _principled(mat)
-    bsdf.inputs["Base Color"].default_value = (*colour, 1.0)
-    bsdf.inputs["Roughness"].default_value = roughness
-    mat.diffuse_color = (*colour, 1.0)
-    if image is not None:
-        tex = mat.node_tree.nodes.new("ShaderNodeTexImage")
-        tex.image = image
-        tex.location = (-400, 200)
-        mat.node_tree.links.new(tex.outputs["Color"], bsdf.inputs["Base Color"])
-    if transparent:
-        bsdf.inputs["Alpha"].default_value = 0.0
-        mat.diffuse_color = (*colour, 0.0)
-        if hasattr(mat, "surface_render_method"):
-            mat.surface_render_method = "BLENDED"
-        if hasattr(mat, "blend_method"):
-            try:
-                mat.blend_method = "BLEND"
-            except (TypeError, AttributeError):
-                pass
-    return mat
-
-
-def image_from_array(created: _Created, name: str, rgb_bottom_up: np.ndarray) -> Any:
-    """An sRGB image from uint8 RGB in Blender pixel order (row 0 = bottom)."""
-    h, w = rgb_bottom_up.shape[:2]
-    img = created.add(bpy.data.images, bpy.data.images.new(name, width=w, height=h, alpha=False))
-    px = np.ones((h * w, 4), np.float32)
-    px[:, :3] = rgb_bottom_up.reshape(-1, 3)
-    px[:, :3] *= 1.0 / 255.0
-    img.pixels.foreach_set(px.ravel())
-    img.file_format = "PNG"
-    img[PROP_PREFIX + "pack_on_save"] = True  # packing costs ~90 ms per image: done when saving
-    return img
-
-
 def pack_generated_images() -> int:
     """Pack facerig's in-memory images (call before saving; the add-on does it in save_pre)."""
     count = 0
     for img in bpy.data.images:
-        if img.get(PROP_PREFIX + "pack_on_save") and img.packed_file is None:
+        if img.get(PACK_ON_SAVE) and img.packed_file is None:
             img.pack()
             count += 1
     return count
@@ -351,13 +308,9 @@ def build_face(model: "facemodel.FaceModel", recon: Any, options: BuildOptions |
         baked = bake_views(model, recon, options.texture_size, options.remove_lighting)
         t = _timed(timings, "texture_bake", t)
         images = {m: image_from_array(created, f"{options.name}_{m}", tex) for m, tex in baked.images.items()}
-        iris = tuple(float(c) ** 2.2 for c in baked.iris_color)
+        materials = head_materials(created, options.name, model, images, baked.iris_color)
         for mat_name in model.material_names:
-            mat = make_material(created, f"{options.name}_{mat_name}",
-                                colour=iris if mat_name.startswith("M_Iris") else MATERIAL_COLOURS.get(mat_name, (0.8, 0.8, 0.8)),
-                                image=images.get(mat_name), transparent=mat_name in TRANSPARENT,
-                                roughness=0.2 if "Sclera" in mat_name or "Iris" in mat_name else 0.6)
-            me.materials.append(mat)
+            me.materials.append(materials[mat_name])
         t = _timed(timings, "texture_images", t)
 
         coll = created.add(bpy.data.collections, bpy.data.collections.new(options.name))
@@ -389,6 +342,9 @@ def build_face(model: "facemodel.FaceModel", recon: Any, options: BuildOptions |
             cam = add_camera(created, options.name, params, photo_img, photo.width, photo.height, context,
                              options.make_active_camera)
             coll.objects.link(cam)
+        if options.light_scene:   # a World and three lights, only where the scene has none
+            context.view_layer.update()
+            ensure_render_setup(created, context.scene, obj.matrix_world @ head_centre(model, rest))
         store_properties(obj, photo, params)
         if same is not None:
             store_same_person(obj, same)
@@ -421,7 +377,7 @@ def _save_images_beside(path: "Any") -> None:
     folder = path.parent / f"{path.stem}_textures"
     folder.mkdir(parents=True, exist_ok=True)
     for img in bpy.data.images:
-        if img.get(PROP_PREFIX + "pack_on_save"):
+        if img.get(PACK_ON_SAVE):
             target = folder / f"{bpy.path.clean_name(img.name)}.png"
             img.file_format = "PNG"
             if img.packed_file is not None:

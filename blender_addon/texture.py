@@ -29,13 +29,14 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from . import completion
 from .fm import facemodel
 
 log = logging.getLogger(__name__)
 
 TILES = {"M_Face": 0, "M_BackHead": 1}     # material → UV tile (u offset)
 TILE_SCALE = {"M_Face": 1.0, "M_BackHead": 0.5}  # the back of the head is mostly inpainted: half size
-INPAINT_SIZE = 128                         # hole filling works on this resolution
+SEAM = (0.05, 0.6)                         # photo/mirror weight over which the texture turns from fill to photo
 ZBUFFER_CELLS = 160                        # z-buffer grid cells across the face's projected width
 DEPTH_TOLERANCE_CM = 0.7
 FACING_START, FACING_FULL = 0.05, 0.35     # cos(angle to the camera) where the weight rises 0 → 1
@@ -111,12 +112,16 @@ def _grow_ids(ids: np.ndarray, steps: int) -> np.ndarray:
     return out.astype(np.int32)
 
 
+def facing_cosine(vertices_cam: np.ndarray, normals: np.ndarray) -> np.ndarray:
+    """(V,) cosine between each vertex normal and the direction to the camera."""
+    view = -vertices_cam / np.linalg.norm(vertices_cam, axis=1, keepdims=True)
+    return (normals * view).sum(1)
+
+
 def vertex_visibility(vertices_cam: np.ndarray, normals: np.ndarray, pixels: np.ndarray,
                       occluders: np.ndarray) -> np.ndarray:
     """(V,) weight in [0, 1]: facing the camera × passing the z-buffer test."""
-    view = -vertices_cam / np.linalg.norm(vertices_cam, axis=1, keepdims=True)
-    cos = (normals * view).sum(1)
-    facing = np.clip((cos - FACING_START) / (FACING_FULL - FACING_START), 0.0, 1.0)
+    facing = np.clip((facing_cosine(vertices_cam, normals) - FACING_START) / (FACING_FULL - FACING_START), 0.0, 1.0)
     depth = -vertices_cam[:, 2]
     occ = pixels[occluders]
     lo, hi = occ.min(0), occ.max(0)
@@ -166,6 +171,9 @@ class Projection:
     vertex_weight: np.ndarray           # (V,) per-vertex visibility in the photo the iris colour comes from
     pixels: np.ndarray                  # (V, 2) that photo's pixel of every vertex
     image: np.ndarray                   # that photo (uint8 RGB)
+    vertex_colours: np.ndarray | None = None   # (V, 3) float sRGB 0–255 photo colour of every vertex
+    vertex_trust: np.ndarray | None = None     # (V,) visibility × skin trust (``completion.photo_trust``)
+    albedo: np.ndarray | None = None           # (7,) albedo parameters the fill starts from
 
     def eye_visibility(self, model: "facemodel.FaceModel") -> float:
         """How well this photo sees the irises: summed visibility of the iris vertices."""
@@ -224,16 +232,29 @@ def project_photo(model: "facemodel.FaceModel", params: "facemodel.FaceParams", 
     weight *= inside
     shade = (relative_shading(model, photo_lighting(model, params, image, normals, pix, weight), normals, weight)
              if remove_lighting else None)
+    vertex_colours = _sample(image, np.ascontiguousarray(pix, np.float32))
+    if shade is not None:
+        vertex_colours = _remove_shading(vertex_colours, shade)
+    roughness_map = completion.photo_roughness(image, float(np.ptp(pix[model.landmarks68], 0).max()))
+    vertex_roughness = _sample(roughness_map, np.ascontiguousarray(pix, np.float32))
+    reliable = completion.reliable_skin(model) & (weight > 0.6)
+    skin = completion.fit_skin_colour(vertex_colours[reliable], _albedo_srgb(model, params), vertex_roughness[reliable])
+    prior = completion.prior(model, facing_cosine(cam, normals))
+    vertex_trust = completion.photo_trust(weight, skin.likelihood(vertex_colours, vertex_roughness), prior)
     pix_c = np.ascontiguousarray(pix, np.float32).view(np.complex64).reshape(-1)  # x + iy: one gather for both
     colours, weights, sizes = {}, {}, {}
     for material in TILES:
         tile_size = max(16, int(round(size * TILE_SCALE[material])))
         r = uv_raster(model, material, tile_size)
         xy = _interpolate(pix_c, r).view(np.float32).reshape(-1, 2)            # (K, 2)
-        wt = np.clip(_interpolate(weight, r), 0.0, 1.0)
         sample = _sample(image, xy)
         if shade is not None:
             sample = _remove_shading(sample, _interpolate(shade, r))
+        likelihood = np.zeros(tile_size * tile_size, np.float32)
+        likelihood[r.texels] = skin.likelihood(sample, _sample(roughness_map, xy))
+        likelihood = completion.clean_likelihood(likelihood.reshape(tile_size, tile_size)).reshape(-1)[r.texels]
+        wt = completion.photo_trust(np.clip(_interpolate(weight, r), 0.0, 1.0), likelihood,
+                                    _interpolate_rows(prior, r))
         colour = np.zeros((tile_size * tile_size, 3), np.float32)
         wmap = np.zeros(tile_size * tile_size, np.float32)
         colour[r.texels] = sample
@@ -245,7 +266,15 @@ def project_photo(model: "facemodel.FaceModel", params: "facemodel.FaceParams", 
         wmap = (cv2.GaussianBlur(wmap.reshape(tile_size, tile_size), (0, 0), sigma).reshape(-1)
                 * covered * (wmap > 0.02))
         colours[material], weights[material], sizes[material] = colour, wmap, tile_size
-    return Projection(colours, weights, sizes, weight, pix, image)
+    return Projection(colours, weights, sizes, weight, pix, image, vertex_colours, vertex_trust,
+                      np.asarray(params.albedo, np.float32))
+
+
+def _albedo_srgb(model: "facemodel.FaceModel", params: "facemodel.FaceParams") -> np.ndarray:
+    """(3,) sRGB 0–255 of the fitted albedo's typical skin: the skin model when the photo shows none."""
+    arrays = model.arrays
+    lin = facemodel.albedo.vertex_albedo(arrays.albedo_base, arrays.albedo_axes, np.asarray(params.albedo, np.float32))
+    return facemodel.lighting.srgb_encode(np.median(lin[completion.reliable_skin(model)], 0)) * 255.0
 
 
 def blend_projections(model: "facemodel.FaceModel", projections: list[Projection]) -> Projection:
@@ -269,16 +298,23 @@ def blend_projections(model: "facemodel.FaceModel", projections: list[Projection
         colours[material] = np.divide(acc, total[:, None], out=np.zeros_like(acc), where=total[:, None] > 0)
         weights[material] = np.minimum(total, 1.0)
     eyes = max(projections, key=lambda p: p.eye_visibility(model))     # first of equals
-    return Projection(colours, weights, dict(first.sizes), eyes.vertex_weight, eyes.pixels, eyes.image)
+    trust = np.sum([p.vertex_trust for p in projections], 0)
+    acc = np.sum([p.vertex_colours * p.vertex_trust[:, None] for p in projections], 0)
+    vertex_colours = np.divide(acc, trust[:, None], out=np.zeros_like(acc), where=trust[:, None] > 0)
+    return Projection(colours, weights, dict(first.sizes), eyes.vertex_weight, eyes.pixels, eyes.image,
+                      vertex_colours, np.minimum(trust, 1.0), first.albedo)
 
 
 def bake_projection(model: "facemodel.FaceModel", projection: Projection) -> BakedTexture:
-    """Fill the holes of a (blended) projection per tile and add the eye textures."""
+    """Fill the holes of a (blended) projection per tile (``completion.skin_fill``) and add the eye
+    textures."""
     images, coverage = {}, {}
+    fill = completion.skin_fill(model, projection.albedo, projection.vertex_colours, projection.vertex_trust)
     for material, colour in projection.colours.items():
         t = projection.sizes[material]
         weight = projection.weights[material].reshape(t, t)
-        images[material], coverage[material] = _fill(colour.reshape(t, t, 3), weight)
+        fill_tex = vertex_texture(model, material, fill, t)
+        images[material], coverage[material] = _fill(colour.reshape(t, t, 3), weight, fill_tex)
     iris = _iris_color(model, projection.image, projection.pixels, projection.vertex_weight)
     colours = eye_colours(model, iris)
     for material in EYE_MATERIALS:
@@ -324,14 +360,29 @@ def eye_colours(model: "facemodel.FaceModel", iris_rgb: np.ndarray) -> np.ndarra
     return out
 
 
+def vertex_texture(model: "facemodel.FaceModel", material: str, values: np.ndarray, size: int) -> np.ndarray:
+    """Per-vertex values (V, C) → float32 (size, size, C) over ``material``'s UV tile (uncovered
+    texels: the material's median)."""
+    r = uv_raster(model, material, size)
+    values = np.asarray(values, np.float32)
+    tex = np.empty((size * size, values.shape[1]), np.float32)
+    tex[:] = np.median(values[model.material_vertices(material)], 0)
+    tex[r.texels] = _interpolate_rows(values, r)
+    return tex.reshape(size, size, values.shape[1])
+
+
+def _interpolate_rows(values: np.ndarray, r: UVRaster) -> np.ndarray:
+    """Barycentric interpolation of per-vertex rows (V, C) at every covered texel: (K, C)."""
+    out = np.take(values, r.vertices[0], axis=0)
+    out *= r.bary[0][:, None]
+    for i in (1, 2):
+        out += np.take(values, r.vertices[i], axis=0) * r.bary[i][:, None]
+    return out
+
+
 def bake_vertex_colours(model: "facemodel.FaceModel", material: str, colours: np.ndarray, size: int) -> np.ndarray:
     """Per-vertex colours (V, 3) in [0, 1] → uint8 texture of ``material``'s UV tile."""
-    r = uv_raster(model, material, size)
-    tex = np.empty((size * size, 3), np.float32)
-    tex[:] = np.median(colours[model.material_vertices(material)], 0)
-    for c in range(3):
-        tex[r.texels, c] = _interpolate(np.ascontiguousarray(colours[:, c]), r)
-    return (np.clip(tex, 0, 1) * 255 + 0.5).astype(np.uint8).reshape(size, size, 3)
+    return (np.clip(vertex_texture(model, material, colours, size), 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
 def _interpolate(values: np.ndarray, r: UVRaster) -> np.ndarray:
@@ -346,7 +397,8 @@ def _interpolate(values: np.ndarray, r: UVRaster) -> np.ndarray:
 
 
 def _sample(image: np.ndarray, xy: np.ndarray) -> np.ndarray:
-    """Bilinear photo colours at continuous positions (K, 2) → (K, 3) float32."""
+    """Bilinear photo colours (or a single-channel map's values) at continuous positions (K, 2) →
+    (K, 3) (or (K,)) float32."""
     k = len(xy)
     cols = 1024
     rows = -(-k // cols)
@@ -354,30 +406,22 @@ def _sample(image: np.ndarray, xy: np.ndarray) -> np.ndarray:
     maps[:k] = xy - 0.5                                       # continuous → OpenCV pixel-centre index
     maps = maps.reshape(rows, cols, 2)
     out = cv2.remap(image, maps[..., 0], maps[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return out.reshape(-1, 3)[:k].astype(np.float32)
+    channels = image.shape[2:]
+    return out.reshape((-1,) + channels)[:k].astype(np.float32)
 
 
-def _fill(colour: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, float]:
-    """Mirror-then-inpaint hole filling; returns uint8 texture and the seen fraction."""
+def _fill(colour: np.ndarray, weight: np.ndarray, fill: np.ndarray) -> tuple[np.ndarray, float]:
+    """Mirror, then the skin fill where neither side was trusted; returns uint8 texture and the share
+    of texels the photo itself covers (weight > 0.5)."""
     mirror_c = np.ascontiguousarray(colour[:, ::-1])
     mirror_w = np.ascontiguousarray(weight[:, ::-1])
     coef_m = (1.0 - weight) * mirror_w
     total = weight + coef_m
     inv = 1.0 / np.maximum(total, 1e-3)
     out = colour * (weight * inv)[..., None] + mirror_c * (coef_m * inv)[..., None]
-    size = colour.shape[0]
-    wc = np.minimum(total, 1.0)
-    if (wc < 0.5).any() and (wc >= 0.5).any():
-        dsize = (INPAINT_SIZE, INPAINT_SIZE)
-        num = cv2.resize(out * wc[..., None], dsize, interpolation=cv2.INTER_AREA)
-        den = cv2.resize(wc, dsize, interpolation=cv2.INTER_AREA)
-        small = num / np.maximum(den, 1e-3)[..., None]      # coverage-normalised: no dark rims
-        hole_small = (den < 0.3).astype(np.uint8)
-        filled = cv2.inpaint(np.clip(small + 0.5, 0, 255).astype(np.uint8), hole_small, 5, cv2.INPAINT_TELEA)
-        filled = cv2.GaussianBlur(filled, (0, 0), 1.5)
-        up = cv2.resize(filled, (size, size), interpolation=cv2.INTER_LINEAR)
-        a = np.minimum(total * 2.0, 1.0)[..., None]          # soft edge between seen and filled texels
-        out = up + (out - up) * a
+    a = np.clip((total - SEAM[0]) / (SEAM[1] - SEAM[0]), 0.0, 1.0)
+    a = (a * a * (3.0 - 2.0 * a))[..., None]               # smoothstep: a soft seam, 0 where nothing was seen
+    out = fill + (out - fill) * a
     seen = float(np.count_nonzero(weight > 0.5)) / weight.size
     return cv2.convertScaleAbs(out), seen
 
