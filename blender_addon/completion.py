@@ -125,7 +125,8 @@ def _core_and_skin(model: "facemodel.FaceModel") -> tuple[np.ndarray, np.ndarray
     inside = albedo._inside(xy, outline)
     depth = np.where(inside, albedo._segment_distance(xy, outline, closed=True), 0.0)
     front = v[:, 2] > lm[:, 2].min() - 2.0
-    skin = np.isin(model.vertex_material, [model.material_names.index(m) for m in SKIN_MATERIALS])
+    skin = np.zeros(len(v), bool)      # the outer surface: face, head and neck (not the mouth and eye sockets)
+    skin[np.concatenate([model.vertex_range("face"), model.vertex_range("head_neck")])] = True
     core = np.clip(depth / CORE_FALLOFF_CM, 0.0, 1.0) * front * skin
     blink = [model.expression_names.index(n) for n in model.expression_names if n.startswith("eyeBlink")]
     motion = np.linalg.norm(model.expression_basis[blink], axis=-1).max(0) if blink else np.zeros(len(v))

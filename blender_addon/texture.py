@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 TILES = {"M_Face": 0, "M_BackHead": 1}     # material → UV tile (u offset)
 TILE_SCALE = {"M_Face": 1.0, "M_BackHead": 0.5}  # the back of the head is mostly inpainted: half size
 SEAM = (0.05, 0.6)                         # photo/mirror weight over which the texture turns from fill to photo
+SEAM_BLEND, SEAM_PRIOR = 1 / 128, 0.1      # the fill takes the photo's colour difference this far (× tile)
 ZBUFFER_CELLS = 160                        # z-buffer grid cells across the face's projected width
 DEPTH_TOLERANCE_CM = 0.7
 FACING_START, FACING_FULL = 0.05, 0.35     # cos(angle to the camera) where the weight rises 0 → 1
@@ -174,6 +175,7 @@ class Projection:
     vertex_colours: np.ndarray | None = None   # (V, 3) float sRGB 0–255 photo colour of every vertex
     vertex_trust: np.ndarray | None = None     # (V,) visibility × skin trust (``completion.photo_trust``)
     albedo: np.ndarray | None = None           # (7,) albedo parameters the fill starts from
+    skin_rgb: np.ndarray | None = None         # (3,) sRGB 0–255 the photo's typical skin (reliable, trusted)
 
     def eye_visibility(self, model: "facemodel.FaceModel") -> float:
         """How well this photo sees the irises: summed visibility of the iris vertices."""
@@ -266,8 +268,10 @@ def project_photo(model: "facemodel.FaceModel", params: "facemodel.FaceParams", 
         wmap = (cv2.GaussianBlur(wmap.reshape(tile_size, tile_size), (0, 0), sigma).reshape(-1)
                 * covered * (wmap > 0.02))
         colours[material], weights[material], sizes[material] = colour, wmap, tile_size
+    seen_skin = completion.reliable_skin(model) & (vertex_trust > 0.6)
+    skin_rgb = np.median(vertex_colours[seen_skin], 0) if seen_skin.sum() >= completion.MIN_SKIN_SAMPLES else None
     return Projection(colours, weights, sizes, weight, pix, image, vertex_colours, vertex_trust,
-                      np.asarray(params.albedo, np.float32))
+                      np.asarray(params.albedo, np.float32), skin_rgb)
 
 
 def _albedo_srgb(model: "facemodel.FaceModel", params: "facemodel.FaceParams") -> np.ndarray:
@@ -302,7 +306,7 @@ def blend_projections(model: "facemodel.FaceModel", projections: list[Projection
     acc = np.sum([p.vertex_colours * p.vertex_trust[:, None] for p in projections], 0)
     vertex_colours = np.divide(acc, trust[:, None], out=np.zeros_like(acc), where=trust[:, None] > 0)
     return Projection(colours, weights, dict(first.sizes), eyes.vertex_weight, eyes.pixels, eyes.image,
-                      vertex_colours, np.minimum(trust, 1.0), first.albedo)
+                      vertex_colours, np.minimum(trust, 1.0), eyes.albedo, eyes.skin_rgb)
 
 
 def bake_projection(model: "facemodel.FaceModel", projection: Projection) -> BakedTexture:
@@ -315,7 +319,8 @@ def bake_projection(model: "facemodel.FaceModel", projection: Projection) -> Bak
         weight = projection.weights[material].reshape(t, t)
         fill_tex = vertex_texture(model, material, fill, t)
         images[material], coverage[material] = _fill(colour.reshape(t, t, 3), weight, fill_tex)
-    iris = _iris_color(model, projection.image, projection.pixels, projection.vertex_weight)
+    iris = _iris_color(model, projection.image, projection.pixels, projection.vertex_weight, projection.albedo,
+                       projection.skin_rgb)
     colours = eye_colours(model, iris)
     for material in EYE_MATERIALS:
         images[material] = bake_vertex_colours(model, material, colours, EYE_TEXTURE_SIZE)
@@ -343,6 +348,7 @@ EYE_MATERIALS = ("M_ScleraLeft", "M_IrisLeft", "M_ScleraRight", "M_IrisRight")
 EYE_TEXTURE_SIZE = 256
 SCLERA_RGB = np.array([0.86, 0.84, 0.80], np.float32)
 PUPIL_RGB = np.array([0.03, 0.03, 0.03], np.float32)
+LIMBAL_DARKENING = 0.45      # the iris' outer rim (limbal ring) is this much darker than its colour
 
 
 def eye_colours(model: "facemodel.FaceModel", iris_rgb: np.ndarray) -> np.ndarray:
@@ -354,7 +360,9 @@ def eye_colours(model: "facemodel.FaceModel", iris_rgb: np.ndarray) -> np.ndarra
     idx, r, front = facemodel.albedo.eye_disc_coordinates(model)
     out = np.tile(SCLERA_RGB, (model.n_vertices, 1))
     t = np.clip((facemodel.albedo.IRIS_RADIUS - r) / 0.08, 0, 1)[:, None] * front[:, None]   # soft iris edge
-    col = SCLERA_RGB * (1 - t) + np.asarray(iris_rgb, np.float32) * t
+    limbus = np.clip((r / facemodel.albedo.IRIS_RADIUS - 0.7) / 0.3, 0, 1)[:, None]        # darker rim
+    iris = np.asarray(iris_rgb, np.float32) * (1.0 - LIMBAL_DARKENING * limbus)
+    col = SCLERA_RGB * (1 - t) + iris * t
     p = np.clip((facemodel.albedo.PUPIL_RADIUS - r) / 0.04, 0, 1)[:, None] * front[:, None]
     out[idx] = col * (1 - p) + PUPIL_RGB * p
     return out
@@ -400,6 +408,8 @@ def _sample(image: np.ndarray, xy: np.ndarray) -> np.ndarray:
     """Bilinear photo colours (or a single-channel map's values) at continuous positions (K, 2) →
     (K, 3) (or (K,)) float32."""
     k = len(xy)
+    if k == 0:
+        return np.zeros((0,) + image.shape[2:], np.float32)
     cols = 1024
     rows = -(-k // cols)
     maps = np.zeros((rows * cols, 2), np.float32)
@@ -421,21 +431,56 @@ def _fill(colour: np.ndarray, weight: np.ndarray, fill: np.ndarray) -> tuple[np.
     out = colour * (weight * inv)[..., None] + mirror_c * (coef_m * inv)[..., None]
     a = np.clip((total - SEAM[0]) / (SEAM[1] - SEAM[0]), 0.0, 1.0)
     a = (a * a * (3.0 - 2.0 * a))[..., None]               # smoothstep: a soft seam, 0 where nothing was seen
+    sigma = max(1.0, colour.shape[0] * SEAM_BLEND)           # the photo's local colour, carried a little way
+    near = cv2.GaussianBlur((out - fill) * a, (0, 0), sigma)  # into the fill: no step at the seam
+    near /= cv2.GaussianBlur(a, (0, 0), sigma)[..., None] + SEAM_PRIOR
+    fill = fill + near
     out = fill + (out - fill) * a
     seen = float(np.count_nonzero(weight > 0.5)) / weight.size
     return cv2.convertScaleAbs(out), seen
 
 
-def _iris_color(model: "facemodel.FaceModel", image: np.ndarray, pix: np.ndarray, weight: np.ndarray
-                ) -> np.ndarray:
-    """Mean photo colour of the visible iris vertices (a small texture would be mostly guesswork)."""
-    idx = model.material_vertices("M_IrisLeft", "M_IrisRight")
+IRIS_RING = (1.4, 0.85)      # sampled between these × the pupil's and × the iris' radius: no pupil, no limbus
+IRIS_MIN_SAMPLES = 8
+IRIS_MAX_LIGHTNESS = 72.0    # a median lighter than this (Lab L) is sclera, glare or a lens: not an iris
+IRIS_MIN_SKIN_DELTA_E = 15.0  # a median this close to the skin (CIE76) is an eyelid
+
+
+def albedo_iris_srgb(albedo: np.ndarray) -> np.ndarray:
+    """(3,) sRGB [0, 1] iris colour of the albedo model's ``iris`` parameter (brown … blue-grey)."""
+    a = facemodel.albedo
+    t = float(np.asarray(albedo, np.float32)[facemodel.ALBEDO_NAMES.index("iris")])
+    log_mid = 0.5 * (np.log(a.IRIS_BROWN) + np.log(a.IRIS_BLUE_GREY))
+    log_axis = 0.5 * (np.log(a.IRIS_BLUE_GREY) - np.log(a.IRIS_BROWN))
+    return facemodel.lighting.srgb_encode(np.exp(log_mid + t * log_axis)).astype(np.float32)
+
+
+def _iris_color(model: "facemodel.FaceModel", image: np.ndarray, pix: np.ndarray, weight: np.ndarray,
+                albedo: np.ndarray | None = None, skin_rgb: np.ndarray | None = None) -> np.ndarray:
+    """(3,) sRGB [0, 1]: the photo's iris colour — pixels under the visible iris ring of both eyes
+    (the eye shells' vertices between pupil and limbus, ``facemodel.albedo.eye_disc_coordinates``),
+    their darkest fifth (lashes, pupil, shadow) and brightest tenth (catch-lights) left out, median;
+    the albedo's iris parameter instead when there are too few samples or the result is implausible:
+    lighter than an iris (sclera, glare, a lens) or within ``IRIS_MIN_SKIN_DELTA_E`` of the photo's skin
+    ``skin_rgb`` (0–255; a closed or squinting eye, or eyes the fit missed)."""
+    idx, r, front = facemodel.albedo.eye_disc_coordinates(model)
+    ring = front & (r > IRIS_RING[0] * facemodel.albedo.PUPIL_RADIUS) & (r < IRIS_RING[1] * facemodel.albedo.IRIS_RADIUS)
+    idx = idx[ring]
     idx = idx[weight[idx] > 0.5]
-    if len(idx) < 5:
-        return np.array([0.25, 0.17, 0.11], np.float32)
-    h, w = image.shape[:2]
-    xy = np.clip(pix[idx].astype(np.int64), 0, [w - 1, h - 1])
-    return (np.median(image[xy[:, 1], xy[:, 0]].astype(np.float32), 0) / 255.0).astype(np.float32)
+    fallback = albedo_iris_srgb(albedo) if albedo is not None else np.array([0.25, 0.17, 0.11], np.float32)
+    if len(idx) < IRIS_MIN_SAMPLES:
+        return fallback
+    colours = _sample(image, np.ascontiguousarray(pix[idx], np.float32))
+    lightness = completion.to_lab(colours)[:, 0]
+    lo, hi = np.percentile(lightness, [20, 90])
+    keep = (lightness >= lo) & (lightness <= hi)
+    colour = np.median(colours[keep] if keep.sum() >= IRIS_MIN_SAMPLES // 2 else colours, 0)
+    lab = completion.to_lab(colour[None])[0]
+    if lab[0] > IRIS_MAX_LIGHTNESS:
+        return fallback
+    if skin_rgb is not None and np.linalg.norm(lab - completion.to_lab(np.asarray(skin_rgb)[None])[0]) < IRIS_MIN_SKIN_DELTA_E:
+        return fallback
+    return (colour / 255.0).astype(np.float32)
 
 
 def texture_for_file(texture: np.ndarray) -> np.ndarray:
