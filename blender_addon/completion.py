@@ -142,8 +142,9 @@ def _core_and_skin(model: "facemodel.FaceModel") -> tuple[np.ndarray, np.ndarray
                 & (region("eye_region", albedo.EYE_REGION_AXIS) < 0.3) & model.region_masks["narrow_face"])
     centres = v[core >= 0.5][::4]
     near = np.full(len(v), np.inf)
-    for chunk in np.array_split(np.flatnonzero(skin), 8):   # distance to the core face, in chunks
-        near[chunk] = np.sqrt(((v[chunk, None] - centres[None]) ** 2).sum(-1)).min(1)
+    pts = v[skin]                      # distance to the core face: |a|² + |b|² − 2ab, one matrix product
+    d2 = (pts ** 2).sum(1)[:, None] + (centres ** 2).sum(1)[None] - 2.0 * pts @ centres.T
+    near[skin] = np.sqrt(np.maximum(d2.min(1), 0.0))
     lo, hi = SKIN_REACH_CM
     reach = np.clip((hi - near) / (hi - lo), 0.0, 1.0) * skin
     return core.astype(np.float32), reliable, reach.astype(np.float32)

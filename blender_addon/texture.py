@@ -252,9 +252,7 @@ def project_photo(model: "facemodel.FaceModel", params: "facemodel.FaceParams", 
         sample = _sample(image, xy)
         if shade is not None:
             sample = _remove_shading(sample, _interpolate(shade, r))
-        likelihood = np.zeros(tile_size * tile_size, np.float32)
-        likelihood[r.texels] = skin.likelihood(sample, _sample(roughness_map, xy))
-        likelihood = completion.clean_likelihood(likelihood.reshape(tile_size, tile_size)).reshape(-1)[r.texels]
+        likelihood = _tile_likelihood(skin, sample, _sample(roughness_map, xy), r)[r.texels]
         wt = completion.photo_trust(np.clip(_interpolate(weight, r), 0.0, 1.0), likelihood,
                                     _interpolate_rows(prior, r))
         colour = np.zeros((tile_size * tile_size, 3), np.float32)
@@ -272,6 +270,27 @@ def project_photo(model: "facemodel.FaceModel", params: "facemodel.FaceParams", 
     skin_rgb = np.median(vertex_colours[seen_skin], 0) if seen_skin.sum() >= completion.MIN_SKIN_SAMPLES else None
     return Projection(colours, weights, sizes, weight, pix, image, vertex_colours, vertex_trust,
                       np.asarray(params.albedo, np.float32), skin_rgb)
+
+
+def _tile_likelihood(skin: "completion.SkinColour", sample: np.ndarray, roughness: np.ndarray, r: UVRaster
+                     ) -> np.ndarray:
+    """(T·T,) skin likelihood of a tile's photo colours, cleaned of specks (``completion.clean_likelihood``);
+    worked out at half the tile's size (a quarter of the colour conversions), then scaled up."""
+    t = r.size
+    half = (max(8, t // 2),) * 2
+    colour = np.zeros((t * t, 4), np.float32)
+    colour[r.texels, :3] = sample
+    colour[r.texels, 3] = roughness
+    covered = np.zeros(t * t, np.float32)
+    covered[r.texels] = 1.0
+    small = cv2.resize(colour.reshape(t, t, 4), half, interpolation=cv2.INTER_AREA).reshape(-1, 4)
+    cover = cv2.resize(covered.reshape(t, t), half, interpolation=cv2.INTER_AREA).reshape(-1)
+    small /= np.maximum(cover, 1e-3)[:, None]               # coverage-normalised: no dark island rims
+    lik = np.zeros(len(small), np.float32)
+    ok = cover > 0
+    lik[ok] = skin.likelihood(small[ok, :3], small[ok, 3])
+    lik = completion.clean_likelihood(lik.reshape(half))
+    return cv2.resize(lik, (t, t), interpolation=cv2.INTER_LINEAR).reshape(-1)
 
 
 def _albedo_srgb(model: "facemodel.FaceModel", params: "facemodel.FaceParams") -> np.ndarray:
@@ -431,10 +450,13 @@ def _fill(colour: np.ndarray, weight: np.ndarray, fill: np.ndarray) -> tuple[np.
     out = colour * (weight * inv)[..., None] + mirror_c * (coef_m * inv)[..., None]
     a = np.clip((total - SEAM[0]) / (SEAM[1] - SEAM[0]), 0.0, 1.0)
     a = (a * a * (3.0 - 2.0 * a))[..., None]               # smoothstep: a soft seam, 0 where nothing was seen
-    sigma = max(1.0, colour.shape[0] * SEAM_BLEND)           # the photo's local colour, carried a little way
-    near = cv2.GaussianBlur((out - fill) * a, (0, 0), sigma)  # into the fill: no step at the seam
-    near /= cv2.GaussianBlur(a, (0, 0), sigma)[..., None] + SEAM_PRIOR
-    fill = fill + near
+    size = colour.shape[0]                                   # the photo's local colour, carried a little way
+    small = (max(8, size // 4),) * 2                         # into the fill (no step at the seam): smooth, so
+    sigma = max(1.0, small[0] * SEAM_BLEND)                  # worked out at a quarter of the size
+    near = cv2.GaussianBlur(cv2.resize((out - fill) * a, small, interpolation=cv2.INTER_AREA), (0, 0), sigma)
+    near /= cv2.GaussianBlur(cv2.resize(a[..., 0], small, interpolation=cv2.INTER_AREA), (0, 0), sigma)[..., None] \
+        + SEAM_PRIOR
+    fill = fill + cv2.resize(near, (size, size), interpolation=cv2.INTER_LINEAR)
     out = fill + (out - fill) * a
     seen = float(np.count_nonzero(weight > 0.5)) / weight.size
     return cv2.convertScaleAbs(out), seen
