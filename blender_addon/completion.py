@@ -119,7 +119,8 @@ def _core_and_skin(model: "facemodel.FaceModel") -> tuple[np.ndarray, np.ndarray
     albedo = facemodel.albedo
     v = model.neutral.astype(np.float64)
     lm = v[model.landmarks68]
-    brows = lm[26:16:-1, :2] + np.array([0.0, CORE_BROW_LIFT_CM])
+    lift = CORE_BROW_LIFT_CM * np.array([0.25, 0.6, 1, 1, 1, 1, 1, 1, 0.6, 0.25])   # less at the brows' outer
+    brows = lm[26:16:-1, :2] + lift[:, None] * np.array([0.0, 1.0])              # ends: temples' hair
     outline = np.concatenate([lm[2:15, :2], brows])   # jaw from below the cheekbones: temples are not core
     xy = v[:, :2]
     inside = albedo._inside(xy, outline)
@@ -241,9 +242,11 @@ def diffuse(model: "facemodel.FaceModel", values: np.ndarray, weights: np.ndarra
 
 
 def skin_fill(model: "facemodel.FaceModel", albedo_params: np.ndarray, colours: np.ndarray,
-              trust: np.ndarray) -> np.ndarray:
+              trust: np.ndarray, skin: np.ndarray | None = None) -> np.ndarray:
     """(V, 3) sRGB 0–255 colour for every vertex where the photo is not trusted: the fitted albedo
-    matched to the photo's skin, corrected towards the trusted photo colours nearby."""
+    matched to the photo's skin, corrected towards the trusted photo colours nearby — only those that
+    look like skin (``skin``: visibility × skin likelihood, the core's brows, hair and eyes excluded),
+    so a fringe or a sideburn does not darken the fill beside it."""
     arrays = model.arrays
     albedo = facemodel.albedo.vertex_albedo(arrays.albedo_base, arrays.albedo_axes,
                                             np.asarray(albedo_params, np.float32))
@@ -255,7 +258,8 @@ def skin_fill(model: "facemodel.FaceModel", albedo_params: np.ndarray, colours: 
         gain = np.ones(3, np.float32)
     fill = albedo * gain
     log_ratio = np.log(np.maximum(photo, 1e-3)) - np.log(np.maximum(fill, 1e-3))
-    w = np.where(trust > 0.05, trust, 0.0).astype(np.float32)
+    source = trust if skin is None else np.minimum(trust, skin)
+    w = np.where(source > 0.05, source, 0.0).astype(np.float32)
     total, weight = diffuse(model, log_ratio, w)
     correction = total / (weight + DIFFUSION_PRIOR)[:, None]   # little nearby trust → little correction
     fill = fill * np.exp(np.clip(correction, -2.0, 2.0))

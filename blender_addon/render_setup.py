@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import bpy
+import numpy as np
 from mathutils import Vector
 
 WORLD_NAME = "FaceRig World"
@@ -55,6 +56,17 @@ class RenderSetup:
     world: Any = None             # the World now on the scene when this call set it, else None
     world_created: bool = False   # a new World datablock (False: ours reused, or the scene had one)
     lights: list[Any] = field(default_factory=list)
+
+
+def evaluated_world_vertices(obj: Any) -> np.ndarray:
+    """(V, 3) world positions of ``obj``'s vertices as they render (shape keys, armature, pose)."""
+    ev = obj.evaluated_get(bpy.context.evaluated_depsgraph_get())
+    me = ev.to_mesh()
+    co = np.empty(len(me.vertices) * 3, np.float32)
+    me.vertices.foreach_get("co", co)
+    ev.to_mesh_clear()
+    m = np.array(obj.matrix_world)
+    return co.reshape(-1, 3) @ m[:3, :3].T + m[:3, 3]
 
 
 def scene_has_lights(scene: Any) -> bool:

@@ -10,13 +10,14 @@ of the head, neck and ears (M_BackHead); both tiles are left/right symmetric. Pe
    interpolate their photo position and sample the photo (``cv2.remap``, bilinear);
 3. visibility: a vertex counts as seen when it faces the camera and passes a z-buffer test
    (minimum depth of all surface vertices splatted into a coarse image grid, eroded to close
-   gaps); texels blend with a weight that fades out at grazing angles.
+   gaps); texels blend with a weight that fades out at grazing angles, times the *skin trust*
+   (``completion``): 1 on the core face, elsewhere the likelihood that the photo shows skin there.
    With *Remove lighting*, each photo is first divided by its shading: SH lighting fitted to its
    own face pixels (``facemodel.lighting_fit``, the network's lighting as prior), relative to the
    face's mean so the exposure stays;
-4. filling: unseen texels take the mirrored texel (u → 1 − u within the tile) when that one
-   was seen, the rest is inpainted (``cv2.inpaint`` Telea at low resolution, upsampled), so
-   the back of the head and occluded cheeks get plausible skin/hair colour instead of black.
+4. filling: untrusted texels take the mirrored texel (u → 1 − u within the tile) when that one
+   was trusted, the rest the skin fill (``completion.skin_fill``: the fitted albedo matched to the
+   photo's skin, corrected towards the photo nearby), with a soft seam.
 
 Arrays are in Blender pixel order: row 0 is v = 0 (the bottom of the image).
 """
@@ -35,7 +36,7 @@ from .fm import facemodel
 log = logging.getLogger(__name__)
 
 TILES = {"M_Face": 0, "M_BackHead": 1}     # material → UV tile (u offset)
-TILE_SCALE = {"M_Face": 1.0, "M_BackHead": 0.5}  # the back of the head is mostly inpainted: half size
+TILE_SCALE = {"M_Face": 1.0, "M_BackHead": 0.5}  # the back of the head is mostly filled: half size
 SEAM = (0.05, 0.6)                         # photo/mirror weight over which the texture turns from fill to photo
 SEAM_BLEND, SEAM_PRIOR = 1 / 128, 0.1      # the fill takes the photo's colour difference this far (× tile)
 ZBUFFER_CELLS = 160                        # z-buffer grid cells across the face's projected width
@@ -174,6 +175,7 @@ class Projection:
     image: np.ndarray                   # that photo (uint8 RGB)
     vertex_colours: np.ndarray | None = None   # (V, 3) float sRGB 0–255 photo colour of every vertex
     vertex_trust: np.ndarray | None = None     # (V,) visibility × skin trust (``completion.photo_trust``)
+    vertex_skin: np.ndarray | None = None      # (V,) visibility × skin likelihood, the core's brows and hair too
     albedo: np.ndarray | None = None           # (7,) albedo parameters the fill starts from
     skin_rgb: np.ndarray | None = None         # (3,) sRGB 0–255 the photo's typical skin (reliable, trusted)
 
@@ -242,7 +244,8 @@ def project_photo(model: "facemodel.FaceModel", params: "facemodel.FaceParams", 
     reliable = completion.reliable_skin(model) & (weight > 0.6)
     skin = completion.fit_skin_colour(vertex_colours[reliable], _albedo_srgb(model, params), vertex_roughness[reliable])
     prior = completion.prior(model, facing_cosine(cam, normals))
-    vertex_trust = completion.photo_trust(weight, skin.likelihood(vertex_colours, vertex_roughness), prior)
+    vertex_likelihood = skin.likelihood(vertex_colours, vertex_roughness)
+    vertex_trust = completion.photo_trust(weight, vertex_likelihood, prior)
     pix_c = np.ascontiguousarray(pix, np.float32).view(np.complex64).reshape(-1)  # x + iy: one gather for both
     colours, weights, sizes = {}, {}, {}
     for material in TILES:
@@ -269,7 +272,7 @@ def project_photo(model: "facemodel.FaceModel", params: "facemodel.FaceParams", 
     seen_skin = completion.reliable_skin(model) & (vertex_trust > 0.6)
     skin_rgb = np.median(vertex_colours[seen_skin], 0) if seen_skin.sum() >= completion.MIN_SKIN_SAMPLES else None
     return Projection(colours, weights, sizes, weight, pix, image, vertex_colours, vertex_trust,
-                      np.asarray(params.albedo, np.float32), skin_rgb)
+                      weight * vertex_likelihood, np.asarray(params.albedo, np.float32), skin_rgb)
 
 
 def _tile_likelihood(skin: "completion.SkinColour", sample: np.ndarray, roughness: np.ndarray, r: UVRaster
@@ -324,15 +327,17 @@ def blend_projections(model: "facemodel.FaceModel", projections: list[Projection
     trust = np.sum([p.vertex_trust for p in projections], 0)
     acc = np.sum([p.vertex_colours * p.vertex_trust[:, None] for p in projections], 0)
     vertex_colours = np.divide(acc, trust[:, None], out=np.zeros_like(acc), where=trust[:, None] > 0)
+    skin = np.minimum(np.sum([p.vertex_skin for p in projections], 0), 1.0)
     return Projection(colours, weights, dict(first.sizes), eyes.vertex_weight, eyes.pixels, eyes.image,
-                      vertex_colours, np.minimum(trust, 1.0), eyes.albedo, eyes.skin_rgb)
+                      vertex_colours, np.minimum(trust, 1.0), skin, eyes.albedo, eyes.skin_rgb)
 
 
 def bake_projection(model: "facemodel.FaceModel", projection: Projection) -> BakedTexture:
     """Fill the holes of a (blended) projection per tile (``completion.skin_fill``) and add the eye
     textures."""
     images, coverage = {}, {}
-    fill = completion.skin_fill(model, projection.albedo, projection.vertex_colours, projection.vertex_trust)
+    fill = completion.skin_fill(model, projection.albedo, projection.vertex_colours, projection.vertex_trust,
+                                projection.vertex_skin)
     for material, colour in projection.colours.items():
         t = projection.sizes[material]
         weight = projection.weights[material].reshape(t, t)

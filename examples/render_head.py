@@ -69,16 +69,9 @@ def build_head(args: argparse.Namespace):
 def head_frame(mesh_object, model) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
     """Centre, right, up and forward axes (world) and size (m) of the posed head, from its evaluated mesh
     (so a pose on the object or on the bones both count): eye corners, chin, nose tip."""
-    import bpy
+    from blender_addon.render_setup import evaluated_world_vertices
 
-    dg = bpy.context.evaluated_depsgraph_get()
-    ev = mesh_object.evaluated_get(dg)
-    me = ev.to_mesh()
-    co = np.empty(len(me.vertices) * 3, np.float32)
-    me.vertices.foreach_get("co", co)
-    ev.to_mesh_clear()
-    m = np.array(mesh_object.matrix_world)
-    co = co.reshape(-1, 3) @ m[:3, :3].T + m[:3, 3]
+    co = evaluated_world_vertices(mesh_object)
     lm = co[model.landmarks68]
     right = lm[45] - lm[36]
     right /= np.linalg.norm(right)

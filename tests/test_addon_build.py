@@ -44,15 +44,9 @@ def _glb_json(path: Path) -> dict:
 
 
 def _evaluated_world(obj) -> np.ndarray:
-    dg = bpy.context.evaluated_depsgraph_get()
-    ev = obj.evaluated_get(dg)
-    me = ev.to_mesh()
-    co = np.empty(len(me.vertices) * 3, np.float32)
-    me.vertices.foreach_get("co", co)
-    ev.to_mesh_clear()
-    m = np.array(obj.matrix_world)
-    co = co.reshape(-1, 3)
-    return co @ m[:3, :3].T + m[:3, 3]
+    from blender_addon.render_setup import evaluated_world_vertices
+
+    return evaluated_world_vertices(obj)
 
 
 def test_mesh_and_shape_keys(built, face_model) -> None:

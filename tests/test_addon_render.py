@@ -73,14 +73,9 @@ def _aim_at(example, result, model, centre_of: np.ndarray, size_m: float) -> Non
 
 
 def _world_points(obj, indices: np.ndarray) -> np.ndarray:
-    dg = bpy.context.evaluated_depsgraph_get()
-    ev = obj.evaluated_get(dg)
-    me = ev.to_mesh()
-    co = np.empty(len(me.vertices) * 3, np.float32)
-    me.vertices.foreach_get("co", co)
-    ev.to_mesh_clear()
-    m = np.array(obj.matrix_world)
-    return co.reshape(-1, 3)[indices] @ m[:3, :3].T + m[:3, 3]
+    from blender_addon.render_setup import evaluated_world_vertices
+
+    return evaluated_world_vertices(obj)[indices]
 
 
 def _to_pixels(points: np.ndarray, size: int) -> np.ndarray:
