@@ -31,7 +31,7 @@ from mathutils import Matrix, Vector
 from .aggregate import SamePersonReconstruction
 from .fm import facemodel
 from .materials import PACK_ON_SAVE, head_materials, image_from_array
-from .render_setup import ensure_render_setup
+from .render_setup import ensure_render_setup, object_centre
 from .rig import BONES, rig_layout
 from .texture import bake_texture_views
 
@@ -102,12 +102,6 @@ def rest_vertices(model: "facemodel.FaceModel", params: "facemodel.FaceParams") 
     ident = np.asarray(params.identity, np.float32)
     n = ident.shape[-1]
     return model.neutral + (ident @ model.identity_basis[:n].reshape(n, -1)).reshape(model.neutral.shape)
-
-
-def head_centre(model: "facemodel.FaceModel", vertices_cm: np.ndarray) -> Vector:
-    """Centre of the head's skin bounding box in the mesh's local space (m): where lights aim."""
-    skin = vertices_cm[model.material_vertices("M_Face", "M_BackHead")]
-    return Vector((0.5 * (skin.min(0) + skin.max(0)) * CM_TO_M).tolist())
 
 
 def head_matrix(params: "facemodel.FaceParams") -> Matrix:
@@ -344,7 +338,7 @@ def build_face(model: "facemodel.FaceModel", recon: Any, options: BuildOptions |
             coll.objects.link(cam)
         if options.light_scene:   # a World and three lights, only where the scene has none
             context.view_layer.update()
-            ensure_render_setup(created, context.scene, obj.matrix_world @ head_centre(model, rest))
+            ensure_render_setup(created, context.scene, object_centre(obj))
         store_properties(obj, photo, params)
         if same is not None:
             store_same_person(obj, same)

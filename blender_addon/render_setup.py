@@ -69,6 +69,12 @@ def evaluated_world_vertices(obj: Any) -> np.ndarray:
     return co.reshape(-1, 3) @ m[:3, :3].T + m[:3, 3]
 
 
+def object_centre(obj: Any) -> Vector:
+    """World-space centre of ``obj``'s bounding box (as last evaluated): where the lights aim."""
+    local = sum((Vector(corner) for corner in obj.bound_box), Vector((0.0, 0.0, 0.0))) / 8.0
+    return obj.matrix_world @ local
+
+
 def scene_has_lights(scene: Any) -> bool:
     """Any light object in the scene (in any of its collections, hidden or not)."""
     return any(obj.type == "LIGHT" for obj in scene.objects)
