@@ -37,6 +37,8 @@ from .fm import facemodel
 from .placement import free_offset, scene_obstacles
 from .rig import PARTS, TEETH_TUCK, TUCK_OPEN_CM, lip_gap_terms, part_polygons, rig_layout, teeth_tuck_offsets
 from .expression import apply_expression
+from .materials import PACK_ON_SAVE, head_materials, image_from_array
+from .render_setup import ensure_render_setup, object_centre
 from .texture import bake_texture_views
 
 log = logging.getLogger(__name__)
@@ -46,12 +48,6 @@ CAMERA_TO_WORLD = Matrix.Rotation(math.pi / 2, 4, "X")
 BACKGROUND_MAX_SIDE = 2048
 PROP_PREFIX = "facerig_"
 
-# Plain colours (sRGB-ish linear values) for the parts the photo cannot texture.
-MATERIAL_COLOURS = {
-    "M_GumsTongue": (0.55, 0.18, 0.18), "M_Teeth": (0.85, 0.82, 0.74), "M_ScleraLeft": (0.85, 0.83, 0.80),
-    "M_ScleraRight": (0.85, 0.83, 0.80), "M_EyeLashes": (0.03, 0.025, 0.02),
-}
-TRANSPARENT = set(facemodel.model.OVERLAY_MATERIALS)
 
 PART_KEY_MIN_M = 1e-4     # a part gets a key that moves it by more than this (0.1 mm; less is the model's noise)
 
@@ -71,6 +67,7 @@ class BuildOptions:
     shape_key_names: str = "arkit"   # "arkit": Apple's 52 names (tongueOut missing); "ict": the model's 53
     teeth: bool = True               # False: a toothless head (no teeth object)
     place_beside: bool = True        # put the head beside earlier heads / out of objects it would sit in
+    light_scene: bool = True         # add a World / light rig when the scene has none (render_setup)
 
 
 @dataclass
@@ -220,57 +217,11 @@ def add_corrective_key(obj: Any, basis_m: np.ndarray, offsets_m: np.ndarray,
     return kb
 
 
-def _principled(mat: Any) -> Any:
-    if bpy.app.version < (5, 0, 0):  # 5.0: materials always have node trees; the flag is deprecated
-        mat.use_nodes = True
-    nodes = mat.node_tree.nodes
-    bsdf = next((n for n in nodes if n.type == "BSDF_PRINCIPLED"), None) or nodes.new("ShaderNodeBsdfPrincipled")
-    return bsdf
-
-
-def make_material(created: _Created, name: str, colour: tuple[float, float, float] = (0.8, 0.8, 0.8),
-                  image: Any = None, transparent: bool = False, roughness: float = 0.6) -> Any:
-    mat = created.add(bpy.data.materials, bpy.data.materials.new(name))
-    bsdf = _principled(mat)
-    bsdf.inputs["Base Color"].default_value = (*colour, 1.0)
-    bsdf.inputs["Roughness"].default_value = roughness
-    mat.diffuse_color = (*colour, 1.0)
-    if image is not None:
-        tex = mat.node_tree.nodes.new("ShaderNodeTexImage")
-        tex.image = image
-        tex.location = (-400, 200)
-        mat.node_tree.links.new(tex.outputs["Color"], bsdf.inputs["Base Color"])
-    if transparent:
-        bsdf.inputs["Alpha"].default_value = 0.0
-        mat.diffuse_color = (*colour, 0.0)
-        if hasattr(mat, "surface_render_method"):
-            mat.surface_render_method = "BLENDED"
-        if hasattr(mat, "blend_method"):
-            try:
-                mat.blend_method = "BLEND"
-            except (TypeError, AttributeError):
-                pass
-    return mat
-
-
-def image_from_array(created: _Created, name: str, rgb_bottom_up: np.ndarray) -> Any:
-    """An sRGB image from uint8 RGB in Blender pixel order (row 0 = bottom)."""
-    h, w = rgb_bottom_up.shape[:2]
-    img = created.add(bpy.data.images, bpy.data.images.new(name, width=w, height=h, alpha=False))
-    px = np.ones((h * w, 4), np.float32)
-    px[:, :3] = rgb_bottom_up.reshape(-1, 3)
-    px[:, :3] *= 1.0 / 255.0
-    img.pixels.foreach_set(px.ravel())
-    img.file_format = "PNG"
-    img[PROP_PREFIX + "pack_on_save"] = True  # packing costs ~90 ms per image: done when saving
-    return img
-
-
 def pack_generated_images() -> int:
     """Pack facerig's in-memory images (call before saving; the add-on does it in save_pre)."""
     count = 0
     for img in bpy.data.images:
-        if img.get(PROP_PREFIX + "pack_on_save") and img.packed_file is None:
+        if img.get(PACK_ON_SAVE) and img.packed_file is None:
             img.pack()
             count += 1
     return count
@@ -395,13 +346,9 @@ def build_face(model: "facemodel.FaceModel", recon: Any, options: BuildOptions |
         baked = bake_views(model, recon, options.texture_size, options.remove_lighting)
         t = _timed(timings, "texture_bake", t)
         images = {m: image_from_array(created, f"{options.name}_{m}", tex) for m, tex in baked.images.items()}
-        iris = tuple(float(c) ** 2.2 for c in baked.iris_color)
+        materials = head_materials(created, options.name, model, images, baked.iris_color)
         for mat_name in model.material_names:
-            mat = make_material(created, f"{options.name}_{mat_name}",
-                                colour=iris if mat_name.startswith("M_Iris") else MATERIAL_COLOURS.get(mat_name, (0.8, 0.8, 0.8)),
-                                image=images.get(mat_name), transparent=mat_name in TRANSPARENT,
-                                roughness=0.2 if "Sclera" in mat_name or "Iris" in mat_name else 0.6)
-            me.materials.append(mat)
+            me.materials.append(materials[mat_name])
         t = _timed(timings, "texture_images", t)
 
         for pobj, _ in parts.values():
@@ -467,6 +414,9 @@ def build_face(model: "facemodel.FaceModel", recon: Any, options: BuildOptions |
             cam = add_camera(created, options.name, params, photo_img, photo.width, photo.height, context,
                              options.make_active_camera, face_offset)
             coll.objects.link(cam)
+        if options.light_scene:   # a World and three lights, only where the scene has none
+            context.view_layer.update()
+            ensure_render_setup(created, context.scene, object_centre(obj))
         store_properties(obj, photo, params)
         if same is not None:
             store_same_person(obj, same)
@@ -524,18 +474,30 @@ def link_part_keys(pobj: Any, head: Any, lip_gaps: list[dict[str, float]]) -> No
 
 
 EXPORT_FORMATS = (".blend", ".glb", ".gltf", ".fbx", ".obj")
+# Per-target normals are 4/5 of the glTF export's time (the exporter reads 53 × 100k corner normals through
+# Python lists) and 60 % of the file; viewers shade the moved vertices with the base normals instead, which
+# the small facial displacements barely show (docs/addon-look.md, "glTF export time").
+GLTF_MORPH_NORMALS = False
 
 
 def _save_images_beside(path: "Any") -> None:
-    """OBJ/MTL reference texture files: write facerig's images as PNGs next to the OBJ."""
+    """OBJ/MTL reference texture files: write facerig's images as PNGs into ``<name>_textures/`` and
+    point the images at them, unpacked — Blender's OBJ writer names a packed image by its bare file
+    name (or a path relative to nothing), so the .mtl would miss the folder. A packed image's PNG bytes
+    are written as they are (no re-encoding); the images are packed again when a .blend is saved."""
     folder = path.parent / f"{path.stem}_textures"
     folder.mkdir(parents=True, exist_ok=True)
     for img in bpy.data.images:
-        if img.get(PROP_PREFIX + "pack_on_save"):
+        if img.get(PACK_ON_SAVE):
             target = folder / f"{bpy.path.clean_name(img.name)}.png"
-            img.filepath_raw = str(target)
             img.file_format = "PNG"
-            img.save()
+            if img.packed_file is not None:
+                target.write_bytes(img.packed_file.data)
+                img.unpack(method="REMOVE")
+                img.filepath_raw = str(target)
+            else:
+                img.filepath_raw = str(target)
+                img.save()
 
 
 def export_scene(path: "str | Any", objects: list[Any] | None = None) -> None:
@@ -545,7 +507,8 @@ def export_scene(path: "str | Any", objects: list[Any] | None = None) -> None:
     path = Path(path)
     ext = path.suffix.lower()
     path.parent.mkdir(parents=True, exist_ok=True)
-    pack_generated_images()  # exporters embed packed images; unpacked generated ones may be dropped
+    if ext != ".obj":  # exporters embed packed images; unpacked generated ones may be dropped
+        pack_generated_images()
     if ext == ".blend":
         bpy.ops.wm.save_as_mainfile(filepath=str(path), compress=True)
         return
@@ -556,7 +519,8 @@ def export_scene(path: "str | Any", objects: list[Any] | None = None) -> None:
     if ext in (".glb", ".gltf"):
         bpy.ops.export_scene.gltf(filepath=str(path), export_format="GLB" if ext == ".glb" else "GLTF_SEPARATE",
                                   use_selection=selected, export_morph=True, export_skins=True,
-                                  export_cameras=True, export_yup=True, export_apply=False)
+                                  export_cameras=True, export_yup=True, export_apply=False,
+                                  export_morph_normal=GLTF_MORPH_NORMALS)
     elif ext == ".fbx":
         bpy.ops.export_scene.fbx(filepath=str(path), use_selection=selected, add_leaf_bones=False,
                                  path_mode="COPY", embed_textures=True, bake_anim=False)

@@ -35,16 +35,18 @@ def built(face_model, regressor_path: Path):
     return recon, result
 
 
+def _glb_json(path: Path) -> dict:
+    """The JSON chunk of a binary glTF (header 12 bytes, then chunk length, type, data)."""
+    data = path.read_bytes()
+    length = int.from_bytes(data[12:16], "little")
+    assert data[16:20] == b"JSON"
+    return json.loads(data[20:20 + length])
+
+
 def _evaluated_world(obj) -> np.ndarray:
-    dg = bpy.context.evaluated_depsgraph_get()
-    ev = obj.evaluated_get(dg)
-    me = ev.to_mesh()
-    co = np.empty(len(me.vertices) * 3, np.float32)
-    me.vertices.foreach_get("co", co)
-    ev.to_mesh_clear()
-    m = np.array(obj.matrix_world)
-    co = co.reshape(-1, 3)
-    return co @ m[:3, :3].T + m[:3, 3]
+    from blender_addon.render_setup import evaluated_world_vertices
+
+    return evaluated_world_vertices(obj)
 
 
 def test_mesh_and_shape_keys(built, face_model) -> None:
@@ -172,6 +174,15 @@ def test_gltf_round_trip_keeps_shape_key_names(built, face_model, tmp_path: Path
 
     export_scene(tmp_path / "face.glb")
     assert (tmp_path / "face.glb").stat().st_size > 1_000_000
+    doc = _glb_json(tmp_path / "face.glb")
+    (mesh,) = [m for m in doc["meshes"] if m.get("extras", {}).get("targetNames")]
+    assert mesh["extras"]["targetNames"] == list(face_model.expression_names)  # morph targets keep the key names
+    for prim in mesh["primitives"]:     # every primitive carries every target (glTF), positions only
+        assert len(prim["targets"]) == face_model.n_expressions
+        assert all(set(t) <= {"POSITION"} for t in prim["targets"])
+    face_tex = {t["source"] for m in doc["materials"] if m["name"].endswith("M_Face")
+                for t in [m["pbrMetallicRoughness"]["baseColorTexture"]] for t in [doc["textures"][t["index"]]]}
+    assert face_tex and all("bufferView" in doc["images"][i] for i in face_tex)   # the photo texture is embedded
     bpy.ops.wm.read_factory_settings(use_empty=True)
     bpy.ops.import_scene.gltf(filepath=str(tmp_path / "face.glb"))
     meshes = {o.name: o for o in bpy.data.objects if o.type == "MESH" and o.data.shape_keys}  # skin, teeth, lashes
@@ -194,7 +205,14 @@ def test_fbx_and_obj_exports(face_model, regressor_path: Path, tmp_path: Path) -
     export_scene(tmp_path / "face.obj")
     assert (tmp_path / "face.fbx").stat().st_size > 1_000_000
     mtl = (tmp_path / "face.mtl").read_text()
-    assert "map_Kd" in mtl and (tmp_path / "face_textures" / "Exp_M_Face.png").is_file()
+    assert "map_Kd face_textures/Exp_M_Face.png" in mtl and (tmp_path / "face_textures" / "Exp_M_Face.png").is_file()
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    bpy.ops.wm.obj_import(filepath=str(tmp_path / "face.obj"))   # the textures load from the .mtl's paths
+    mat = bpy.data.materials["Exp_M_Face"]
+    (img,) = [n.image for n in mat.node_tree.nodes if n.type == "TEX_IMAGE"]
+    assert img.has_data or img.size[0] > 0
+    assert tuple(img.size) == (256, 256) and Path(bpy.path.abspath(img.filepath)).resolve() == \
+        (tmp_path / "face_textures" / "Exp_M_Face.png").resolve()
 
 
 @pytest.mark.slow
