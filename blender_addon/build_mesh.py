@@ -522,8 +522,11 @@ def export_scene(path: "str | Any", objects: list[Any] | None = None) -> None:
                                   export_cameras=True, export_yup=True, export_apply=False,
                                   export_morph_normal=GLTF_MORPH_NORMALS)
     elif ext == ".fbx":
+        # No lights, as glTF (its export_lights is off): the render rig is the .blend's; and Blender 5.0's own
+        # FBX importer fails on any FBX light ('CyclesLightSettings' has no 'cast_shadow').
         bpy.ops.export_scene.fbx(filepath=str(path), use_selection=selected, add_leaf_bones=False,
-                                 path_mode="COPY", embed_textures=True, bake_anim=False)
+                                 path_mode="COPY", embed_textures=True, bake_anim=False,
+                                 object_types={"ARMATURE", "CAMERA", "EMPTY", "MESH", "OTHER"})
     elif ext == ".obj":
         _save_images_beside(path)
         bpy.ops.wm.obj_export(filepath=str(path), export_selected_objects=selected, export_materials=True,
