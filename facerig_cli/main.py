@@ -30,6 +30,7 @@ USER_ERRORS = (
     "synth.render:RenderError",
     "synth.views:ReconstructionError",
     "learner.photo_corpus:PhotoCorpusError",
+    "learner.devices:DistributedError",
 )
 
 

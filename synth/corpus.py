@@ -105,6 +105,23 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
+def lock_directory(path: Path, error: type[Exception] = CorpusError, what: str = "") -> Any:
+    """Hold an advisory lock on the output folder ``path`` (``flock`` on ``path/.lock``): one writer
+    at a time. Returns the open lock file (closing it, or the process dying, releases the lock);
+    raises ``error`` when another process holds it. Shared by the corpus writer and the learner's
+    runs (train, bootstrap, cnet train), so two runs into one folder never interleave their files."""
+    import fcntl
+
+    fh = open(Path(path) / ".lock", "a+")
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        raise error(f"{path} is being written by another process{f' ({what})' if what else ''}; "
+                    "wait for it to finish or choose another output folder") from None
+    return fh
+
+
 def read_kind_manifest(path: Path, kind: str, version: int, error: type[Exception], missing: str) -> dict[str, Any]:
     """A JSON manifest that must declare ``kind`` and ``version`` (photo corpora, reconstructions);
     ``missing`` is the message when the file is absent. Raises ``error`` with the reason."""
@@ -403,15 +420,7 @@ class CorpusWriter:
 
     # -- lifecycle ---------------------------------------------------------------------------
     def _acquire_lock(self) -> Any:
-        import fcntl
-
-        fh = open(self.path / ".lock", "a+")
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.close()
-            raise CorpusError(f"{self.path} is being written by another process") from None
-        return fh
+        return lock_directory(self.path, CorpusError)
 
     def close(self) -> None:
         if self._lock_fh is not None:
