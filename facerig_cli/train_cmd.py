@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from .synth_cmd import add_ray_arg
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="train the face regressor on rendered corpora (resumable)")
@@ -93,12 +95,6 @@ def add_execution_args(p: argparse.ArgumentParser, full: bool = True) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the network (first steps compile)")
     p.add_argument("--loader-workers", type=int, metavar="N",
                    help="batch-making processes per rank (pinned memory on CUDA); default 0 on CPU, up to 8 on CUDA")
-
-
-def add_ray_arg(p: argparse.ArgumentParser, what: str) -> None:
-    p.add_argument("--ray", metavar="auto|ADDRESS",
-                   help=f"render {what} on a Ray cluster: auto = the running cluster ($RAY_ADDRESS or a local "
-                        "head) or a new local instance; ADDRESS = host:port of the head (pip install 'facerig[cluster]')")
 
 
 def execution_from_args(args: argparse.Namespace):  # noqa: ANN201 — lazy import keeps --help fast
