@@ -160,3 +160,20 @@ def test_run_folder_lock_prev_checkpoint_and_stale_temps(tmp_path, face_model, c
         second = Trainer([], out, None, resume=True, face_model=face_model, progress=False, data=tiny_data())
     assert not stale.exists() and second.step == 2 and "previous checkpoint prev.pt (step 2)" in caplog.text
     assert second.run()["step"] == 4 and load_checkpoint(out / "last.pt")["step"] == 4
+
+
+@pytest.mark.slow
+def test_gpu_large_config_trains_on_cpu(tmp_path, face_model):
+    """``learner/configs/gpu_large.toml`` builds and takes optimiser steps (here: 2 steps of 4 images on the
+    CPU, the 64² tiny renders resized to its 192² input)."""
+    from learner.config import Config
+
+    cfg = Config.load(Path(__file__).resolve().parents[1] / "learner" / "configs" / "gpu_large.toml")
+    assert (cfg.network.input_size, cfg.network.width, cfg.network.keypoints) == (192, 1.5, 256)
+    assert cfg.train.steps >= 100_000 and cfg.loss.keypoint > 0
+    cfg.train.steps, cfg.train.batch_size, cfg.train.val_fraction, cfg.train.val_max = 2, 4, 0.2, 4
+    cfg.train.threads = 2
+    t = Trainer([], tmp_path / "large", cfg, face_model=face_model, progress=False, data=tiny_data())
+    assert sum(p.numel() for p in t.net.parameters()) > 4_000_000
+    summary = t.run()
+    assert summary["step"] == 2 and all(v == v for v in _losses(tmp_path / "large"))   # finite
