@@ -159,6 +159,8 @@ def init_process_group(ctx: DistContext, device: torch.device) -> bool:
         dist.init_process_group("gloo", timeout=COLLECTIVE_TIMEOUT)
     log.info("rank %d of %d (local %d of %d) on %s, backend %s", ctx.rank, ctx.world, ctx.local_rank,
              ctx.local_world, device, dist.get_backend())
+    if ctx.rank:   # rank 0 reports progress; the others only warnings and errors
+        logging.getLogger().setLevel(max(logging.getLogger().level, logging.WARNING))
     return True
 
 

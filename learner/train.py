@@ -38,7 +38,7 @@ from .devices import (DistContext, DistributedError, Execution, all_reduce_max, 
                       init_process_group, loader_workers, lost_peer, resolve_amp, resolve_device)
 from .evaluate import evaluate_synthetic, flatten_metrics, predict
 from .loader import StepBatches, iterate_steps, step_seed, to_batch
-from .losses import Batch, FaceLoss
+from .losses import FaceLoss
 from .network import FaceRegressor, OutputStats, build_network
 from .onnx_import import freeze_batchnorm
 from .plots import plot_curves, read_log, write_csvs

@@ -7,11 +7,12 @@ process against two gloo processes, and renders/s with 1 and 2 Ray workers again
 * ``loader``: the batches of :class:`learner.loader.StepBatches` (gather uint8 rows, convert to float,
   augment; batch 64 at the corpus' size) consumed by nothing, from 1 … ``--max-workers`` DataLoader worker
   processes, and a per-stage profile in one process on one thread (where a core's time goes).
-* ``train``: ``facerig train`` for ``--train-steps`` steps (batch 64, the default network), one process
-  (2 threads) against ``torchrun --nproc-per-node 2`` (gloo, 1 thread each); the median of the logged
-  images/s after the first rows (global images per second of step time).
-* ``render``: ``facerig synth render --count --size 128`` with 1 and 2 local workers and with ``--ray auto``
-  on a local Ray instance of 1 and 2 CPUs; images/s after the workers started.
+* ``train``: ``facerig train`` (batch 64, the default network), one process (2 threads) against
+  ``torchrun --nproc-per-node 2`` (gloo, 1 thread each): the median of the logged images/s (wall), and
+  images per CPU second from two run lengths (start-up cancels).
+* ``render``: ``facerig synth render --size 128`` with 1 and 2 local workers and with ``--ray auto`` on a
+  local Ray instance of 1 and 2 CPUs: images/s after the workers started (wall), and images per CPU
+  second from two counts.
 
 Every figure is a wall-clock rate on this machine: on a shared machine say how loaded it was (the
 report records the 1-minute load average before and after each part).
@@ -112,52 +113,72 @@ def _profile_stages(ds: Any, steps: int) -> dict[str, float]:
     return out
 
 
-def _train_rate(cmd: list[str], out: Path, env: dict[str, str]) -> float:
+def _children_cpu() -> float:
+    """CPU seconds of this process's finished children (and theirs, as far as they were waited for)."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def _run(cmd: list[str], env: dict[str, str]) -> tuple[subprocess.CompletedProcess, float]:
+    before = _children_cpu()
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     if r.returncode:
         raise RuntimeError(f"{' '.join(cmd[:6])} … failed:\n{r.stderr[-2000:]}")
-    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    rates = [x["images_per_s"] for x in rows if x["kind"] == "train"][2:]   # skip warm-up rows
-    return float(statistics.median(rates))
+    return r, _children_cpu() - before
 
 
 def bench_train(corpus: Path, steps: int) -> dict[str, float]:
+    """Wall images/s (median of the logged rows after warm-up) and CPU cost per image: the CPU time of a
+    run of ``steps`` minus that of a run of ``steps // 4`` (start-up, loading and validation cancel), per
+    image — on a loaded machine the CPU figure is the one to trust."""
     from learner.config import Config
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "100000000000"}
+    out: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = Config()
-        cfg.train.steps, cfg.train.log_every, cfg.train.val_every = steps, 5, 10**6
-        cfg.train.checkpoint_every, cfg.train.val_max = 10**6, 16
-        config = Path(tmp) / "cfg.json"
-        cfg.save(config)
-        base = ["-m", "facerig_cli.main", "train", "--corpus", str(corpus), "--config", str(config),
-                "--no-progress", "--device", "cpu"]
-        one = _train_rate([sys.executable, *base, "--out", str(Path(tmp) / "one")], Path(tmp) / "one", env)
-        two = _train_rate([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr",
-                           "127.0.0.1", "--master-port", "29533", *base, "--out", str(Path(tmp) / "two")],
-                          Path(tmp) / "two", env)
-    return {"one_process_2_threads": one, "two_gloo_processes_1_thread": two}
-
-
-def _render_rate(args: list[str]) -> float:
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "facerig_cli.main", "synth", "render", *args, "--out", str(Path(tmp) / "c"),
-               "--no-progress"]
-        r = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
-                           text=True)
-        m = re.search(r"\(([\d.]+) images/s\)", r.stdout)
-        if r.returncode or not m:
-            raise RuntimeError(f"render failed:\n{r.stderr[-2000:]}")
-        return float(m.group(1))
+        for mode in ("one_process_2_threads", "two_gloo_processes_1_thread"):
+            cpu = {}
+            for n in (max(4, steps // 4), steps):
+                cfg = Config()
+                cfg.train.steps, cfg.train.log_every, cfg.train.val_every = n, 4, 10**6
+                cfg.train.checkpoint_every, cfg.train.val_max = 10**6, 16
+                config = Path(tmp) / f"cfg{n}.json"
+                cfg.save(config)
+                run = Path(tmp) / f"{mode}{n}"
+                base = ["-m", "facerig_cli.main", "train", "--corpus", str(corpus), "--config", str(config),
+                        "--no-progress", "--device", "cpu", "--out", str(run)]
+                launcher = ([sys.executable] if mode.startswith("one") else
+                            [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr",
+                             "127.0.0.1", "--master-port", "29533"])
+                _, cpu[n] = _run(launcher + base, env)
+                rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+                rates = [x["images_per_s"] for x in rows if x["kind"] == "train"][1:]
+            lo, hi = sorted(cpu)
+            out[f"{mode}_wall_images_per_s"] = float(statistics.median(rates))
+            out[f"{mode}_images_per_cpu_s"] = (hi - lo) * cfg.train.batch_size / (cpu[hi] - cpu[lo])
+    return out
 
 
 def bench_render(count: int) -> dict[str, float]:
-    base = ["--count", str(count), "--size", "128", "--seed", "3", "--shard-size", "16"]
-    return {"local_1_worker": _render_rate(base + ["--workers", "1"]),
-            "local_2_workers": _render_rate(base + ["--workers", "2"]),
-            "ray_1_cpu": _render_rate(base + ["--workers", "1", "--ray", "auto"]),
-            "ray_2_cpus": _render_rate(base + ["--workers", "2", "--ray", "auto"])}
+    """Images/s after the workers started (wall), and images per CPU second from the difference of a
+    ``count`` run and a ``count // 4`` run (start-up cancels)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out: dict[str, float] = {}
+    for name, extra in (("local_1_worker", ["--workers", "1"]), ("local_2_workers", ["--workers", "2"]),
+                        ("ray_1_cpu", ["--workers", "1", "--ray", "auto"]),
+                        ("ray_2_cpus", ["--workers", "2", "--ray", "auto"])):
+        cpu = {}
+        for n in (count // 4, count):
+            with tempfile.TemporaryDirectory() as tmp:
+                cmd = [sys.executable, "-m", "facerig_cli.main", "synth", "render", "--count", str(n), "--size", "128",
+                       "--seed", "3", "--shard-size", "16", *extra, "--out", str(Path(tmp) / "c"), "--no-progress"]
+                r, cpu[n] = _run(cmd, env)
+        m = re.search(r"\(([\d.]+) images/s\)", r.stdout)
+        out[f"{name}_wall_images_per_s"] = float(m.group(1)) if m else float("nan")
+        out[f"{name}_images_per_cpu_s"] = (count - count // 4) / max(cpu[count] - cpu[count // 4], 1e-9)
+    return out
 
 
 def main() -> None:

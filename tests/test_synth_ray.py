@@ -10,7 +10,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import tracemalloc
 from pathlib import Path
@@ -19,22 +18,9 @@ import pytest
 
 from synth.corpus import MANIFEST, open_corpus
 
-ROOT = Path(__file__).resolve().parents[1]
+from .test_synth_render import shard_count, synth
+
 ARGS = ["--count", "10", "--size", "64", "--shard-size", "1", "--seed", "7", "--supersample", "2"]
-
-
-def facerig(*args: str, wait: bool = True, timeout: float = 300):
-    cmd = [sys.executable, "-m", "facerig_cli.main", *args, "--no-progress"]
-    if not wait:
-        return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-
-
-def shards_done(path: Path) -> int:
-    try:
-        return int(json.loads((path / MANIFEST).read_text())["counts"]["shards"])
-    except (OSError, ValueError, KeyError):
-        return 0
 
 
 def descendants(pid: int) -> list[int]:
@@ -74,7 +60,7 @@ def wait_until(cond, proc: subprocess.Popen, timeout: float = 180, what: str = "
 @pytest.fixture(scope="module")
 def local_corpus(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("local") / "c"
-    r = facerig("synth", "render", *ARGS, "--out", str(out), "--workers", "1")
+    r = synth("render", *ARGS, "--out", str(out), workers=1)
     assert r.returncode == 0, r.stderr
     return out
 
@@ -90,17 +76,18 @@ def _same_corpus(a: Path, b: Path) -> None:
 @pytest.mark.slow
 def test_ray_render_lost_actor_and_killed_driver_match_local(local_corpus, tmp_path):
     out = tmp_path / "ray"
-    render = ("synth", "render", *ARGS, "--out", str(out), "--workers", "2", "--ray", "auto")
+    render = ("render", *ARGS, "--out", str(out), "--ray", "auto")
     # 1. a Ray actor dies (process SIGKILLed): its shards go to the others, the run goes on
-    proc = facerig(*render, wait=False)
+    proc = synth(*render, workers=2, wait=False)
     try:
-        wait_until(lambda: shards_done(out) >= 1 and len(actor_pids(proc.pid)) == 2, proc, what="two actors")
+        wait_until(lambda: shard_count(out) >= 1 and len(actor_pids(proc.pid)) == 2, proc, what="two actors")
         os.kill(actor_pids(proc.pid)[0], signal.SIGKILL)
-        n = shards_done(out)
+        n = shard_count(out)
         # 2. then the driver is killed outright
-        wait_until(lambda: shards_done(out) >= n + 2, proc, what="shards after the lost actor")
+        wait_until(lambda: shard_count(out) >= n + 2, proc, what="shards after the lost actor")
         proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=60)
+        assert "Ray render actor was lost" in err
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -108,7 +95,7 @@ def test_ray_render_lost_actor_and_killed_driver_match_local(local_corpus, tmp_p
     assert not actor_pids(proc.pid)
     assert 0 < len(open_corpus(out, verify=True)) < 10
     # 3. the same command finishes it: byte-identical to the local workers' corpus
-    r = facerig(*render)
+    r = synth(*render, workers=2)
     assert r.returncode == 0, r.stderr
     _same_corpus(out, local_corpus)
     assert "rendered" in r.stdout and not list(out.glob("*.part"))
@@ -119,13 +106,12 @@ def test_unreachable_ray_address_is_one_line(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     t0 = time.time()
-    r = facerig("synth", "render", "--count", "2", "--out", str(tmp_path / "c"), "--ray", f"127.0.0.1:{port}",
-                timeout=60)
+    r = synth("render", "--count", "2", "--out", str(tmp_path / "c"), "--ray", f"127.0.0.1:{port}", timeout=60)
     err = r.stderr.strip().splitlines()
     assert r.returncode == 2 and err[-1].startswith("facerig: error: cannot reach the Ray cluster at 127.0.0.1:")
     assert sum(ln.startswith("facerig:") for ln in err) == 1 and not (tmp_path / "c").exists()
     assert time.time() - t0 < 30
-    r = facerig("synth", "render", "--count", "2", "--out", str(tmp_path / "c"), "--ray", "nohost")
+    r = synth("render", "--count", "2", "--out", str(tmp_path / "c"), "--ray", "nohost")
     assert r.returncode == 2 and "HOST:PORT" in r.stderr
 
 
@@ -148,3 +134,24 @@ def test_shard_list_is_streamed():
     assert peak < 1_000_000 and time.perf_counter() - t0 < 1.0
     assert list(itertools.islice(pending_shards(settings, {}), 3)) == [0, 1, 2]
     assert settings.n_shards == 390_625_000_000
+
+
+@pytest.mark.slow
+def test_views_on_ray_match_local(tmp_path):
+    """``synth views --ray``: the reconstructions travel to the actors through the object store; same bytes."""
+    import numpy as np
+
+    from facemodel import ParamLayout
+    from facerig_cli.main import main
+    from synth.views import write_reconstructions
+
+    from .test_learner_common import tiny_arrays
+
+    a = tiny_arrays(n=2, size=128, seed=3)
+    recon = write_reconstructions(tmp_path / "recon", a["images"], a["params"], ParamLayout(100),
+                                  np.array(["a.jpg", "b.jpg"]), {}, {})
+    args = ["synth", "views", "--from", str(recon), "--no-progress", "--rotations", "1", "--relight", "1", "--seed", "4"]
+    assert main([*args, "--out", str(tmp_path / "local"), "--workers", "1"]) == 0
+    assert main([*args, "--out", str(tmp_path / "ray"), "--workers", "2", "--ray", "auto"]) == 0
+    _same_corpus(tmp_path / "ray", tmp_path / "local")
+    assert len(open_corpus(tmp_path / "ray")) == 4
