@@ -177,3 +177,31 @@ def test_gpu_large_config_trains_on_cpu(tmp_path, face_model):
     assert sum(p.numel() for p in t.net.parameters()) > 4_000_000
     summary = t.run()
     assert summary["step"] == 2 and all(v == v for v in _losses(tmp_path / "large"))   # finite
+
+
+def test_network_and_losses_stay_on_their_device(face_model):
+    """No tensor is made on the CPU behind the device's back: the network and every loss term run on the
+    ``meta`` device (shapes only; mixing it with a CPU tensor raises), the stand-in for CUDA here."""
+    from facemodel import FaceParams, ParamLayout
+    from learner.config import Config
+    from learner.losses import FaceLoss
+    from learner.network import OutputStats, build_network
+
+    cfg = Config()
+    cfg.network.keypoints, cfg.loss.keypoint = 16, 1.0
+    layout, gt_layout = ParamLayout(60), ParamLayout(100)
+    stats = OutputStats.identity(layout)
+    loss = FaceLoss(face_model, layout, gt_layout, cfg.loss, stats, 128, n_keypoints=16).to("meta")
+    assert loss.device.type == "meta"
+    net = build_network(cfg.network, stats).to("meta")
+    pred, points = net.forward_train(torch.rand(4, 3, 128, 128, device="meta"))
+    gt_vec = torch.randn(4, gt_layout.size, device="meta")
+    p, g = FaceParams.from_vector(pred, layout), FaceParams.from_vector(gt_vec, gt_layout)
+    ok = torch.ones(4, dtype=torch.bool, device="meta")
+    terms = [loss.param_loss(pred, gt_vec, ok), loss.vertex3d_loss(p, g), loss.vertex2d_loss(p, g),
+             loss.landmark_loss(p, torch.rand(4, 84, 2, device="meta"), torch.ones(4, 84, dtype=torch.bool,
+                                                                                    device="meta")),
+             loss.keypoint_loss(points, g)]
+    assert all(t.device.type == "meta" and t.shape == (4,) for t in terms)
+    with pytest.raises((RuntimeError, NotImplementedError)):
+        loss.param_loss(pred, gt_vec.cpu(), ok)   # the check bites: a CPU tensor among meta ones fails
