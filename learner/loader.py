@@ -82,10 +82,15 @@ def to_batch(item: dict[str, torch.Tensor], device: torch.device) -> Batch:
 
 
 def _worker_init(_: int) -> None:
+    import signal
+
     from .runtime import tune_malloc
 
     tune_malloc()   # inherited through fork anyway; explicit for other start methods
     torch.set_num_threads(1)
+    # Ctrl-C reaches the whole process group: the trainer finishes its step and checkpoints, and that
+    # step's batch must still arrive — the main process ends the workers when it stops.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def iterate_steps(dataset: StepBatches, start: int, end: int, workers: int = 0, pin_memory: bool = False,
