@@ -205,3 +205,25 @@ def test_network_and_losses_stay_on_their_device(face_model):
     assert all(t.device.type == "meta" and t.shape == (4,) for t in terms)
     with pytest.raises((RuntimeError, NotImplementedError)):
         loss.param_loss(pred, gt_vec.cpu(), ok)   # the check bites: a CPU tensor among meta ones fails
+
+
+def test_bootstrap_and_cnet_folders_are_locked(tmp_path):
+    """A second bootstrap or C-Net training into a folder in use is refused before it touches anything."""
+    from learner.aggregate import train_cnet
+    from learner.bootstrap import Bootstrap, BootstrapSettings
+    from synth.corpus import lock_directory
+
+    for name in ("boot", "cnet"):
+        (tmp_path / name).mkdir()
+    held = [lock_directory(tmp_path / "boot"), lock_directory(tmp_path / "cnet")]
+    try:
+        settings = BootstrapSettings(real=[tmp_path / "photos"], synthetic=[tmp_path / "renders"],
+                                     init=tmp_path / "m.onnx")
+        with pytest.raises(ValueError, match="being written by another process"):
+            Bootstrap(settings, tmp_path / "boot", progress=False)
+        with pytest.raises(ValueError, match="being written by another process"):
+            train_cnet(tmp_path / "train", tmp_path / "test", tmp_path / "r.onnx", tmp_path / "cnet", device="cpu")
+        assert sorted(p.name for p in (tmp_path / "boot").iterdir()) == [".lock"]
+    finally:
+        for fh in held:
+            fh.close()
