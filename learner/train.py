@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -245,8 +246,8 @@ class Trainer:
                                                 else None)
             except RuntimeError as exc:
                 raise lost_peer(exc) from None
-        if self.execution.compile:
-            model = torch.compile(model)
+        if self.execution.compile:   # $FACERIG_COMPILE_BACKEND: another torch.compile backend (debugging, tests)
+            model = torch.compile(model, backend=os.environ.get("FACERIG_COMPILE_BACKEND", "inductor"))
         return model
 
     def close(self) -> None:

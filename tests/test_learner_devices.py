@@ -60,6 +60,16 @@ def test_loader_workers_give_the_same_batches(tmp_path, face_model, pinned_run):
         torch.testing.assert_close(b[k], a[k], rtol=0, atol=0, msg=k)
 
 
+@pytest.mark.slow
+def test_compiled_training_gives_the_same_numbers(tmp_path, face_model, pinned_run, monkeypatch):
+    """``--compile``: torch.compile traces the training forward pass (TorchDynamo + AOTAutograd); with the
+    ``aot_eager`` backend (no code generation: seconds, not the minutes inductor takes on 2 cores) the run
+    is the eager one, bit for bit. Inductor itself ran by hand (docs/scaling.md)."""
+    monkeypatch.setenv("FACERIG_COMPILE_BACKEND", "aot_eager")
+    _tiny_run(tmp_path / "compiled", face_model, execution=Execution(compile=True), checkpoint_every=1)
+    assert _losses(tmp_path / "compiled") == _losses(pinned_run)
+
+
 def test_device_choices():
     for good in ("auto", "cpu", "CUDA", "cuda:1"):
         assert parse_device(good) == good.lower()
