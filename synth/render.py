@@ -601,6 +601,16 @@ def render_corpus(settings: RenderSettings, out: Path | str, workers: int = 1, p
         from .ray_render import connect
 
         cluster = connect(ray, num_cpus=workers)   # a new local instance gets --workers CPUs
+    try:
+        return _render_into(settings, out, workers, progress, startup_timeout, cluster)
+    finally:
+        if cluster is not None:
+            cluster.close()
+
+
+def _render_into(settings: RenderSettings, out: Path, workers: int, progress: bool, startup_timeout: float,
+                 cluster: Any) -> RenderReport:
+    """:func:`render_corpus` once the backend is chosen: open the corpus, render what is missing."""
     photos = list_photos(settings.backgrounds)
     model = FaceModel.load(settings.model_path)
     settings = replace(settings, model_path=model.path)
@@ -638,8 +648,6 @@ def render_corpus(settings: RenderSettings, out: Path | str, workers: int = 1, p
         return RenderReport(out, rendered, skipped, total, seconds, rendered / max(seconds, 1e-9))
     finally:
         writer.close()
-        if cluster is not None:
-            cluster.close()
         log.debug("render_corpus finished in %.1f s", time.perf_counter() - t0)
 
 
