@@ -95,6 +95,11 @@ def connect(address: str, num_cpus: int | None = None) -> Cluster:
             raise RenderError(f"cannot join the Ray cluster at {target}: {str(exc).splitlines()[0][:200]}") from None
         log.info("joined the Ray cluster at %s: %s CPUs", target, ray.cluster_resources().get("CPU"))
         return Cluster(address=target, started=False, owned=True)
+    # Ray protects a local instance with a token it would otherwise write to ~/.ray/auth_token: one made
+    # here lives in this process's environment only (inherited by the instance it starts).
+    import secrets
+
+    os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
     ray.init(num_cpus=num_cpus, runtime_env=env, log_to_driver=False, include_dashboard=False,
              logging_level=logging.WARNING)
     log.info("started a local Ray instance with %s CPUs", ray.cluster_resources().get("CPU"))
