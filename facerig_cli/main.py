@@ -35,6 +35,7 @@ USER_ERRORS = (
     "synth.render:RenderError",
     "synth.views:ReconstructionError",
     "learner.photo_corpus:PhotoCorpusError",
+    "learner.devices:DistributedError",
 )
 
 

@@ -45,6 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"switch one augmentation step off (repeatable): {', '.join(AUGMENT_STEPS)}")
     r.add_argument("--model", type=Path, help="face model npz (default: $FACERIG_FACE_MODEL, then the cache)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_ray_arg(r, "the shards")
     r.set_defaults(func=cmd_render)
 
     vw = ssub.add_parser("views", help="render rotated (VRN) and resampled/relit (InverseFaceNet) views of "
@@ -68,6 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     vw.add_argument("--no-augment", action="store_true", help="no blur/noise/occluders/JPEG")
     vw.add_argument("--model", type=Path, help="face model npz (default: $FACERIG_FACE_MODEL, then the cache)")
     vw.add_argument("--no-progress", action="store_true")
+    add_ray_arg(vw, "the views")
     vw.set_defaults(func=cmd_views)
 
     pv = ssub.add_parser("preview", help="contact sheet PNG with landmarks and parameter histograms")
@@ -82,6 +84,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     info.add_argument("--json", action="store_true", help="print the whole manifest")
     info.set_defaults(func=cmd_info)
     p.set_defaults(func=lambda a: p.print_help() or 2)
+
+
+def add_ray_arg(p: argparse.ArgumentParser, what: str) -> None:
+    """``--ray auto|ADDRESS`` (synth render, synth views, bootstrap's views)."""
+    p.add_argument("--ray", metavar="auto|ADDRESS",
+                   help=f"render {what} on a Ray cluster (same bytes as locally): auto = $RAY_ADDRESS when set, "
+                        "else a new local Ray instance with --workers CPUs; ADDRESS = the head's HOST:PORT "
+                        "(pip install 'facerig[cluster]'; docs/scaling.md)")
 
 
 def _augment_config(args: argparse.Namespace):  # noqa: ANN202 — lazy import keeps --help fast
@@ -115,7 +125,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         shard_size=args.shard_size, n_identity=args.n_identity, augment=_augment_config(args),
         backgrounds=args.backgrounds, model_path=args.model, views_per_identity=args.views_per_identity)
     settings.validate()
-    report = render_corpus(settings, args.out, workers=args.workers, progress=not args.no_progress)
+    report = render_corpus(settings, args.out, workers=args.workers, progress=not args.no_progress, ray=args.ray)
     if report.rendered_images:
         print(f"{report.out}: rendered {report.rendered_images} images in {report.seconds:.1f} s "
               f"({report.images_per_second:.1f} images/s); corpus holds {report.total_images}")
@@ -139,7 +149,7 @@ def cmd_views(args: argparse.Namespace) -> int:
                          delight_light=args.delight_light)
     report = render_views(views, args.out, workers=args.workers, seed=args.seed,
                           augment=AugmentConfig(enabled=not args.no_augment), progress=not args.no_progress,
-                          model_path=args.model)
+                          model_path=args.model, ray=args.ray)
     print(f"{report.out}: rendered {report.rendered_images} views in {report.seconds:.1f} s "
           f"({report.images_per_second:.1f} images/s); corpus holds {report.total_images}")
     return 0

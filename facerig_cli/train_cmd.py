@@ -9,6 +9,7 @@ from pathlib import Path
 from facemodel.outputs import check_output_dir, check_output_file
 
 from .args import MAX_BATCH, MAX_STEPS, MAX_WORKERS, add_int, add_overwrite
+from .synth_cmd import add_ray_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,6 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="start from these weights (.pt checkpoint or .onnx export, e.g. the shipped model; "
                         "an .onnx also sets train.freeze_batchnorm); new runs only")
     t.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    add_execution_args(t)
     t.set_defaults(func=cmd_train)
 
     b = sub.add_parser("bootstrap", help="bootstrap on real photos: reconstruct, render rotated/relit views, "
@@ -58,6 +60,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--helen", type=Path, help="68-point evaluation folder, evaluated after every round")
     b.add_argument("--synthetic-test", type=Path, help="held-out rendered corpus, evaluated after every round")
     b.add_argument("--no-progress", action="store_true")
+    add_execution_args(b)
+    add_ray_arg(b, "the views of every round")
     b.set_defaults(func=cmd_bootstrap)
 
     c = sub.add_parser("cnet", help="confidence network for several photos of one person (Deep3DFaceRecon C-Net)")
@@ -70,6 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ct.add_argument("--regressor", type=Path, default=Path("blender_addon/models/facerig_regressor.onnx"))
     ct.add_argument("--out", type=Path, required=True, metavar="DIR")
     add_int(ct, "--steps", lo=1, hi=MAX_STEPS, default=3000, help="training steps (default 3000)")
+    add_execution_args(ct, full=False)
     ct.set_defaults(func=cmd_cnet_train)
 
     e = sub.add_parser("export", help="export a trained run to ONNX for the add-on")
@@ -79,6 +84,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--checkpoint", choices=("best", "last"), default="best",
                    help="which checkpoint of a run directory (default: best, else last)")
     e.set_defaults(func=cmd_export)
+
+
+def add_execution_args(p: argparse.ArgumentParser, full: bool = True) -> None:
+    """``--device`` (and for the regressor's training ``--amp``, ``--compile``, ``--loader-workers``)."""
+    p.add_argument("--device", default="auto", metavar="auto|cpu|cuda|cuda:N",
+                   help="where to train: auto (default) = CUDA when available, else CPU; under torchrun "
+                        "each rank takes cuda:LOCAL_RANK")
+    if not full:
+        return
+    p.add_argument("--amp", nargs="?", const="bf16", default="off", choices=("off", "bf16", "fp16"),
+                   help="mixed precision on CUDA (bare --amp = bf16; fp16 with a gradient scaler); refused with "
+                        "--device cpu, off with a warning when auto finds no GPU")
+    p.add_argument("--compile", action="store_true", help="torch.compile the network (first steps compile)")
+    p.add_argument("--loader-workers", type=int, metavar="N",
+                   help="batch-making processes per rank (pinned memory on CUDA); default 0 on CPU, up to 8 on CUDA")
+
+
+def execution_from_args(args: argparse.Namespace):  # noqa: ANN201 — lazy import keeps --help fast
+    from learner.devices import Execution, parse_device
+
+    ex = Execution(device=parse_device(args.device), amp=getattr(args, "amp", "off"),
+                   compile=getattr(args, "compile", False), loader_workers=getattr(args, "loader_workers", None))
+    ex.validate()
+    return ex
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -108,10 +137,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             config.train.init = str(args.init.resolve())
             config.train.freeze_batchnorm = config.train.freeze_batchnorm or args.init.suffix == ".onnx"
     try:
-        summary = train(args.corpus, args.out, config, resume=args.resume, progress=not args.no_progress)
+        summary = train(args.corpus, args.out, config, resume=args.resume, progress=not args.no_progress,
+                        execution=execution_from_args(args))
     except KeyboardInterrupt as exc:
         print(f"facerig: {exc or 'interrupted'}")
         return 130
+    if summary.get("rank", 0):
+        return 0   # under torchrun rank 0 reports
     m = summary["metrics"]
     print(f"trained to step {summary['step']} ({summary['images_per_s']:.0f} images/s); "
           f"val vertex {m.get('val/vertex_mm_camera', float('nan')):.2f} mm, aligned "
@@ -141,7 +173,8 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
         refine_seeds=args.refine_seeds, delight_light=args.delight_light)
     config = Config.load(args.config) if args.config else None
     try:
-        summary = Bootstrap(settings, args.out, config, progress=not args.no_progress).run()
+        summary = Bootstrap(settings, args.out, config, progress=not args.no_progress,
+                            execution=execution_from_args(args), ray=args.ray).run()
     except KeyboardInterrupt as exc:
         print(f"facerig: {exc or 'interrupted'}; rerun the same command to resume")
         return 130
@@ -158,7 +191,8 @@ def cmd_cnet_train(args: argparse.Namespace) -> int:
     configure_runtime(2)
     from learner.aggregate import CNetConfig, train_cnet
 
-    report = train_cnet(args.train, args.test, args.regressor, args.out, CNetConfig(steps=args.steps))
+    report = train_cnet(args.train, args.test, args.regressor, args.out, CNetConfig(steps=args.steps),
+                        device=execution_from_args(args).device)
     print((args.out / "table5.md").read_text())
     print(json.dumps(report["same_person"]))
     return 0

@@ -109,7 +109,7 @@ class MultiViewSets:
 
 
 def load_multiview(corpus_dir: Path | str, extractor: FeatureExtractor, regressor: FaceRegressor,
-                   batch: int = 256) -> MultiViewSets:
+                   batch: int = 256, device: torch.device | str = "cpu") -> MultiViewSets:
     """Predict and featurise every image of a multi-view corpus, grouped into sets."""
     from tqdm import tqdm
 
@@ -124,9 +124,9 @@ def load_multiview(corpus_dir: Path | str, extractor: FeatureExtractor, regresso
     feats, ids = [], []
     with torch.no_grad():
         for i in tqdm(range(0, n, batch), desc="features", unit="batch", disable=n < 4 * batch):
-            x = torch.from_numpy(data["images"][i:min(i + batch, n)]).permute(0, 3, 1, 2).float().div_(255)
-            feats.append(extractor(x).numpy())
-            ids.append(regressor(x)[:, regressor.layout.slices["identity"]].numpy())
+            x = torch.from_numpy(data["images"][i:min(i + batch, n)]).to(device).permute(0, 3, 1, 2).float().div_(255)
+            feats.append(extractor(x).cpu().numpy())
+            ids.append(regressor(x)[:, regressor.layout.slices["identity"]].cpu().numpy())
     true = FaceParams.from_vector(data["params"][:n], corpus.layout).identity
     s = n // k
     return MultiViewSets(np.concatenate(feats).reshape(s, k, -1), np.concatenate(ids).reshape(s, k, -1),
@@ -254,16 +254,36 @@ def export_cnet(cnet: CNet, out: Path, metadata: dict[str, str], size: int) -> f
 
 
 def train_cnet(train_corpus: Path, test_corpus: Path, regressor_onnx: Path, out: Path,
-               cfg: CNetConfig | None = None) -> dict[str, Any]:
-    """Train element-wise and global-score heads, compare (Table 5), export the element-wise C-Net."""
+               cfg: CNetConfig | None = None, device: str = "cpu") -> dict[str, Any]:
+    """Train element-wise and global-score heads, compare (Table 5), export the element-wise C-Net.
+
+    ``device`` (``auto``, ``cpu``, ``cuda[:N]``): where the frozen regressor featurises the corpora — the
+    only heavy part; the heads train on the CPU in seconds, so results do not depend on it beyond
+    float rounding of the features. ``out`` is locked while it runs."""
+    from facemodel.outputs import acquire_lock
+
+    from .devices import env_context, resolve_device
+
     cfg = cfg or CNetConfig()
     out = Path(out)
+    where = resolve_device(device, env_context())
     out.mkdir(parents=True, exist_ok=True)
+    lock = acquire_lock(out, ".lock", f"{out} (a C-Net training)", ValueError)
+    try:
+        return _train_cnet(train_corpus, test_corpus, regressor_onnx, out, cfg, where)
+    finally:
+        lock.close()
+
+
+def _train_cnet(train_corpus: Path, test_corpus: Path, regressor_onnx: Path, out: Path, cfg: CNetConfig,
+                device: torch.device) -> dict[str, Any]:
     model = FaceModel.load()
     regressor = network_from_onnx(regressor_onnx)
     extractor = FeatureExtractor(regressor)
-    train = load_multiview(train_corpus, extractor, regressor)
-    test = load_multiview(test_corpus, extractor, regressor)
+    regressor.to(device)
+    train = load_multiview(train_corpus, extractor, regressor, device=device)
+    test = load_multiview(test_corpus, extractor, regressor, device=device)
+    regressor.cpu()   # the export traces on the CPU
     n_true = train.identity_true.shape[-1]
     shape_error = ShapeError(model, n_true)
     n_id = regressor.layout.n_identity

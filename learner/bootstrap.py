@@ -162,11 +162,23 @@ def _without_rounds(settings: dict[str, Any] | None) -> dict[str, Any] | None:
 
 class Bootstrap:
     def __init__(self, settings: BootstrapSettings, out: Path | str, config: Config | None = None,
-                 progress: bool = True) -> None:
+                 progress: bool = True, execution: Any = None, ray: str | None = None) -> None:
+        """``execution`` (:class:`learner.devices.Execution`): how the rounds train (device, AMP …);
+        ``ray``: render the views on a Ray cluster (``synth.ray_render``). Neither changes the results'
+        definition, so a run may resume with other values."""
+        from .devices import env_context
+
         settings.validate()
+        if env_context().distributed:
+            raise ValueError("facerig bootstrap runs in one process (its rounds reconstruct, render and evaluate); "
+                             "start it without torchrun and give it --device cuda")
         self.s, self.out, self.progress = settings, Path(out), progress
+        self.execution, self.ray = execution, ray
         self.config = config or Config()
         self.out.mkdir(parents=True, exist_ok=True)
+        from facemodel.outputs import acquire_lock
+
+        self._lock = acquire_lock(self.out, ".lock", f"{self.out} (a bootstrap run)", ValueError)
         state_path = self.out / STATE_FILE
         if state_path.is_file():
             saved = json.loads(state_path.read_text())
@@ -250,7 +262,8 @@ class Bootstrap:
         views = ViewSettings(source=recon, rotations=self.s.rotations if self.s.rotate else 0,
                              relight=self.s.relight if self.s.resample else 0, delight_light=self.s.delight_light)
         out = self.round_dir(r) / "views"
-        render_views(views, out, workers=self.s.workers, seed=self.s.seed * 1000 + r, progress=self.progress)
+        render_views(views, out, workers=self.s.workers, seed=self.s.seed * 1000 + r, progress=self.progress,
+                     ray=self.ray)
         return out
 
     # step 4–5
@@ -269,7 +282,8 @@ class Bootstrap:
         corpora = list(self.s.synthetic) + ([views] if views else []) + (list(self.s.real) if self.s.landmarks
                                                                         else [])
         run = self.round_dir(r) / "run"
-        trainer = Trainer(corpora, run, cfg, resume=(run / "last.pt").is_file(), progress=self.progress)
+        trainer = Trainer(corpora, run, cfg, resume=(run / "last.pt").is_file(), progress=self.progress,
+                          execution=self.execution)
         trainer.run()
         export_onnx(run / "last.pt", model)
         return model
@@ -301,16 +315,25 @@ class Bootstrap:
         return result
 
     def run(self) -> dict[str, Any]:
-        results = [self.evaluate_round(0)]
-        for r in range(1, self.s.rounds + 1):
-            log.info("bootstrap round %d/%d", r, self.s.rounds)
-            views = None
-            if self.s.rotate or self.s.resample:   # landmarks alone need no reconstructions
-                views = self.views_round(r, self.reconstruct_round(r))
-            self.train_round(r, views)
-            results.append(self.evaluate_round(r))
-            write_report(self.out, results, self.s)
-        return {"rounds": results, "model": str(self.model_of(self.s.rounds))}
+        try:
+            results = [self.evaluate_round(0)]
+            for r in range(1, self.s.rounds + 1):
+                log.info("bootstrap round %d/%d", r, self.s.rounds)
+                views = None
+                if self.s.rotate or self.s.resample:   # landmarks alone need no reconstructions
+                    views = self.views_round(r, self.reconstruct_round(r))
+                self.train_round(r, views)
+                results.append(self.evaluate_round(r))
+                write_report(self.out, results, self.s)
+            return {"rounds": results, "model": str(self.model_of(self.s.rounds))}
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Release the bootstrap folder's lock."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
 
 def _write_json(path: Path, obj: Any) -> None:

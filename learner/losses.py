@@ -154,6 +154,20 @@ class FaceLoss:
         self.groups = {g: s[g] for g in ("identity", "expression", "rotation", "translation", "sh", "albedo")}
         self.groups["corrective"] = corr_raw
 
+    def to(self, device: torch.device | str) -> "FaceLoss":
+        """Move the model arrays and weights to ``device`` (in place; returns self)."""
+        move = lambda a: a.to(device) if isinstance(a, torch.Tensor) else a  # noqa: E731
+        self.face, self.landmarks = self.face.map(move), self.landmarks.map(move)
+        if self.keypoint_arrays is not None:
+            self.keypoint_arrays = self.keypoint_arrays.map(move)
+        self.param_weight, self.albedo_mean, self.albedo_std = (
+            move(self.param_weight), move(self.albedo_mean), move(self.albedo_std))
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.param_weight.device
+
     # -- helpers -----------------------------------------------------------------------------
     def _gt_in_net_layout(self, gt: torch.Tensor) -> torch.Tensor:
         """Ground truth in the network's layout (identity and corrective truncated or zero-padded)."""

@@ -305,8 +305,10 @@ class ViewShardRenderer(ShardRenderer):
 
 
 def render_views(views: ViewSettings, out: Path | str, workers: int = 2, seed: int = 0,
-                 augment: Any = None, progress: bool = True, model_path: Path | None = None) -> Any:
-    """Render every view of every reconstruction in ``views.source`` into a corpus (resumable)."""
+                 augment: Any = None, progress: bool = True, model_path: Path | None = None,
+                 ray: str | None = None) -> Any:
+    """Render every view of every reconstruction in ``views.source`` into a corpus (resumable);
+    ``ray``: on a Ray cluster (``auto`` or its address), same bytes as locally."""
     from .augment import AugmentConfig
     from .render import RenderSettings, render_corpus
 
@@ -318,7 +320,7 @@ def render_views(views: ViewSettings, out: Path | str, workers: int = 2, seed: i
     settings = RenderSettings(count=manifest["count"] * views.per_photo, size=int(manifest["image_size"]),
                               seed=seed, n_identity=layout.n_identity, augment=augment or AugmentConfig(),
                               views=views, model_path=model_path)
-    return render_corpus(settings, out, workers=workers, progress=progress)
+    return render_corpus(settings, out, workers=workers, progress=progress, ray=ray)
 
 
 __all__ = ["render_views", "ViewSettings", "Perturbation", "write_reconstructions", "read_reconstructions", "ReconstructionError",
