@@ -330,7 +330,7 @@ def reconstruct_same_person(paths: Sequence[PhotoInput], face_index: int | None 
     aggregates those with the same confidences (flagged photos left out), then fits every photo's
     expression and pose to its landmarks with that shape fixed (:func:`pipeline.refine_reconstruction`).
     One fit of a shared identity to all photos' points at once was tried and dropped: it trusts the
-    detector's systematic errors more with every photo (README, "Several photos of one person").
+    detector's systematic errors more with every photo (docs/research-log.md, "Several photos of one person").
     """
     if not len(paths):
         raise ValueError("no photos given")

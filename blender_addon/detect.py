@@ -1,6 +1,6 @@
 """Face detection and 68-point landmarks with MediaPipe 0.10.21 (legacy solutions, offline).
 
-Two stages, chosen by measurement (4 demo photos, 2 shared cores; see README.md here):
+Two stages, chosen by measurement (4 demo photos, 2 shared cores; docs/results.md, "Speed"):
 
 1. ``face_detection`` full-range model (BlazeFace, ~6 ms): finds faces anywhere in the photo
    down to ≈ 5 % of its side (smaller ones on tiles), including faces in group photos that
@@ -42,12 +42,13 @@ MESH_CROP_SCALE = 2.2       # crop side / detection box side
 DETECT_MAX_SIDE = 1280      # photos are downscaled to this for the detector only
 MIN_SCORE = 0.5
 # The full-range detector misses faces under ≈ 5 % of the image side (a 60-px face in a 1280-px photo;
-# README here). When the whole image gives nothing, tiles of TILE_SIDE · f px (f = 1, 2, 4, …) are
+# docs/results.md, "Detection"). When the whole image gives nothing, tiles of TILE_SIDE · f px (f = 1, 2, 4, …) are
 # searched; neighbours overlap by TILE_OVERLAP, so every face up to that share of a tile lies whole in one.
 TILE_SIDE = 640
 TILE_OVERLAP = 0.25
 # Faces FaceMesh cannot confirm (profiles, hands or microphones over the face): on test renders the
-# full-range box is found at |yaw| 75–90° for 93 % of faces, FaceMesh confirms 21 % (README here).
+# full-range box is found at |yaw| 75–90° for 93 % of faces, FaceMesh confirms 21 % (blender_addon/README.md,
+# "Detector choice"; detection rates by |yaw|: docs/results.md, "Detection").
 # As a last resort (``unconfirmed=True``) such boxes become faces when scored at least this high …
 UNCONFIRMED_MIN_SCORE = 0.6
 UNCONFIRMED_MIN_SIDE = 32   # px; smaller unconfirmed boxes are mostly not faces (and too small to rebuild)

@@ -27,7 +27,7 @@ _REGRESSORS: dict[Path, tuple[tuple[int, int], Regressor]] = {}
 _REFINERS: dict[str, "facemodel.landmark_fit.LandmarkRefiner"] = {}
 _LANDMARK_ARRAYS: dict[str, "facemodel.ModelArrays"] = {}
 _FACE_MODELS: dict[str, "facemodel.FaceModel"] = {}
-RECROP_PASSES = 2   # an unconfirmed face: crops re-placed on the network's own 68 points (README, detector)
+RECROP_PASSES = 2   # an unconfirmed face: crops re-placed on the network's own 68 points (docs/results.md, Detection)
 
 
 def get_regressor(model: Regressor | str | Path | None = None) -> Regressor:
@@ -105,10 +105,10 @@ def refine_on_face(crop_params: Any, landmarks: np.ndarray, box: tuple[float, fl
 
     The regressor underfits the detector it was taught from; a 10-step MAP fit of identity,
     expression and pose to the detected points, in the crop, gains that back and more
-    (README, "Refinement"). ``fit_identity=False`` keeps the identity of ``crop_params``. Returns
-    the params and a summary (mean point distance before/after, crop px; ``skipped`` says why the
-    params were left alone when detector and network disagree more than ``max_disagreement``, the
-    regressor's own limit, default 8 % of the face size).
+    (docs/research-log.md, "Refinement on detected landmarks"). ``fit_identity=False`` keeps the identity
+    of ``crop_params``. Returns the params and a summary (mean point distance before/after, crop px;
+    ``skipped`` says why the params were left alone when detector and network disagree more than
+    ``max_disagreement``, the regressor's own limit, default 8 % of the face size).
     """
     pts = facemodel.crop.points_to_crop(landmarks, box, size)
     fit = get_refiner(face_model).refine(crop_params, pts, size, fit_identity, max_disagreement)
@@ -253,7 +253,7 @@ def _recrop_unconfirmed(image: np.ndarray, faces: list[Face], index: int, box: t
     """A face without detected landmarks: its first crop comes from the detector box, so the crop is
     placed again on the network's own 68 points (as the renders' crops are) and the network run again,
     ``RECROP_PASSES`` times. On 600 test renders this brings the crop from 7.0 to 3.6 % of its side off
-    centre and the aligned vertex error from 4.64 to 4.43 mm (4.19 from the exact crop; blender_addon/README).
+    centre and the aligned vertex error from 4.64 to 4.43 mm (4.19 from the exact crop; docs/results.md).
     The face's ``landmarks`` become those of the last pass."""
     size = regressor.input_size
     arrays = landmark_arrays(face_model)
@@ -365,7 +365,7 @@ def refinement_warnings(recon: Any) -> list[str]:
 
 def overlay_error(model: "facemodel.FaceModel", recon: PhotoReconstruction, jawline: str = "visible") -> float:
     """Mean distance between the reconstruction's projected landmarks and the detected ones,
-    as a fraction of sqrt(w·h) of the detected landmark box (the README's NME (bbox)).
+    as a fraction of sqrt(w·h) of the detected landmark box (docs/conventions.md, "Metrics": NME (bbox)).
 
     Says how well the mesh overlays the photo; ``jawline='visible'`` uses ICT's contour
     vertices, closer to what the detector marks on a turned face.

@@ -9,7 +9,7 @@ the side turned away from the camera the cheek becomes the silhouette. Three var
     corpus' ``landmarks``; ``landmarks_visible_jaw`` is optional supervision), so it measures
     what the network learned. The JSON always carries all three variants under ``by_contour``.
 ``visible``
-    ICT-FaceKit's documented alternative jaw vertices (shared README, "visible contour"), fixed
+    ICT-FaceKit's documented alternative jaw vertices (docs/conventions.md, "The face model file"), fixed
     but further forward; closer to the outline of frontal and moderately turned faces.
 ``march``
     For each jaw point, the vertices on a horizontal line of the mean face between the fixed

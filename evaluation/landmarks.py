@@ -1,6 +1,6 @@
 """``facerig eval landmarks``: 68-point accuracy on labelled photos, facerig or MediaPipe.
 
-Protocol (shared README "Metrics", AFLW2000-3D style): each image is cropped from the box of
+Protocol (docs/conventions.md "Metrics", AFLW2000-3D style): each image is cropped from the box of
 its ground-truth landmarks (``box='gt'``, the default; Helen photos hold several people and the
 annotated one is the one the box names) or from the detector box that overlaps that box most
 (``box='detect'``; no overlapping detection = a failure). Failures count in ``failed`` and in

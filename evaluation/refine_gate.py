@@ -6,7 +6,8 @@ within a limit (:mod:`facemodel.landmark_fit`), because a detector that is far o
 How far a *correct* detector lies from the network depends on the network: the default model is
 within 5 % of the face size on 99 % of unlabelled photos, the synthetic-only one (trained on renders
 only, so off on photos) within 22 %. One fixed 8 % therefore left a third of the photos unrefined
-for the synthetic-only model, although the fit improves 99 % of them (README, "Refinement").
+for the synthetic-only model, although the fit improves 99 % of them (docs/research-log.md,
+"The gate is the model's own").
 
 The limit is ``GATE_MARGIN`` × the 99th percentile of the disagreement on the photos given, never
 below :data:`facemodel.landmark_fit.MAX_DISAGREEMENT`. The photos need no labels; each is measured

@@ -4,7 +4,7 @@ Ground truth is exact here, so this is where vertex errors (camera space and aft
 alignment), expression and rotation errors can be measured at all; binned by the ground-truth
 |yaw|. The regressor runs through onnxruntime exactly as the add-on runs it (not through
 torch), so the numbers are those of the shipped model. Metric definitions:
-:mod:`facemodel.metrics` (shared README "Metrics"; the learner's validation uses the same).
+:mod:`facemodel.metrics` (docs/conventions.md, "Metrics"; the learner's validation uses the same).
 """
 
 from __future__ import annotations

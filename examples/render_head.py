@@ -2,6 +2,10 @@
 
     .venv/bin/python examples/render_head.py /path/to/photo.jpg -o head_sheet.png
     .venv/bin/python examples/render_head.py photo.jpg -o sheet.png --engine cycles --size 256 --samples 16
+    .venv/bin/python examples/render_head.py photo.jpg -o row.png --row --expressions neutral,smile
+
+``--row`` makes the README's one-row picture instead of the grid: the photo, then every view of the first
+expression, then the front view of each further expression (photo | front | 3/4 | profile | smile).
 
 The photo goes through the same path as ``facerig reconstruct`` (detection, regression, refinement,
 ``build_face`` in a new empty scene, which gets the add-on's World and light rig), then a camera is put
@@ -49,21 +53,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"comma-separated, of {', '.join(EXPRESSIONS)}")
     p.add_argument("--texture-size", type=int, default=1024)
     p.add_argument("--remove-lighting", action="store_true", help="as facerig reconstruct --remove-lighting")
+    p.add_argument("--row", action="store_true",
+                   help="one row: the photo, every view of the first expression, the front of the others")
     p.add_argument("--blend", type=Path, help="also save the scene here")
     p.add_argument("--face", type=int, default=None, help="face index in the photo (default: the largest)")
     return p.parse_args(argv)
 
 
 def build_head(args: argparse.Namespace):
-    """The photo through the ``facerig reconstruct`` path; returns the build result."""
+    """The photo through the ``facerig reconstruct`` path; returns the reconstruction and the build result."""
     from blender_addon.pipeline import reconstruct_photo
     from facerig_cli.reconstruct_cmd import build_in_blender
 
     recon = reconstruct_photo(args.photo, args.face)
     build_args = argparse.Namespace(face_model=None, texture_size=args.texture_size,
-                                    remove_lighting=args.remove_lighting, no_armature=False, no_camera=False)
+                                    remove_lighting=args.remove_lighting, no_armature=False, no_camera=False,
+                                    shape_key_names="arkit", no_teeth=False)
     result, _ = build_in_blender(recon, build_args)
-    return result
+    return recon, result
 
 
 def head_frame(mesh_object, model) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
@@ -128,8 +135,16 @@ def configure_engine(scene, engine: str, size: int, samples: int) -> None:
         scene.eevee.taa_render_samples = samples
 
 
+def shots(expressions: list[str], views: list[str], row: bool) -> list[tuple[str, str]]:
+    """The (expression, view) pairs to render: all of them for the grid; for ``--row`` every view of the
+    first expression and the first view of the others."""
+    if not row:
+        return [(e, v) for e in expressions for v in views]
+    return [(expressions[0], v) for v in views] + [(e, views[0]) for e in expressions[1:]]
+
+
 def render_views(result, model, args: argparse.Namespace, folder: Path) -> dict[tuple[str, str], np.ndarray]:
-    """Every (expression, view) rendered to ``folder``; returns the pictures as uint8 RGB."""
+    """The shots of ``shots()`` rendered to ``folder``; returns the pictures as uint8 RGB."""
     import bpy
     import cv2
 
@@ -141,10 +156,13 @@ def render_views(result, model, args: argparse.Namespace, folder: Path) -> dict[
     scene.collection.objects.link(camera)
     scene.camera = camera
     pictures = {}
+    wanted = shots(args.expressions, args.views, args.row)
     for expression in args.expressions:
         set_expression(result.mesh_object, EXPRESSIONS[expression])
         frame = head_frame(result.mesh_object, model)
         for view in args.views:
+            if (expression, view) not in wanted:
+                continue
             place_camera(camera, *frame, VIEWS[view])
             path = folder / f"{expression}_{view.replace('/', '-')}.png"
             scene.render.filepath = str(path)
@@ -156,20 +174,40 @@ def render_views(result, model, args: argparse.Namespace, folder: Path) -> dict[
     return pictures
 
 
-def contact_sheet(pictures: dict[tuple[str, str], np.ndarray], expressions: list[str], views: list[str]) -> np.ndarray:
-    """Rows = expressions, columns = views, each labelled."""
+def labelled(pic: np.ndarray, text: str) -> np.ndarray:
     import cv2
 
-    rows = []
-    for expression in expressions:
-        row = []
-        for view in views:
-            pic = pictures[expression, view].copy()
-            cv2.putText(pic, f"{expression}, {view}", (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1,
-                        cv2.LINE_AA)
-            row.append(pic)
-        rows.append(np.concatenate(row, 1))
+    pic = pic.copy()
+    cv2.putText(pic, text, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+    return pic
+
+
+def contact_sheet(pictures: dict[tuple[str, str], np.ndarray], expressions: list[str], views: list[str]) -> np.ndarray:
+    """Rows = expressions, columns = views, each labelled."""
+    rows = [np.concatenate([labelled(pictures[e, v], f"{e}, {v}") for v in views], 1) for e in expressions]
     return np.concatenate(rows, 0)
+
+
+def photo_square(image: np.ndarray, crop_box: tuple[float, float, float, float], size: int) -> np.ndarray:
+    """The photo around the face: a square 1.25 × the canonical crop (shifted, then shrunk, to stay inside
+    the photo), resized to ``size``."""
+    import cv2
+
+    h, w = image.shape[:2]
+    x0, y0, x1, y1 = crop_box
+    side = min(1.25 * max(x1 - x0, y1 - y0), w, h)
+    left = min(max(0.5 * (x0 + x1) - side / 2, 0), w - side)
+    top = min(max(0.5 * (y0 + y1) - side / 2, 0), h - side)
+    square = image[int(top):int(top + side), int(left):int(left + side)]
+    return cv2.resize(square, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def picture_row(photo: np.ndarray, pictures: dict[tuple[str, str], np.ndarray],
+                order: list[tuple[str, str]]) -> np.ndarray:
+    """``--row``: the photo, then the shots in ``order``, each labelled."""
+    cells = [labelled(photo, "photo")]
+    cells += [labelled(pictures[e, v], v if e == order[0][0] else f"{e}, {v}") for e, v in order]
+    return np.concatenate(cells, 1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -187,12 +225,16 @@ def main(argv: list[str] | None = None) -> int:
     from blender_addon.pipeline import load_face_model
 
     t = time.perf_counter()
-    result = build_head(args)
+    recon, result = build_head(args)
     model = load_face_model(None)
     log.info("reconstructed in %.1f s", time.perf_counter() - t)
     with tempfile.TemporaryDirectory() as tmp:
         pictures = render_views(result, model, args, Path(tmp))
-    sheet = contact_sheet(pictures, args.expressions, args.views)
+    if args.row:
+        photo = photo_square(recon.image, recon.crop_box, args.size)
+        sheet = picture_row(photo, pictures, shots(args.expressions, args.views, True))
+    else:
+        sheet = contact_sheet(pictures, args.expressions, args.views)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(args.out), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9])
     if args.blend:

@@ -1,6 +1,6 @@
 """Perspective pinhole camera shared by the renderer, the learner and the add-on.
 
-Conventions (README "Conventions"):
+Conventions (docs/conventions.md):
 
 * Camera space is Blender's camera space: the camera sits at the origin, looks down −z,
   +y is up and +x is right. A face in front of the camera has z < 0; the model's face

@@ -3,7 +3,7 @@
 ICT-FaceKit (github.com/ICT-VGL/ICT-FaceKit, MIT licence) ships its model as OBJ files in
 ``FaceXModel/``: ``generic_neutral_mesh.obj``, ``identity000.obj`` … ``identity099.obj``, one
 OBJ per expression and ``vertex_indices.json``. The npz layout is the one documented in
-``shared/README.md`` (bases are differences to the neutral mesh, in cm).
+``docs/conventions.md``, "The face model file" (bases are differences to the neutral mesh, in cm).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 All functions are batched over leading axes and work on numpy arrays or torch tensors
 (see :mod:`facemodel.xp`), so the learner differentiates through exactly this code.
 
-Rotation convention (documented in README "Conventions"): ``rotation = (yaw, pitch, roll)``
+Rotation convention (documented in docs/conventions.md, "Pose"): ``rotation = (yaw, pitch, roll)``
 in radians and ``R = Rz(roll) @ Rx(pitch) @ Ry(yaw)``. Yaw turns the head about the model's
 vertical axis (+yaw moves the nose towards +x, the image right), pitch nods it (+pitch turns
 the face downwards, towards -y), roll tilts it in the image plane (counter-clockwise as

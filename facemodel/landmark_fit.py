@@ -47,7 +47,8 @@ _MAX_DAMPING_TRIES = 8
 
 @dataclass(frozen=True)
 class LandmarkFitSettings:
-    """How hard the fit trusts the points; defaults measured on Helen (README, "Refinement")."""
+    """How hard the fit trusts the points; defaults measured on Helen (docs/research-log.md, "Refinement on
+    detected landmarks")."""
 
     steps: int = 10                 # Gauss-Newton iterations (each ≈ 1 ms for 51 points)
     sigma_px: float = 1.0           # landmark noise, pixels of the image the points are in
@@ -266,11 +267,12 @@ def fit_landmarks(arrays: ModelArrays, params: FaceParams, pixels: np.ndarray, w
 
 
 # Chosen on Helen (detector box, MediaPipe FaceMesh points) and on synthetic faces whose true
-# inner points carry Gaussian noise of MediaPipe's Helen accuracy (README, "Refinement").
+# inner points carry Gaussian noise of MediaPipe's Helen accuracy (docs/research-log.md, "Refinement on detected
+# landmarks").
 INNER_REFINE_SETTINGS = LandmarkFitSettings(steps=10, sigma_px=2.0, expression_prior=25.0)
 # The dense fit (≈ 400 FaceMesh points): σ chosen on renders whose FaceMesh points carry FaceMesh's own
 # errors scaled to its photo accuracy (0.45 ×), where 2–8 px all score 4.03–4.06 mm (295 faces); 3 px keeps the
-# identities' spread near the inner fit's (README, "Dense FaceMesh points").
+# identities' spread near the inner fit's (docs/research-log.md, "Dense FaceMesh points").
 DENSE_REFINE_SETTINGS = LandmarkFitSettings(steps=10, sigma_px=3.0, expression_prior=25.0)
 # Strength ρ (1/cm², first harmonic; λ_k/λ_1 × for the others) of the corrective field's prior in both fits,
 # which fit the field's first DEFAULT_N_CORRECTIVE harmonics too (0 = off). Chosen on the synthetic proxy
@@ -330,7 +332,7 @@ class LandmarkRefiner:
     vertex of ``landmark_maps.MEDIAPIPE_TO_ICT``. Against the inner 51 alone: Helen from the detector box,
     68 points 2.92 → 2.82 % (default model) and 3.16 → 2.88 % (synthetic-only), the same 51-point error,
     mirror retrieval top-1 52.7 → 63.6 %; on renders with FaceMesh's own errors scaled to its photo
-    accuracy, aligned vertex error 3.98 → 3.87 mm (README, "Dense FaceMesh points").
+    accuracy, aligned vertex error 3.98 → 3.87 mm (docs/research-log.md, "Dense FaceMesh points").
 
     *Inner 51* (68 points given — the bootstrap's stored detector landmarks — or |yaw| ≥
     ``DENSE_NONE_YAW_DEG``, where FaceMesh guesses the far cheek; in between both, :meth:`dense_weight`): the jaw is

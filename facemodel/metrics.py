@@ -1,4 +1,4 @@
-"""Evaluation metrics, numpy only, exactly as defined in ../shared/README.md "Metrics".
+"""Evaluation metrics, numpy only, exactly as defined in docs/conventions.md "Metrics".
 
 One implementation for every consumer: the photo evaluation harness (``evaluation/``), the
 synthetic validation of the learner (``learner/evaluate.py``) and the model card. Keeping the

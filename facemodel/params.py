@@ -4,7 +4,7 @@ A face is described by :class:`FaceParams`; a flat vector view of it is describe
 :class:`ParamLayout`. Both carry ``layout_version`` so corpora, checkpoints and ONNX models
 written today stay readable when the layout grows.
 
-Groups, units and ranges (the authoritative list; README "Parameters" repeats it):
+Groups, units and ranges (the authoritative list; docs/conventions.md "Parameters" repeats it):
 
 ============  =====  ==========================================================================
 group         size   meaning

@@ -6,7 +6,8 @@ a subprocess), downloaded for that platform and Blender's Python by ``pip downlo
 unpacks the wheels itself; it never resolves their dependencies, so the zip may leave out what
 MediaPipe declares but the add-on never imports (``blender_addon/mediapipe_solutions.py``) and may
 take OpenCV from the headless wheel. The zips are reproducible: sorted entries, fixed times and
-permissions. blender_addon/README.md ("Building the extension") lists sizes and reasons.
+permissions. blender_addon/README.md ("Building the extension") gives the reasons, docs/results.md
+("The extension zips") the sizes.
 """
 
 from __future__ import annotations

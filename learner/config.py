@@ -35,9 +35,9 @@ class NetworkConfig:
     dropout: float = 0.1
     # Dense keypoint branch (0 = off): a small FPN decoder predicts this many face-vertex positions
     # as stride-8 heat maps read out by soft-argmax, and the head sees their coordinates next to the
-    # pooled features. Measured with 128, 3 seeds (README): better at equal steps, but 18 % slower to train;
-    # at equal CPU time only 1.5–3 % lower NME and no shape gain; 0.70 vs 0.49 ms in onnxruntime — so off
-    # in the shipped configuration.
+    # pooled features. Measured with 128, 3 seeds (docs/research-log.md): better at equal steps, but 18 %
+    # slower to train; at equal CPU time only 1.5–3 % lower NME and no shape gain; 0.70 vs 0.49 ms in
+    # onnxruntime — so off in the shipped configuration.
     keypoints: int = 0
     # Corrective field (facemodel.harmonics): coefficients of this many manifold harmonics per axis, from a
     # head of their own on the hidden layer, zero-initialised (0 = none: the layout of models before it).

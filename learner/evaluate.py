@@ -1,4 +1,4 @@
-"""Synthetic evaluation: the metrics of ../shared/README.md "Metrics", by |yaw| bin.
+"""Synthetic evaluation: the metrics of docs/conventions.md "Metrics", by |yaw| bin.
 
 Used for validation during training, the model card and the evaluation issue. All maths in
 numpy through ``facemodel`` (the same forward model as training and rendering).

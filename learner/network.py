@@ -25,7 +25,8 @@ Output parametrisation (inside the network, before the plain layout):
   it (``learner.onnx_import``) starts with exactly its old outputs and a zero field.
 
 Optional keypoint branch (``NetworkConfig.keypoints``): heat maps of face vertices read out by
-soft-argmax, whose coordinates the head sees beside the pooled features (learner README).
+soft-argmax, whose coordinates the head sees beside the pooled features (learner/README.md;
+its measurement: docs/research-log.md).
 """
 
 from __future__ import annotations

@@ -202,3 +202,22 @@ def test_a_blink_closes_to_skin(face_model, head) -> None:
     top = np.round(opening[[1, 2]].mean(0)).astype(int)
     band = open_px[top[1] - 3:top[1], top[0] - 4:top[0] + 4].reshape(-1, 3).mean(1)
     assert (band < 0.08).mean() < 0.6
+
+
+def test_example_row_is_photo_then_views_then_expressions():
+    """``render_head.py --row`` (the README's picture): the photo around the face, every view of the first
+    expression, then the front of each further one — rendering only those shots."""
+    example = _example()
+    expressions, views = ["neutral", "smile"], ["front", "3/4", "profile"]
+    order = example.shots(expressions, views, True)
+    assert order == [("neutral", "front"), ("neutral", "3/4"), ("neutral", "profile"), ("smile", "front")]
+    assert len(example.shots(expressions, views, False)) == 6
+    photo = np.zeros((300, 400, 3), np.uint8)
+    photo[:, 300:] = 200                       # the face is at the right edge: the square shifts inside
+    square = example.photo_square(photo, (320.0, 100.0, 420.0, 200.0), 32)
+    assert square.shape == (32, 32, 3)
+    assert square[:, -8:].min() == 200 and square[:, :4].max() == 0   # 400 - 125 = 275: 25 dark px of 125
+    pictures = {shot: np.full((32, 32, 3), 50 * i, np.uint8) for i, shot in enumerate(order)}
+    row = example.picture_row(square, pictures, order)
+    assert row.shape == (32, 32 * 5, 3)
+    assert row[20:, 32 * 4 + 20:].min() == 150    # the smile, last (below its label)

@@ -1,4 +1,4 @@
-"""facemodel.metrics against hand-computed cases (shared README "Metrics" definitions)."""
+"""facemodel.metrics against hand-computed cases (docs/conventions.md "Metrics" definitions)."""
 
 import math
 

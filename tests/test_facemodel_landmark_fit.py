@@ -223,7 +223,7 @@ def facemesh_points(face_model, p: FaceParams) -> np.ndarray:
 
 def test_dense_refinement_recovers_more_shape_than_the_inner_51(face_model):
     """Given exact points, the ~400 FaceMesh points pin the face's shape down better than the 51 inner
-    ones (the identity bound of the README); both fits use the shipped settings."""
+    ones (the identity bound, docs/results.md); both fits use the shipped settings."""
     refiner = LandmarkRefiner.from_model(face_model)
     region = face_model.vertex_range("face")
     errs = {"start": [], "inner": [], "dense": []}
