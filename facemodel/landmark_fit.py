@@ -24,19 +24,17 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 import numpy as np
 
 from .blas_threads import single_blas_thread
-from .camera import project
 from .formation import landmarks_2d
-from .geometry import euler_to_matrix
 from .landmark_maps import MEDIAPIPE_SPREAD_MM, MEDIAPIPE_TO_68, MEDIAPIPE_TO_ICT
 from .metrics import bbox_size, point_errors
+from .landmark_solver import Block, FitBasis, Problem, State, minimise
 from .model import FaceModel, ModelArrays
 from .params import FaceParams
-
-_MAX_DAMPING_TRIES = 8
 
 
 @dataclass(frozen=True)
@@ -72,126 +70,39 @@ class LandmarkFit:
     points: str = ""                # which points the refiner fitted ("dense" / "inner 51")
 
 
-def _rotation_derivatives(rotation: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """R and (3, 3, 3) ∂R/∂(yaw, pitch, roll) for ``R = Rz(roll) Rx(pitch) Ry(yaw)``."""
-    yaw, pitch, roll = (float(v) for v in rotation)
-    cy, sy, cp, sp, cr, sr = np.cos(yaw), np.sin(yaw), np.cos(pitch), np.sin(pitch), np.cos(roll), np.sin(roll)
-    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-    rx = np.array([[1, 0, 0], [0, cp, -sp], [0, sp, cp]])
-    rz = np.array([[cr, -sr, 0], [sr, cr, 0], [0, 0, 1]])
-    dry = np.array([[-sy, 0, cy], [0, 0, 0], [-cy, 0, -sy]])
-    drx = np.array([[0, 0, 0], [0, -sp, -cp], [0, cp, -sp]])
-    drz = np.array([[-sr, -cr, 0], [cr, -sr, 0], [0, 0, 0]])
-    return rz @ rx @ ry, np.stack([rz @ rx @ dry, rz @ drx @ ry, drz @ rx @ ry])
+def fit_problem(basis: FitBasis, params: FaceParams, pixels: np.ndarray, width: float, height: float,
+                settings: LandmarkFitSettings, weights: np.ndarray,
+                identity_prior_mean: np.ndarray | None) -> tuple[Problem, list[Block]]:
+    """The cost of :func:`fit_landmarks` for one face: its unknowns (identity modes when fitted, the
+    expressions in [0, 1], then pose) and their priors. A new linear block (corrective shapes) is one
+    more :class:`~facemodel.landmark_solver.Block` here and its basis in :class:`FitBasis`."""
+    ident = np.asarray(params.identity, np.float64)
+    expr = np.asarray(params.expression, np.float64)
+    blocks = []
+    origin = basis.neutral
+    if settings.fit_identity:
+        mean = None if identity_prior_mean is None else np.asarray(identity_prior_mean, np.float64)
+        blocks.append(Block("identity", ident, settings.identity_prior, mean))
+    else:
+        origin = origin + basis.offset("identity", ident)
+    blocks.append(Block("expression", expr, settings.expression_prior, expr, 0.0, 1.0))
+    prob = Problem(basis, blocks, origin, np.asarray(params.camera, np.float64), float(width), float(height),
+                   pixels, weights, settings.sigma_px)
+    return prob, blocks
 
 
-class _Problem:
-    """The cost, its residuals and Jacobian for one face; unknowns θ = (α_id, β, rotation, t)."""
-
-    def __init__(self, arrays: ModelArrays, params: FaceParams, pixels: np.ndarray, width: float,
-                 height: float, weights: np.ndarray, settings: LandmarkFitSettings,
-                 identity_prior_mean: np.ndarray | None) -> None:
-        n = arrays.neutral.shape[0]
-        self.n = n
-        self.k = np.asarray(params.identity).shape[-1] if settings.fit_identity else 0
-        self.n_expr = np.asarray(params.expression).shape[-1]
-        ident = np.asarray(params.identity, np.float64)
-        self.fixed_identity = ident
-        id_basis = np.asarray(arrays.identity_basis[: ident.shape[-1]], np.float64).reshape(-1, n, 3)
-        self.id_basis = id_basis
-        self.basis = np.concatenate([id_basis[: self.k],
-                                     np.asarray(arrays.expression_basis, np.float64).reshape(-1, n, 3)], 0)
-        self.neutral = np.asarray(arrays.neutral, np.float64)
-        self.camera = np.asarray(params.camera, np.float64)
-        self.width, self.height = float(width), float(height)
-        self.pixels = pixels
-        self.sqrt_w = np.sqrt(np.repeat(weights, 2)) / settings.sigma_px
-        prior = np.zeros(self.k + self.n_expr + 6)
-        prior[: self.k] = settings.identity_prior
-        prior[self.k: self.k + self.n_expr] = settings.expression_prior
-        self.prior = prior
-        mean = np.zeros_like(prior)
-        if self.k and identity_prior_mean is not None:
-            mean[: self.k] = np.asarray(identity_prior_mean, np.float64)[: self.k]
-        mean[self.k: self.k + self.n_expr] = np.asarray(params.expression, np.float64)
-        self.prior_mean = mean
-
-    def pack(self, params: FaceParams) -> np.ndarray:
-        ident = np.asarray(params.identity, np.float64)[: self.k]
-        return np.concatenate([ident, np.asarray(params.expression, np.float64),
-                               np.asarray(params.rotation, np.float64), np.asarray(params.translation, np.float64)])
-
-    def clip(self, theta: np.ndarray) -> np.ndarray:
-        theta = theta.copy()
-        theta[self.k: self.k + self.n_expr] = np.clip(theta[self.k: self.k + self.n_expr], 0.0, 1.0)
-        return theta
-
-    def model_points(self, theta: np.ndarray) -> np.ndarray:
-        coeffs = theta[: self.k + self.n_expr]
-        pts = self.neutral + np.tensordot(coeffs, self.basis, 1)
-        if self.k == 0:
-            pts = pts + np.tensordot(self.fixed_identity, self.id_basis, 1)
-        return pts
-
-    def camera_points(self, theta: np.ndarray) -> np.ndarray:
-        rot = euler_to_matrix(theta[-6:-3])
-        return self.model_points(theta) @ rot.T + theta[-3:]
-
-    def residual(self, theta: np.ndarray) -> np.ndarray:
-        pix = project(self.camera_points(theta), self.camera, self.width, self.height)
-        return (pix - self.pixels).reshape(-1) * self.sqrt_w
-
-    def cost(self, theta: np.ndarray) -> float:
-        r = self.residual(theta)
-        d = theta - self.prior_mean
-        return float(r @ r + d @ (self.prior * d))
-
-    def jacobian(self, theta: np.ndarray) -> np.ndarray:
-        """(2N, P) ∂residual/∂θ, exact."""
-        rot, d_rot = _rotation_derivatives(theta[-6:-3])
-        model = self.model_points(theta)
-        x = model @ rot.T + theta[-3:]
-        n = self.n
-        d_x = np.concatenate([self.basis @ rot.T,                           # coefficients
-                              np.einsum("nj,aij->ani", model, d_rot),       # Euler angles
-                              np.broadcast_to(np.eye(3)[:, None, :], (3, n, 3))], 0)   # translation
-        f = self.camera[0] * self.width
-        depth = np.maximum(-x[:, 2], 1e-6)
-        # u = cx + f x/d, v = cy − f y/d with d = −z:  ∂u/∂X = f/d (1, 0, x/d), ∂v/∂X = −f/d (0, 1, y/d)
-        du = (f / depth)[:, None] * np.stack([np.ones(n), np.zeros(n), x[:, 0] / depth], 1)
-        dv = -(f / depth)[:, None] * np.stack([np.zeros(n), np.ones(n), x[:, 1] / depth], 1)
-        jac = np.stack([np.einsum("pnj,nj->np", d_x, du), np.einsum("pnj,nj->np", d_x, dv)], 1)
-        return jac.reshape(2 * n, -1) * self.sqrt_w[:, None]
+def _minimise(prob: Problem, state: State, settings: LandmarkFitSettings) -> tuple[State, int]:
+    """Levenberg-damped Gauss-Newton from ``state`` (:func:`facemodel.landmark_solver.minimise`)."""
+    return minimise(prob, state, settings.steps, settings.damping)
 
 
-def _minimise(prob: _Problem, theta: np.ndarray, settings: LandmarkFitSettings) -> tuple[np.ndarray, int]:
-    """Levenberg-damped Gauss-Newton from ``theta``; a step is kept only if the cost falls."""
-    cost, lam, accepted = prob.cost(theta), settings.damping, 0
-    for _ in range(settings.steps):
-        jac = prob.jacobian(theta)
-        r = prob.residual(theta)
-        normal = jac.T @ jac + np.diag(prob.prior)
-        grad = jac.T @ r + prob.prior * (theta - prob.prior_mean)
-        diag = np.diag(normal) + 1e-9
-        for _try in range(_MAX_DAMPING_TRIES):
-            step = np.linalg.solve(normal + lam * np.diag(diag), -grad)
-            cand = prob.clip(theta + step)
-            cand_cost = prob.cost(cand)
-            if cand_cost < cost:
-                theta, cost, lam, accepted = cand, cand_cost, max(lam / 3.0, 1e-7), accepted + 1
-                break
-            lam *= 10.0
-        else:
-            break  # no damping makes progress: at a minimum (to numerical precision)
-    return theta, accepted
-
-
-def fit_landmarks(arrays: ModelArrays, params: FaceParams, pixels: np.ndarray, width: float, height: float,
-                  settings: LandmarkFitSettings = LandmarkFitSettings(), weights: np.ndarray | None = None,
-                  identity_prior_mean: np.ndarray | None = None) -> LandmarkFit:
+def fit_landmarks(arrays: ModelArrays | FitBasis, params: FaceParams, pixels: np.ndarray, width: float,
+                  height: float, settings: LandmarkFitSettings = LandmarkFitSettings(),
+                  weights: np.ndarray | None = None, identity_prior_mean: np.ndarray | None = None) -> LandmarkFit:
     """Refine one face's ``params`` so the ``arrays`` vertices project onto ``pixels`` (N, 2).
 
-    ``arrays`` is the vertex subset (``model.arrays.subset(indices)``) the points stand for;
+    ``arrays`` is the vertex subset (``model.arrays.subset(indices)``) the points stand for, or its
+    :class:`FitBasis` made once (``FitBasis.from_arrays``: saves ≈ 1 ms a call on the dense points);
     ``width`` × ``height`` the image the camera of ``params`` and the pixels refer to. Points
     with non-finite coordinates or zero ``weights`` are ignored. Raises ``ValueError`` for
     shapes that do not match or fewer than 6 usable points.
@@ -211,24 +122,20 @@ def fit_landmarks(arrays: ModelArrays, params: FaceParams, pixels: np.ndarray, w
         raise ValueError(f"need at least 6 usable points, got {int((w > 0).sum())}")
     pixels = np.where(finite[:, None], pixels, 0.0)
 
-    prob = _Problem(arrays, params, pixels, width, height, w, settings, identity_prior_mean)
-    theta = prob.clip(prob.pack(params))
-    w_sum = w.sum()
-
-    def mean_dist(th: np.ndarray) -> float:
-        r = (project(prob.camera_points(th), prob.camera, prob.width, prob.height) - pixels)
-        return float((np.linalg.norm(r, axis=1) * w).sum() / w_sum)
-
-    before = mean_dist(theta)
+    basis = arrays if isinstance(arrays, FitBasis) else FitBasis.from_arrays(arrays)
+    prob, blocks = fit_problem(basis, params, pixels, width, height, settings, w, identity_prior_mean)
+    start = prob.state(prob.clip(prob.pack(blocks, params.rotation, params.translation)))
     with single_blas_thread():   # ~120² solves: threads cost more than they save (blas_threads)
-        theta, accepted = _minimise(prob, theta, settings)
+        end, accepted = _minimise(prob, start, settings)
 
+    theta = end.theta
+    k = prob.k - blocks[-1].count    # fitted identity modes (0 when the identity is kept)
     ident = np.asarray(params.identity, np.float64).copy()
-    ident[: prob.k] = theta[: prob.k]
+    ident[:k] = theta[:k]
     dt = np.asarray(params.expression).dtype
-    out = replace(params, identity=ident.astype(dt), expression=theta[prob.k: prob.k + prob.n_expr].astype(dt),
+    out = replace(params, identity=ident.astype(dt), expression=theta[k: prob.k].astype(dt),
                   rotation=theta[-6:-3].astype(dt), translation=theta[-3:].astype(dt))
-    return LandmarkFit(out, before, mean_dist(theta), accepted)
+    return LandmarkFit(out, prob.mean_distance(start, w), prob.mean_distance(end, w), accepted)
 
 
 # Chosen on Helen (detector box, MediaPipe FaceMesh points) and on synthetic faces whose true
@@ -315,6 +222,18 @@ class LandmarkRefiner:
         return cls(model.arrays.subset(inner), model.arrays.subset(dense),
                    model.arrays.subset(np.concatenate([dense, inner])), settings, dense_settings)
 
+    @cached_property
+    def _fit_bases(self) -> dict[str, FitBasis]:
+        return {}
+
+    def fit_basis(self, name: str) -> FitBasis:
+        """The float64 :class:`FitBasis` of the vertex subset in field ``name`` (``arrays``,
+        ``dense_arrays``, ``blend_arrays``), made on first use and kept: the fit reads it every photo."""
+        basis = self._fit_bases.get(name)
+        if basis is None:
+            basis = self._fit_bases[name] = FitBasis.from_arrays(getattr(self, name))
+        return basis
+
     @staticmethod
     def inner_points(points: np.ndarray) -> np.ndarray:
         """The inner 51 of (68, 2) iBUG points or of (468, 2) FaceMesh points."""
@@ -352,17 +271,17 @@ class LandmarkRefiner:
         dense_pts = points[dense_point_indices()] if weight > 0 else None
         weights = None
         if weight >= 1.0:
-            arrays, target, base, which = self.dense_arrays, dense_pts, self.dense_settings, "dense"
+            arrays, target, base, which = "dense_arrays", dense_pts, self.dense_settings, "dense"
         elif weight <= 0.0:
-            arrays, target, base, which = self.arrays, self.inner_points(points), self.settings, "inner 51"
+            arrays, target, base, which = "arrays", self.inner_points(points), self.settings, "inner 51"
         else:   # both sets, each at its own σ, the dense one's share falling with |yaw|
-            arrays, target, which = self.blend_arrays, np.concatenate([dense_pts, self.inner_points(points)]), \
+            arrays, target, which = "blend_arrays", np.concatenate([dense_pts, self.inner_points(points)]), \
                 f"dense {weight:.0%} + inner 51"
             weights = np.concatenate([np.full(len(dense_pts), weight / self.dense_settings.sigma_px ** 2),
                                       np.full(51, (1.0 - weight) / self.settings.sigma_px ** 2)])
             base = replace(self.dense_settings, sigma_px=1.0)
         settings = replace(base, sigma_px=base.sigma_px * scale, fit_identity=fit_identity and base.fit_identity)
-        fit = fit_landmarks(arrays, params, target, image_size, image_size, settings, weights=weights,
+        fit = fit_landmarks(self.fit_basis(arrays), params, target, image_size, image_size, settings, weights=weights,
                             identity_prior_mean=np.asarray(params.identity))
         return replace(fit, points=which)
 
