@@ -43,6 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "texture merged, pose/expression/camera from the most frontal photo)")
     p.add_argument("--cnet", type=Path, help="confidence network for --same-person (default: $FACERIG_CNET, then "
                                              "blender_addon/models/facerig_cnet.onnx; none = plain average)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="reconstruct on N processes, one per core (.json output; the same files as one by one)")
     _common(p)
     p.set_defaults(func=cmd_reconstruct)
 
@@ -219,33 +221,31 @@ def cmd_reconstruct_same_person(args: argparse.Namespace) -> int:
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
+    from .batch import check_batch_options, describe_rate, reconstruct_all
+
     args.photos = expand_photo_args(args.photos)
+    outs = output_paths(args.photos, args.out, args.format)
+    check_batch_options(args, tuple(o.suffix.lower() for o in outs))
     if args.same_person:
         return cmd_reconstruct_same_person(args)
     if args.cnet:
         log.warning("--cnet is only used with --same-person; each photo is reconstructed on its own")
-    from blender_addon.photo import PhotoError
-
-    outs = output_paths(args.photos, args.out, args.format)
     for o in outs:
         _check_format(o)
     failed: list[tuple[Path, str]] = []
-    for photo, out in zip(args.photos, outs):
-        t = time.perf_counter()
-        try:
-            report = reconstruct_to_file(photo, out, args)
-        except PhotoError as exc:   # this photo's problem (unreadable, missing, no face, no face N): go on
-            if len(args.photos) == 1:
-                raise
-            print(f"{photo}: skipped: {exc}", file=sys.stderr)
-            failed.append((photo, str(exc)))
+    t = time.perf_counter()
+    for done in reconstruct_all(args.photos, outs, args, args.workers):
+        if done.error is not None:   # this photo's problem (unreadable, missing, no face, no face N): go on
+            print(f"{done.photo}: skipped: {done.error}", file=sys.stderr)
+            failed.append((done.photo, str(done.error)))
             continue
-        recon = report.get("_recon")
-        print(f"{photo} → {out} ({time.perf_counter() - t:.2f} s)")
-        if recon is not None and len(recon.faces) > 1:
-            print(f"  {len(recon.faces)} faces found; reconstructed {recon.face_index} (choose with --face N):")
-            for i, face in enumerate(recon.faces):
-                print(f"  {'*' if i == recon.face_index else ' '} {i}: {face.describe()}")
+        print(f"{done.photo} → {done.out} ({done.seconds:.2f} s)")
+        if len(done.faces) > 1:
+            print(f"  {len(done.faces)} faces found; reconstructed {done.face_index} (choose with --face N):")
+            for i, face in enumerate(done.faces):
+                print(f"  {'*' if i == done.face_index else ' '} {i}: {face}")
+    if len(args.photos) > 1:
+        print(describe_rate(len(args.photos) - len(failed), time.perf_counter() - t, args.workers))
     if failed:   # the others were written; the exit code still tells a script that not all were
         print(f"facerig: error: {len(failed)} of {len(args.photos)} photos failed: "
               + ", ".join(p.name for p, _ in failed), file=sys.stderr)
