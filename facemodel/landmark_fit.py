@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import numpy as np
 
@@ -166,9 +166,13 @@ MAX_DISAGREEMENT = 0.08
 REFINE_GATE_KEY = "facerig.refine_max_disagreement"
 
 
+@lru_cache(maxsize=8)
 def dense_point_indices(limit_mm: float = DENSE_SPREAD_LIMIT_MM) -> np.ndarray:
-    """FaceMesh point indices the dense fit uses: those with a well-defined ICT vertex."""
-    return np.flatnonzero(np.asarray(MEDIAPIPE_SPREAD_MM) < limit_mm)
+    """FaceMesh point indices the dense fit uses: those with a well-defined ICT vertex (read-only; made once,
+    the refinement asks for them on every photo)."""
+    indices = np.flatnonzero(np.asarray(MEDIAPIPE_SPREAD_MM) < limit_mm)
+    indices.setflags(write=False)
+    return indices
 
 
 def refine_gate(metadata: Mapping[str, str]) -> float:
