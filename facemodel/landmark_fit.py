@@ -128,13 +128,13 @@ def fit_landmarks(arrays: ModelArrays | FitBasis, params: FaceParams, pixels: np
     with single_blas_thread():   # ~120² solves: threads cost more than they save (blas_threads)
         end, accepted = _minimise(prob, start, settings)
 
-    theta = end.theta
-    k = prob.k - blocks[-1].count    # fitted identity modes (0 when the identity is kept)
+    fitted = prob.unpack(end.theta)
     ident = np.asarray(params.identity, np.float64).copy()
-    ident[:k] = theta[:k]
+    if "identity" in fitted:
+        ident[: len(fitted["identity"])] = fitted["identity"]
     dt = np.asarray(params.expression).dtype
-    out = replace(params, identity=ident.astype(dt), expression=theta[k: prob.k].astype(dt),
-                  rotation=theta[-6:-3].astype(dt), translation=theta[-3:].astype(dt))
+    out = replace(params, identity=ident.astype(dt), expression=fitted["expression"].astype(dt),
+                  rotation=fitted["rotation"].astype(dt), translation=fitted["translation"].astype(dt))
     return LandmarkFit(out, prob.mean_distance(start, w), prob.mean_distance(end, w), accepted)
 
 

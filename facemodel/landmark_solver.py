@@ -165,6 +165,9 @@ class Problem:
 
     def __init__(self, basis: FitBasis, blocks: Sequence[Block], origin: np.ndarray, camera: np.ndarray,
                  width: float, height: float, pixels: np.ndarray, weights: np.ndarray, sigma_px: float) -> None:
+        names = [b.name for b in blocks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"each block once: {names}")
         self.per_point = basis.layout(tuple((b.name, b.count) for b in blocks)).per_point
         self.n, _, self.k = n, _, k = self.per_point.shape
         self.p = p = k + 6
@@ -181,9 +184,10 @@ class Problem:
         self.prior_mean = np.zeros(p)
         self.lower = np.full(p, -math.inf)
         self.upper = np.full(p, math.inf)
+        self.slices: dict[str, slice] = {}       # block name → its coefficients in θ
         start = 0
         for b in blocks:
-            sl = slice(start, start + b.count)
+            sl = self.slices[b.name] = slice(start, start + b.count)
             self.prior[sl] = b.precision
             if b.mean is not None:
                 self.prior_mean[sl] = np.asarray(b.mean, np.float64)[: b.count]
@@ -204,6 +208,11 @@ class Problem:
     def pack(self, blocks: Sequence[Block], rotation: np.ndarray, translation: np.ndarray) -> np.ndarray:
         parts = [np.asarray(b.start, np.float64) for b in blocks]
         return np.concatenate(parts + [np.asarray(rotation, np.float64), np.asarray(translation, np.float64)])
+
+    def unpack(self, theta: np.ndarray) -> dict[str, np.ndarray]:
+        """θ → each block's coefficients by name, and ``rotation`` and ``translation``."""
+        return {**{name: theta[sl] for name, sl in self.slices.items()},
+                "rotation": theta[self.k: self.k + 3], "translation": theta[self.k + 3:]}
 
     def clip(self, theta: np.ndarray) -> np.ndarray:
         return np.clip(theta, self.lower, self.upper) if self.bounded else theta.copy()

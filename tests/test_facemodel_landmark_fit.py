@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from facemodel import FaceParams, blas_threads, landmark_fit, landmark_solver
+from facemodel.camera import project
 from facemodel.formation import landmarks_2d, mesh_model_space
 from facemodel.geometry import euler_to_matrix, procrustes_align
 from facemodel.landmark_fit import (MAX_DISAGREEMENT, REFINE_GATE_KEY, LandmarkFitSettings, LandmarkRefiner,
@@ -130,6 +131,39 @@ def test_fast_fit_equals_the_straightforward_one(face_model, inner51, dense):
             assert fit.rms_before_px == pytest.approx(ref.rms_before_px, rel=1e-12)
             assert fit.rms_after_px == pytest.approx(ref.rms_after_px, rel=1e-9)
             np.testing.assert_array_equal(fit.params.sh, start.sh)
+
+
+def test_solver_takes_extra_linear_blocks(inner51):
+    """A further block of linear unknowns (how corrective shapes join the fit): its basis at the fitted
+    vertices in FitBasis, one Block more; the Jacobian stays exact and the fit recovers its coefficients."""
+    rng = np.random.default_rng(11)
+    base = FitBasis.from_arrays(inner51)
+    extra = rng.normal(0, 0.3, (4, 51, 3))                           # cm per unit coefficient
+    basis = FitBasis(base.neutral, {**base.bases, "extra": extra})
+    truth = face(seed=70)
+    true_extra = np.array([0.8, -0.5, 0.3, 1.2])
+    model = (base.neutral + base.offset("identity", truth.identity) + base.offset("expression", truth.expression)
+             + np.tensordot(true_extra, extra, 1))
+    camera = np.asarray(truth.camera, np.float64)
+    cam = model @ euler_to_matrix(np.asarray(truth.rotation, np.float64)).T + np.asarray(truth.translation, np.float64)
+    pixels = project(cam, camera, SIZE, SIZE)
+    start = perturbed(truth)
+    blocks = [landmark_solver.Block("identity", np.asarray(truth.identity, np.float64), 1e6, truth.identity),
+              landmark_solver.Block("expression", np.asarray(truth.expression, np.float64), 1e6, truth.expression, 0, 1),
+              landmark_solver.Block("extra", np.zeros(4), 1e-6)]
+    prob = landmark_solver.Problem(basis, blocks, basis.neutral, camera, SIZE, SIZE, pixels, np.ones(51), 0.1)
+    theta = prob.pack(blocks, start.rotation, start.translation)
+    jac = prob.jacobian(prob.state(theta)).copy()
+    fd = np.stack([(prob.residual(theta + 1e-6 * e) - prob.residual(theta - 1e-6 * e)) / 2e-6
+                   for e in np.eye(len(theta))], 1)
+    np.testing.assert_allclose(jac, fd, rtol=1e-5, atol=1e-5 * np.abs(fd).max())
+    end, accepted = landmark_solver.minimise(prob, prob.state(theta), 30, 1e-3)
+    fitted = prob.unpack(end.theta)
+    assert accepted > 0 and set(fitted) == {"identity", "expression", "extra", "rotation", "translation"}
+    np.testing.assert_allclose(fitted["extra"], true_extra, atol=0.02)
+    np.testing.assert_allclose(fitted["rotation"], truth.rotation, atol=1e-3)
+    with pytest.raises(ValueError, match="each block once"):
+        landmark_solver.Problem(basis, blocks + blocks[-1:], basis.neutral, camera, SIZE, SIZE, pixels, np.ones(51), 0.1)
 
 
 def test_fast_fit_without_scipy_lapack(inner51, monkeypatch):
