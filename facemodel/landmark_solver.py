@@ -200,10 +200,10 @@ class Problem:
         self._ell = np.empty((n, 2, 3))            # P_i R
         self._pose = np.zeros((n, 3, 6))           # ∂X_i/∂(angles, t) = [∂R/∂angle m_i | I]
         self._pose[:, [0, 1, 2], [3, 4, 5]] = 1.0
-        self._jac = np.empty((n, 2, p))            # J, rows (u, v) per point
-        self._normal = np.zeros((p, p), order="F")  # Fortran order for LAPACK; with scipy only the upper
-        self._damped = np.zeros((p, p), order="F")  # triangle is filled (dsyrk), which dposv reads
-        self._diag = np.arange(p) * (p + 1)        # flat indices of a (p, p) diagonal
+        self._jac = np.empty((n, 2, p + 1))        # [J | r], rows (u, v) per point: one syrk gives JᵀJ and Jᵀr
+        self._gram = np.zeros((p + 1, p + 1), order="F")   # Fortran order for LAPACK; with scipy only the
+        self._damped = np.zeros((p, p), order="F")         # upper triangle is filled (dsyrk), which dposv reads
+        self._diag = (np.arange(p), np.arange(p))  # indices of a (p, p) diagonal
 
     def pack(self, blocks: Sequence[Block], rotation: np.ndarray, translation: np.ndarray) -> np.ndarray:
         parts = [np.asarray(b.start, np.float64) for b in blocks]
@@ -250,6 +250,10 @@ class Problem:
     # -- derivatives -----------------------------------------------------------------------------
     def jacobian(self, state: State) -> np.ndarray:
         """(2N, P) ∂residual/∂θ at ``state``, exact (a view of the workspace: copy to keep it)."""
+        return self._fill_jacobian(state)[:, : self.p]
+
+    def _fill_jacobian(self, state: State) -> np.ndarray:
+        """The workspace's (2N, P + 1) [J | ·] with J at ``state``."""
         k, n, cam, jac = self.k, self.n, state.camera, self._jac
         rot = rotation_derivatives(state.theta[k: k + 3])
         inv_depth = 1.0 / np.maximum(-cam[:, 2], 1e-6)
@@ -260,33 +264,34 @@ class Problem:
         np.matmul(proj.reshape(2 * n, 3), rot[0], out=self._ell.reshape(2 * n, 3))    # ℓ_i = P_i R
         np.matmul(self._ell, self.per_point, out=jac[:, :, :k])                        # linear: ℓ_i B_i
         self._pose[:, :, :3] = (state.model @ rot[1:].reshape(9, 3).T).reshape(n, 3, 3).transpose(0, 2, 1)
-        np.matmul(proj, self._pose, out=jac[:, :, k:])                                 # angles, translation
-        return jac.reshape(2 * n, self.p)
+        np.matmul(proj, self._pose, out=jac[:, :, k: k + 6])                           # angles, translation
+        return jac.reshape(2 * n, self.p + 1)
 
     def normal_equations(self, state: State) -> tuple[np.ndarray, np.ndarray]:
         """(JᵀJ + diag(prior), Jᵀr + prior·(θ − mean)) at ``state``. The normal matrix is workspace and
         only its upper triangle is meaningful (:func:`symmetric` gives the whole matrix)."""
-        jac = self.jacobian(state)
-        normal = self._normal
+        p, jac = self.p, self._fill_jacobian(state)
+        jac[:, p] = state.residual
         if _dsyrk is not None:
-            _dsyrk(1.0, jac.T, c=normal, overwrite_c=1)    # upper triangle of JᵀJ (jac.T: Fortran (P, 2N))
+            _dsyrk(1.0, jac.T, c=self._gram, overwrite_c=1)   # upper triangle of [J r]ᵀ[J r] (jac.T: Fortran)
         else:
-            np.matmul(jac.T, jac, out=normal)              # numpy spots Aᵀ A: syrk, both triangles
-        normal.flat[self._diag] += self.prior
-        grad = jac.T @ state.residual + self.prior * (state.theta - self.prior_mean)
+            self._gram[...] = jac.T @ jac                     # numpy spots Aᵀ A: syrk, both triangles
+        normal = self._gram[:p, :p]
+        normal[self._diag] += self.prior
+        grad = self._gram[:p, p] + self.prior * (state.theta - self.prior_mean)
         return normal, grad
 
     def damped_step(self, normal: np.ndarray, grad: np.ndarray, scale: np.ndarray, lam: float) -> np.ndarray:
         """Solve (normal + lam·diag(scale)) step = −grad (symmetric positive definite: Cholesky)."""
         damped = self._damped
         np.copyto(damped, normal)
-        damped.flat[self._diag] += lam * scale
+        damped[self._diag] += lam * scale
         if _dposv is not None:
             _, step, info = _dposv(damped, -grad, lower=0, overwrite_a=1, overwrite_b=0)
             if info == 0:
                 return step
             np.copyto(damped, normal)            # not positive definite to working precision: LU as before
-            damped.flat[self._diag] += lam * scale
+            damped[self._diag] += lam * scale
         return np.linalg.solve(symmetric(damped), -grad)
 
 
