@@ -3,8 +3,9 @@
 Why: the regressor's landmarks are ≈ 0.6 % NME less accurate than the MediaPipe FaceMesh
 points the add-on detects anyway (it underfits its teacher). A few Levenberg-damped
 Gauss-Newton steps of identity, expression, rotation and translation against those points,
-starting from the regressor's prediction, close that gap and more: ≈ 8–18 ms of numpy per face on the
-51 inner points, ≈ 20–27 ms on FaceMesh's 397 dense points (:class:`LandmarkRefiner`).
+starting from the regressor's prediction, close that gap and more: ≈ 3 ms of numpy per face on the
+51 inner points, ≈ 6–8 ms on FaceMesh's 397 dense points (:class:`LandmarkRefiner`; the numerics are
+:mod:`facemodel.landmark_solver`, docs/performance.md).
 
 The cost is the posterior of the fit, in pixels of the image the points are given in:
 
@@ -41,7 +42,7 @@ from .params import FaceParams
 class LandmarkFitSettings:
     """How hard the fit trusts the points; defaults measured on Helen (README, "Refinement")."""
 
-    steps: int = 10                 # Gauss-Newton iterations (each ≈ 1 ms for 51 points)
+    steps: int = 10                 # Gauss-Newton iterations (each ≈ 0.3 ms for 51 points, 0.6 for 397)
     sigma_px: float = 1.0           # landmark noise, pixels of the image the points are in
     identity_prior: float = 1.0     # precision of the identity prior (ICT's N(0, I) is 1)
     expression_prior: float = 0.0   # precision pulling expressions to their start (0 = free in [0, 1])

@@ -78,7 +78,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-camera", action="store_true")
     p.add_argument("--no-refine", action="store_true",
                    help="keep the network's prediction as is (default: refine it on the detected landmarks, "
-                        "≈ 30 ms a photo; with --same-person each photo's shape is refined before they are averaged; "
+                        "≈ 12 ms a photo; with --same-person each photo's shape is refined before they are averaged; "
                         "README \"Refinement\")")
 
 
