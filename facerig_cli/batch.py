@@ -52,13 +52,16 @@ def reconstruct_one(photo: Path, out: Path, args: argparse.Namespace, catch: boo
                    face_index=recon.face_index)
 
 
-def _start_worker(args: argparse.Namespace) -> None:
-    """Worker set-up: the regressor on one onnxruntime thread (the workers already fill the cores)."""
-    global _WORKER_ARGS
+def _worker_regressor(model: Any) -> Any:
+    """The regressor a worker uses: on one onnxruntime thread (the workers already fill the cores)."""
     from blender_addon.regressor import Regressor, resolve_regressor_path
 
-    model = args.model if isinstance(args.model, Regressor) else Regressor(resolve_regressor_path(args.model), 1)
-    _WORKER_ARGS = argparse.Namespace(**{**vars(args), "model": model})
+    return model if isinstance(model, Regressor) else Regressor(resolve_regressor_path(model), 1)
+
+
+def _start_worker(args: argparse.Namespace) -> None:
+    global _WORKER_ARGS
+    _WORKER_ARGS = argparse.Namespace(**{**vars(args), "model": _worker_regressor(args.model)})
 
 
 def _work(photo: Path, out: Path) -> Outcome:
@@ -76,6 +79,7 @@ def reconstruct_all(photos: list[Path], outs: list[Path], args: argparse.Namespa
         for photo, out in zip(photos, outs):
             yield reconstruct_one(photo, out, args, catch=len(photos) > 1)
         return
+    _worker_regressor(args.model)   # a missing or broken model: its one-line error here, not a broken pool
     picklable = argparse.Namespace(**{k: v for k, v in vars(args).items() if k != "func"})
     with ProcessPoolExecutor(min(workers, len(photos)), mp_context=multiprocessing.get_context("spawn"),
                              initializer=_start_worker, initargs=(picklable,)) as pool:

@@ -142,6 +142,9 @@ def test_workers_write_the_same_files(tmp_path: Path, regressor_path: Path, caps
     assert main(["reconstruct", str(GRACE), "-o", str(tmp_path / "y"), "--workers", "0", "--format", "json",
                  "--model", str(regressor_path)]) == 2
     assert "at least 1" in capsys.readouterr().err
+    assert main(["reconstruct", str(ASTRONAUT), str(GRACE), "-o", str(tmp_path / "z"), "--workers", "2", "--format",
+                 "json", "--model", str(tmp_path / "none.onnx")]) == 2
+    assert "regressor model not found" in capsys.readouterr().err
 
 
 @pytest.mark.slow
