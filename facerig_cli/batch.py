@@ -53,10 +53,10 @@ def reconstruct_one(photo: Path, out: Path, args: argparse.Namespace, catch: boo
 
 
 def _worker_regressor(model: Any) -> Any:
-    """The regressor a worker uses: on one onnxruntime thread (the workers already fill the cores)."""
-    from blender_addon.regressor import Regressor, resolve_regressor_path
+    """The regressor a worker uses (the pipeline's: one onnxruntime thread, the workers fill the cores)."""
+    from blender_addon.pipeline import get_regressor
 
-    return model if isinstance(model, Regressor) else Regressor(resolve_regressor_path(model), 1)
+    return get_regressor(model)
 
 
 def _start_worker(args: argparse.Namespace) -> None:
