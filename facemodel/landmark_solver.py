@@ -32,6 +32,7 @@ import math
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -65,6 +66,7 @@ class FitBasis:
 
     neutral: np.ndarray                      # (N, 3) float64
     bases: Mapping[str, np.ndarray]          # name → (M, N, 3) float64
+    arrays: Any = field(default=None, repr=False, compare=False)   # the ModelArrays subset it was made from
     _layouts: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -73,7 +75,8 @@ class FitBasis:
         neutral = np.ascontiguousarray(arrays.neutral, np.float64)
         n = neutral.shape[0]
         return cls(neutral, {"identity": np.asarray(arrays.identity_basis, np.float64).reshape(-1, n, 3),
-                             "expression": np.asarray(arrays.expression_basis, np.float64).reshape(-1, n, 3)})
+                             "expression": np.asarray(arrays.expression_basis, np.float64).reshape(-1, n, 3)},
+                   arrays)
 
     @property
     def n_points(self) -> int:
@@ -105,11 +108,12 @@ class FitBasis:
 @dataclass(frozen=True)
 class Block:
     """One group of linear unknowns: the leading ``len(start)`` modes of ``FitBasis.bases[name]``, under a
-    Gaussian prior (``precision`` · |c − mean|² added to the cost) and kept within [lower, upper]."""
+    Gaussian prior (Σ precision · (c − mean)² added to the cost; one precision for all, or one per
+    coefficient) and kept within [lower, upper]."""
 
     name: str
     start: np.ndarray
-    precision: float
+    precision: float | np.ndarray
     mean: np.ndarray | None = None           # None: zero
     lower: float = -math.inf
     upper: float = math.inf

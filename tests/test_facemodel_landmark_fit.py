@@ -150,7 +150,7 @@ def test_solver_takes_extra_linear_blocks(inner51):
     start = perturbed(truth)
     blocks = [landmark_solver.Block("identity", np.asarray(truth.identity, np.float64), 1e6, truth.identity),
               landmark_solver.Block("expression", np.asarray(truth.expression, np.float64), 1e6, truth.expression, 0, 1),
-              landmark_solver.Block("extra", np.zeros(4), 1e-6)]
+              landmark_solver.Block("extra", np.zeros(4), np.array([1e-6, 1e-6, 2e-6, 1e-6]))]   # one each
     prob = landmark_solver.Problem(basis, blocks, basis.neutral, camera, SIZE, SIZE, pixels, np.ones(51), 0.1)
     theta = prob.pack(blocks, start.rotation, start.translation)
     jac = prob.jacobian(prob.state(theta)).copy()
