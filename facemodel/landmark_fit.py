@@ -264,6 +264,13 @@ class LandmarkRefiner:
         ``fit_identity=False`` keeps the identity (e.g. one aggregated from several photos);
         ``max_disagreement`` replaces this refiner's limit (the regressor's own, :func:`refine_gate`).
         """
+        # the gate's projection too: a small matmul that wakes OpenBLAS's pool leaves a thread spinning on the
+        # core MediaPipe needs next (with the corrective field's projection: 41 → 37 ms a photo; docs/performance.md)
+        with single_blas_thread():
+            return self._refine(params, points, image_size, fit_identity, max_disagreement)
+
+    def _refine(self, params: FaceParams, points: np.ndarray, image_size: int, fit_identity: bool,
+                max_disagreement: float | None) -> LandmarkFit:
         limit = self.max_disagreement if max_disagreement is None else float(max_disagreement)
         dist, fraction = self.disagreement(params, points, image_size)
         if not np.isfinite(fraction) or fraction > limit:
