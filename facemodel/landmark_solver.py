@@ -32,19 +32,27 @@ import math
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
-try:   # numpy has no Cholesky solve nor an upper-triangle-only syrk; scipy is a dependency of facerig, but
-    # Blender's Python (the add-on's vendored copy) may lack it: then numpy's matmul and LU solve, same results
-    from scipy.linalg.blas import dsyrk as _dsyrk
-    from scipy.linalg.lapack import dposv as _dposv
-except ImportError:   # pragma: no cover - the Blender extension without scipy
-    _dsyrk = _dposv = None
-
 MAX_DAMPING_TRIES = 8
 _LAYOUT_LOCK = threading.Lock()
+
+
+@lru_cache(maxsize=1)
+def scipy_kernels() -> tuple[Any, Any] | tuple[None, None]:
+    """scipy's (dsyrk, dposv), or (None, None) without scipy: then numpy's matmul and LU solve, the same
+    results to rounding (tested). numpy has no Cholesky solve nor an upper-triangle-only syrk; scipy is a
+    dependency of facerig but not of the add-on — Blender's Python has none, and the extension bundles what its
+    modules import, so scipy is imported here, on the first fit, never at module import."""
+    try:
+        from scipy.linalg.blas import dsyrk
+        from scipy.linalg.lapack import dposv
+    except ImportError:
+        return None, None
+    return dsyrk, dposv
 
 
 @dataclass(frozen=True)
@@ -208,6 +216,7 @@ class Problem:
         self._gram = np.zeros((p + 1, p + 1), order="F")   # Fortran order for LAPACK; with scipy only the
         self._damped = np.zeros((p, p), order="F")         # upper triangle is filled (dsyrk), which dposv reads
         self._diag = (np.arange(p), np.arange(p))  # indices of a (p, p) diagonal
+        self._dsyrk, self._dposv = scipy_kernels()
 
     def pack(self, blocks: Sequence[Block], rotation: np.ndarray, translation: np.ndarray) -> np.ndarray:
         parts = [np.asarray(b.start, np.float64) for b in blocks]
@@ -276,8 +285,8 @@ class Problem:
         only its upper triangle is meaningful (:func:`symmetric` gives the whole matrix)."""
         p, jac = self.p, self._fill_jacobian(state)
         jac[:, p] = state.residual
-        if _dsyrk is not None:
-            _dsyrk(1.0, jac.T, c=self._gram, overwrite_c=1)   # upper triangle of [J r]ᵀ[J r] (jac.T: Fortran)
+        if self._dsyrk is not None:
+            self._dsyrk(1.0, jac.T, c=self._gram, overwrite_c=1)   # upper triangle of [J r]ᵀ[J r] (jac.T: Fortran)
         else:
             self._gram[...] = jac.T @ jac                     # numpy spots Aᵀ A: syrk, both triangles
         normal = self._gram[:p, :p]
@@ -290,8 +299,8 @@ class Problem:
         damped = self._damped
         np.copyto(damped, normal)
         damped[self._diag] += lam * scale
-        if _dposv is not None:
-            _, step, info = _dposv(damped, -grad, lower=0, overwrite_a=1, overwrite_b=0)
+        if self._dposv is not None:
+            _, step, info = self._dposv(damped, -grad, lower=0, overwrite_a=1, overwrite_b=0)
             if info == 0:
                 return step
             np.copyto(damped, normal)            # not positive definite to working precision: LU as before
