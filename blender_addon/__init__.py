@@ -10,14 +10,16 @@ from __future__ import annotations
 
 def register() -> None:
     """Blender entry point: register operators, preferences and the "Face" sidebar panel."""
-    from . import operators, ui
+    from . import operators, rig_operators, ui
 
     operators.register()
     ui.register()
+    rig_operators.register()
 
 
 def unregister() -> None:
-    from . import operators, ui
+    from . import operators, rig_operators, ui
 
+    rig_operators.unregister()
     ui.unregister()
     operators.unregister()

@@ -1,16 +1,18 @@
-"""Blender side: a reconstruction → mesh, shape keys, armature, textured material, camera.
+"""Blender side: a reconstruction → head mesh and parts, shape keys, armature, textured material, camera.
 
 World convention: camera space (y up, looking down −z, DEVELOPERS.md) is turned into Blender's
-Z-up world by one fixed rotation ``CAMERA_TO_WORLD`` (+90° about X), applied to the head and
-the camera alike, and shifted so the head's model origin sits at the world origin. Then
+Z-up world by one fixed rotation ``CAMERA_TO_WORLD`` (+90° about X), applied to the mesh data and
+the camera alike, so a frontal head stands upright facing −Y (Blender's front view) in *rig space*.
+The rig object carries only the head's place in the scene (identity rotation; heads are put side
+by side, :mod:`placement`); the photo's pose is on the neck and head bones (:func:`armature.pose_head`),
+and the camera is placed so that its view reproduces ``facemodel.camera.project`` exactly and the mesh
+overlays the photo. Units are metres (the model's centimetres × 0.01; projection is scale-free).
 
-* head (armature, or the mesh without one): ``matrix_world = C · R(rotation)``;
-* camera: location ``−C · translation``, rotation ``C``; lens/sensor from
-  ``facemodel.camera.blender_camera`` for the photo size, shift included;
-
-so the camera view reproduces ``facemodel.camera.project`` exactly and the mesh overlays
-the photo, while a frontal head stands upright facing −Y (Blender's front view). Units are
-metres (the model's centimetres × 0.01; projection is scale-free).
+The head is five objects sharing one material list (slot = ICT material, ``model.material_names``):
+the skin (with mouth, sockets and eye overlays; its vertex indices up to the teeth are ICT's), the two
+eyeballs (parented to the eye bones), the teeth and the lashes (parented to the head bone). Shape
+keys are ARKit's names by default (:mod:`arkit`); the parts' keys follow the head's by drivers and the
+jaw bone drives ``jawOpen``.
 
 Mesh data is written with ``foreach_set`` (``from_pydata`` would take ~10× longer).
 """
@@ -28,9 +30,15 @@ import bpy
 import numpy as np
 from mathutils import Matrix, Vector
 
+from . import armature as rigging
 from .aggregate import SamePersonReconstruction
+from .arkit import KeySet, key_set
 from .fm import facemodel
-from .rig import BONES, rig_layout
+from .placement import free_offset, scene_obstacles
+from .rig import PARTS, TEETH_TUCK, TUCK_OPEN_CM, lip_gap_terms, part_polygons, rig_layout, teeth_tuck_offsets
+from .expression import apply_expression
+from .materials import PACK_ON_SAVE, head_materials, image_from_array
+from .render_setup import ensure_render_setup, object_centre
 from .texture import bake_texture_views
 
 log = logging.getLogger(__name__)
@@ -40,12 +48,8 @@ CAMERA_TO_WORLD = Matrix.Rotation(math.pi / 2, 4, "X")
 BACKGROUND_MAX_SIDE = 2048
 PROP_PREFIX = "facerig_"
 
-# Plain colours (sRGB-ish linear values) for the parts the photo cannot texture.
-MATERIAL_COLOURS = {
-    "M_GumsTongue": (0.55, 0.18, 0.18), "M_Teeth": (0.85, 0.82, 0.74), "M_ScleraLeft": (0.85, 0.83, 0.80),
-    "M_ScleraRight": (0.85, 0.83, 0.80), "M_EyeLashes": (0.03, 0.025, 0.02),
-}
-TRANSPARENT = set(facemodel.model.OVERLAY_MATERIALS)
+
+PART_KEY_MIN_M = 1e-4     # a part gets a key that moves it by more than this (0.1 mm; less is the model's noise)
 
 ProgressFn = Callable[[float, str], None]
 
@@ -60,6 +64,10 @@ class BuildOptions:
     add_camera: bool = True
     name: str = "Face"
     make_active_camera: bool = True
+    shape_key_names: str = "arkit"   # "arkit": Apple's 52 names (tongueOut missing); "ict": the model's 53
+    teeth: bool = True               # False: a toothless head (no teeth object)
+    place_beside: bool = True        # put the head beside earlier heads / out of objects it would sit in
+    light_scene: bool = True         # add a World / light rig when the scene has none (render_setup)
 
 
 @dataclass
@@ -69,10 +77,13 @@ class BuildResult:
     camera_object: Any | None
     collection: Any
     timings: dict[str, float] = field(default_factory=dict)
+    parts: dict[str, Any] = field(default_factory=dict)     # "Eye.L", "Eye.R", "Teeth", "Lashes" → object
+    notes: list[str] = field(default_factory=list)          # what the artist should know (placement)
 
     @property
     def objects(self) -> list[Any]:
-        return [o for o in (self.mesh_object, self.armature_object, self.camera_object) if o is not None]
+        return [o for o in (self.mesh_object, *self.parts.values(), self.armature_object, self.camera_object)
+                if o is not None]
 
 
 class _Created:
@@ -107,103 +118,110 @@ def rest_vertices(model: "facemodel.FaceModel", params: "facemodel.FaceParams") 
     return model.neutral + (ident @ model.identity_basis[:n].reshape(n, -1)).reshape(model.neutral.shape)
 
 
-def head_matrix(params: "facemodel.FaceParams") -> Matrix:
-    r = facemodel.geometry.euler_to_matrix(np.asarray(params.rotation, np.float64))
-    return CAMERA_TO_WORLD @ Matrix([list(r[0]) + [0], list(r[1]) + [0], list(r[2]) + [0], [0, 0, 0, 1]])
+def to_rig_space(vectors_cm: np.ndarray) -> np.ndarray:
+    """Model-space cm (y up, face +z) → rig space m (z up, face −y): ``CAMERA_TO_WORLD`` (+90° about X,
+    i.e. (x, y, z) → (x, −z, y), done as that exact axis swap) and × 0.01."""
+    v = np.asarray(vectors_cm, np.float32)
+    out = np.empty(v.shape, np.float32)
+    np.multiply(v[..., 0], CM_TO_M, out=out[..., 0])
+    np.multiply(v[..., 2], -CM_TO_M, out=out[..., 1])
+    np.multiply(v[..., 1], CM_TO_M, out=out[..., 2])
+    return out
 
 
-def camera_matrix(params: "facemodel.FaceParams") -> Matrix:
-    t = Vector(np.asarray(params.translation, np.float64) * CM_TO_M)
-    return Matrix.Translation(-(CAMERA_TO_WORLD.to_3x3() @ t)) @ CAMERA_TO_WORLD
+def world_rotation(params: "facemodel.FaceParams") -> np.ndarray:
+    """The photo's head rotation in rig space (3×3): ``C · R(rotation) · C⁻¹``."""
+    c = np.array(CAMERA_TO_WORLD.to_3x3(), np.float64)
+    return c @ facemodel.geometry.euler_to_matrix(np.asarray(params.rotation, np.float64)) @ c.T
 
 
-def build_mesh_data(model: "facemodel.FaceModel", vertices_cm: np.ndarray, name: str) -> Any:
-    """One mesh with the ICT topology, UVs, material indices and smooth shading."""
-    faces = model.faces
+def camera_matrix(params: "facemodel.FaceParams", face_offset: np.ndarray | None = None) -> Matrix:
+    """The photo camera for a face posed as ``world = R_world · x + face_offset`` (x in rig space, m)."""
+    t = np.asarray(params.translation, np.float64) * CM_TO_M
+    c = np.array(CAMERA_TO_WORLD.to_3x3(), np.float64)
+    offset = np.zeros(3) if face_offset is None else np.asarray(face_offset, np.float64)
+    return Matrix.Translation(Vector(offset - c @ t)) @ CAMERA_TO_WORLD
+
+
+def build_mesh_data(model: "facemodel.FaceModel", vertices_m: np.ndarray, name: str,
+                    polygons: np.ndarray | None = None) -> tuple[Any, np.ndarray]:
+    """A mesh of ICT's ``polygons`` (default all) with UVs, material indices (ICT's slots) and smooth
+    shading; returns it and the model vertex index of each of its vertices (sorted)."""
+    polygons = np.arange(len(model.faces)) if polygons is None else np.asarray(polygons)
+    faces = model.faces[polygons]
+    used = faces >= 0
+    verts = np.unique(faces[used])
+    remap = np.full(model.n_vertices, -1, np.int64)
+    remap[verts] = np.arange(len(verts))
     sizes = np.where(faces[:, 3] >= 0, 4, 3)
-    corners = faces.reshape(-1)[faces.reshape(-1) >= 0]
-    uv_idx = model.face_uvs.reshape(-1)[faces.reshape(-1) >= 0]
+    corners = remap[faces[used]]
+    uv_idx = model.face_uvs[polygons][used]
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int32)
     me = bpy.data.meshes.new(name)
-    me.vertices.add(len(vertices_cm))
-    me.vertices.foreach_set("co", (vertices_cm * CM_TO_M).astype(np.float32).ravel())
+    me.vertices.add(len(verts))
+    me.vertices.foreach_set("co", np.asarray(vertices_m[verts], np.float32).ravel())
     me.loops.add(len(corners))
     me.loops.foreach_set("vertex_index", corners.astype(np.int32))
     me.polygons.add(len(faces))
     me.polygons.foreach_set("loop_start", starts)
-    me.polygons.foreach_set("material_index", model.face_material.astype(np.int32))
+    me.polygons.foreach_set("material_index", model.face_material[polygons].astype(np.int32))
     me.update(calc_edges=True)
     uv = me.uv_layers.new(name="UVMap")
     uv.data.foreach_set("uv", model.uvs[uv_idx].astype(np.float32).ravel())
     me.polygons.foreach_set("use_smooth", np.ones(len(faces), bool))
     me.validate(clean_customdata=False)
-    return me
+    return me, verts
 
 
-def add_shape_keys(obj: Any, model: "facemodel.FaceModel", basis_cm: np.ndarray, weights: np.ndarray) -> None:
-    """Basis plus one key per model expression, named exactly as the model names them."""
+def add_shape_keys(obj: Any, names: list[str], basis_m: np.ndarray, deltas_m: np.ndarray,
+                   values: np.ndarray | None = None) -> None:
+    """Basis plus one key per name (``deltas_m`` (K, V, 3) rig space), sliders 0..1, values as given."""
     obj.shape_key_add(name="Basis", from_mix=False)
-    base = (basis_cm * CM_TO_M).astype(np.float32)
-    for i, name in enumerate(model.expression_names):
+    base = np.asarray(basis_m, np.float32)
+    for i, name in enumerate(names):
         kb = obj.shape_key_add(name=name, from_mix=False)
         points = getattr(kb, "points", kb.data)  # ShapeKey.points: the fast raw-array path (100× faster)
-        points.foreach_set("co", (base + model.expression_basis[i] * CM_TO_M).ravel())
+        points.foreach_set("co", (base + deltas_m[i]).astype(np.float32).ravel())
         kb.slider_min, kb.slider_max = 0.0, 1.0
-        kb.value = float(np.clip(weights[i], 0.0, 1.0))
+        kb.value = 0.0 if values is None else float(np.clip(values[i], 0.0, 1.0))
     obj.data.shape_keys.use_relative = True
 
 
-def _principled(mat: Any) -> Any:
-    if bpy.app.version < (5, 0, 0):  # 5.0: materials always have node trees; the flag is deprecated
-        mat.use_nodes = True
-    nodes = mat.node_tree.nodes
-    bsdf = next((n for n in nodes if n.type == "BSDF_PRINCIPLED"), None) or nodes.new("ShaderNodeBsdfPrincipled")
-    return bsdf
+CORRECTIVE_KEY = "facerig_corrective"
 
 
-def make_material(created: _Created, name: str, colour: tuple[float, float, float] = (0.8, 0.8, 0.8),
-                  image: Any = None, transparent: bool = False, roughness: float = 0.6) -> Any:
-    mat = created.add(bpy.data.materials, bpy.data.materials.new(name))
-    bsdf = _principled(mat)
-    bsdf.inputs["Base Color"].default_value = (*colour, 1.0)
-    bsdf.inputs["Roughness"].default_value = roughness
-    mat.diffuse_color = (*colour, 1.0)
-    if image is not None:
-        tex = mat.node_tree.nodes.new("ShaderNodeTexImage")
-        tex.image = image
-        tex.location = (-400, 200)
-        mat.node_tree.links.new(tex.outputs["Color"], bsdf.inputs["Base Color"])
-    if transparent:
-        bsdf.inputs["Alpha"].default_value = 0.0
-        mat.diffuse_color = (*colour, 0.0)
-        if hasattr(mat, "surface_render_method"):
-            mat.surface_render_method = "BLENDED"
-        if hasattr(mat, "blend_method"):
-            try:
-                mat.blend_method = "BLEND"
-            except (TypeError, AttributeError):
-                pass
-    return mat
+def corrective_offsets(model: "facemodel.FaceModel", params: "facemodel.FaceParams") -> np.ndarray | None:
+    """The corrective field (``params.corrective``, :mod:`facemodel.harmonics`) as rig-space offsets (V, 3) m,
+    or None for a face without coefficients (a regressor from before the corrective field)."""
+    coeffs = np.asarray(params.corrective, np.float32)
+    if coeffs.shape[-2] == 0:
+        return None
+    return to_rig_space(facemodel.harmonics.corrective_displacement(model.arrays.corrective_basis, coeffs))
 
 
-def image_from_array(created: _Created, name: str, rgb_bottom_up: np.ndarray) -> Any:
-    """An sRGB image from uint8 RGB in Blender pixel order (row 0 = bottom)."""
-    h, w = rgb_bottom_up.shape[:2]
-    img = created.add(bpy.data.images, bpy.data.images.new(name, width=w, height=h, alpha=False))
-    px = np.ones((h * w, 4), np.float32)
-    px[:, :3] = rgb_bottom_up.reshape(-1, 3)
-    px[:, :3] *= 1.0 / 255.0
-    img.pixels.foreach_set(px.ravel())
-    img.file_format = "PNG"
-    img[PROP_PREFIX + "pack_on_save"] = True  # packing costs ~90 ms per image: done when saving
-    return img
+def add_corrective_key(obj: Any, basis_m: np.ndarray, offsets_m: np.ndarray,
+                       min_move_m: float = PART_KEY_MIN_M) -> Any | None:
+    """The corrective field as its own shape key ``facerig_corrective`` on top of the identity basis, at value
+    1 — what the photo fit found — with a 0–2 slider, so an artist can dial between "a face like the person"
+    (0) and the fitted face (1). glTF and FBX carry it as one more morph target. A part the field does not
+    move by more than ``min_move_m`` (the teeth) gets no key; returns the key block, or None."""
+    if not np.abs(offsets_m).max(initial=0.0) > min_move_m:
+        return None
+    if obj.data.shape_keys is None:
+        obj.shape_key_add(name="Basis", from_mix=False)
+    kb = obj.shape_key_add(name=CORRECTIVE_KEY, from_mix=False)
+    points = getattr(kb, "points", kb.data)
+    points.foreach_set("co", (np.asarray(basis_m, np.float32) + offsets_m).astype(np.float32).ravel())
+    kb.slider_min, kb.slider_max = 0.0, 2.0
+    kb.value = 1.0
+    return kb
 
 
 def pack_generated_images() -> int:
     """Pack facerig's in-memory images (call before saving; the add-on does it in save_pre)."""
     count = 0
     for img in bpy.data.images:
-        if img.get(PROP_PREFIX + "pack_on_save") and img.packed_file is None:
+        if img.get(PACK_ON_SAVE) and img.packed_file is None:
             img.pack()
             count += 1
     return count
@@ -219,51 +237,8 @@ def _photo_image(created: _Created, name: str, photo: np.ndarray) -> Any:
     return image_from_array(created, name, np.ascontiguousarray(photo[::-1]))
 
 
-def add_vertex_groups(obj: Any, weights: dict[str, np.ndarray]) -> None:
-    """Vertex groups from float weights; quantised to 1/255 so ``add`` runs per level, not per vertex."""
-    for bone in BONES:
-        w = weights.get(bone)
-        vg = obj.vertex_groups.new(name=bone)
-        if w is None:
-            continue
-        q = np.round(w * 255).astype(np.int32)
-        order = np.argsort(q, kind="stable")
-        levels, starts = np.unique(q[order], return_index=True)
-        bounds = list(starts[1:]) + [len(order)]
-        for level, a, b in zip(levels, starts, bounds):
-            if level > 0:
-                vg.add(order[a:b].tolist(), float(level) / 255.0, "REPLACE")
-
-
-def build_armature(created: _Created, name: str, layout: Any, context: Any, collection: Any) -> Any:
-    arm_data = created.add(bpy.data.armatures, bpy.data.armatures.new(name + "_rig"))
-    arm = created.add(bpy.data.objects, bpy.data.objects.new(name + "_rig", arm_data))
-    collection.objects.link(arm)
-    view_layer = context.view_layer
-    prev_active = view_layer.objects.active
-    view_layer.objects.active = arm
-    bpy.ops.object.mode_set(mode="EDIT")
-    try:
-        for bone in BONES:
-            eb = arm_data.edit_bones.new(bone)
-            eb.head = Vector(layout.heads[bone] * CM_TO_M)
-            eb.tail = Vector(layout.tails[bone] * CM_TO_M)
-        for bone in BONES:
-            parent = layout.parents[bone]
-            if parent:
-                arm_data.edit_bones[bone].parent = arm_data.edit_bones[parent]
-                arm_data.edit_bones[bone].use_connect = bone in ("head",)
-        arm_data.edit_bones["root"].use_deform = False
-    finally:
-        bpy.ops.object.mode_set(mode="OBJECT")
-        view_layer.objects.active = prev_active
-    arm.show_in_front = True
-    arm_data.display_type = "STICK"
-    return arm
-
-
 def add_camera(created: _Created, name: str, params: "facemodel.FaceParams", photo_img: Any, width: int,
-               height: int, context: Any, make_active: bool) -> Any:
+               height: int, context: Any, make_active: bool, face_offset: np.ndarray | None = None) -> Any:
     bc = facemodel.camera.blender_camera(np.asarray(params.camera), width, height)
     cam_data = created.add(bpy.data.cameras, bpy.data.cameras.new(name + "_camera"))
     cam_data.lens = bc.lens_mm
@@ -278,7 +253,7 @@ def add_camera(created: _Created, name: str, params: "facemodel.FaceParams", pho
     bg.frame_method = "STRETCH"
     bg.alpha = 1.0
     cam = created.add(bpy.data.objects, bpy.data.objects.new(name + "_camera", cam_data))
-    cam.matrix_world = camera_matrix(params)
+    cam.matrix_world = camera_matrix(params, face_offset)
     scene = context.scene
     if make_active or scene.camera is None:
         scene.camera = cam
@@ -339,47 +314,97 @@ def build_face(model: "facemodel.FaceModel", recon: Any, options: BuildOptions |
         t = time.perf_counter()
         progress(0.05, "mesh")
         rest = rest_vertices(model, params)
-        me = created.add(bpy.data.meshes, build_mesh_data(model, rest, options.name))
+        rig_rest = to_rig_space(rest)
+        polygons = part_polygons(model, teeth=options.teeth)
+        me, head_verts = build_mesh_data(model, rig_rest, options.name, polygons["Head"])
+        created.add(bpy.data.meshes, me)
         obj = created.add(bpy.data.objects, bpy.data.objects.new(options.name, me))
+        parts = {}
+        for part, polys in polygons.items():
+            if part != "Head":
+                pme, pverts = build_mesh_data(model, rig_rest, f"{options.name}_{part}", polys)
+                created.add(bpy.data.meshes, pme)
+                parts[part] = (created.add(bpy.data.objects, bpy.data.objects.new(f"{options.name}_{part}", pme)),
+                               pverts)
         t = _timed(timings, "mesh", t)
 
         progress(0.2, "shape keys")
-        add_shape_keys(obj, model, rest, np.asarray(params.expression, np.float32))
+        keys = key_set(model.expression_names, options.shape_key_names)
+        deltas = to_rig_space(keys.displacements(model.expression_basis))   # (K, V, 3) m
+        add_shape_keys(obj, keys.names, rig_rest[head_verts], deltas[:, head_verts])
+        corrective = corrective_offsets(model, params)
+        if corrective is not None:
+            add_corrective_key(obj, rig_rest[head_verts], corrective[head_verts], min_move_m=0.0)
+        motion = np.abs(deltas).max(axis=2)                                  # (K, V): how far each key moves each vertex
+        for part, (pobj, pverts) in parts.items():
+            add_part_keys(model, keys, pobj, part, rig_rest, deltas, pverts, motion[:, pverts].max(axis=1))
+            if corrective is not None:
+                add_corrective_key(pobj, rig_rest[pverts], corrective[pverts])
         t = _timed(timings, "shape_keys", t)
 
         progress(0.45, "texture")
         baked = bake_views(model, recon, options.texture_size, options.remove_lighting)
         t = _timed(timings, "texture_bake", t)
         images = {m: image_from_array(created, f"{options.name}_{m}", tex) for m, tex in baked.images.items()}
-        iris = tuple(float(c) ** 2.2 for c in baked.iris_color)
+        materials = head_materials(created, options.name, model, images, baked.iris_color)
         for mat_name in model.material_names:
-            mat = make_material(created, f"{options.name}_{mat_name}",
-                                colour=iris if mat_name.startswith("M_Iris") else MATERIAL_COLOURS.get(mat_name, (0.8, 0.8, 0.8)),
-                                image=images.get(mat_name), transparent=mat_name in TRANSPARENT,
-                                roughness=0.2 if "Sclera" in mat_name or "Iris" in mat_name else 0.6)
-            me.materials.append(mat)
+            me.materials.append(materials[mat_name])
         t = _timed(timings, "texture_images", t)
+
+        for pobj, _ in parts.values():
+            for mat in me.materials:       # every object keeps ICT's full slot list: material_index = ICT's
+                pobj.data.materials.append(mat)
 
         coll = created.add(bpy.data.collections, bpy.data.collections.new(options.name))
         context.scene.collection.children.link(coll)
-        coll.objects.link(obj)
+        for o in (obj, *(p for p, _ in parts.values())):
+            coll.objects.link(o)
+        rotation = world_rotation(params)
         arm = None
         if options.build_armature:
             progress(0.7, "armature")
             layout = rig_layout(model, rest)
-            arm = build_armature(created, options.name, layout, context, coll)
-            arm.matrix_world = head_matrix(params)
+            arm = rigging.build_armature(created, options.name, {b: to_rig_space(p) for b, p in layout.heads.items()},
+                                         {b: to_rig_space(p) for b, p in layout.tails.items()}, layout.parents,
+                                         context, coll)
             obj.parent = arm
             obj.matrix_parent_inverse = Matrix.Identity(4)
             obj.matrix_basis = Matrix.Identity(4)
-            add_vertex_groups(obj, layout.weights)
+            rigging.add_vertex_groups(obj, {b: w[head_verts] for b, w in layout.weights.items()})
             mod = obj.modifiers.new("Armature", "ARMATURE")
             mod.object = arm
+            for part, (pobj, _) in parts.items():
+                rigging.parent_to_bone(pobj, arm, PARTS[part][1])
+            rigging.add_jaw_driver(obj.data.shape_keys, arm, layout.jaw_open_angle)
+            face_offset = rigging.pose_head(arm, rotation)
             store_properties(arm, photo, params)
             if same is not None:
                 store_same_person(arm, same)
         else:
-            obj.matrix_world = head_matrix(params)
+            for pobj, _ in parts.values():
+                pobj.parent = obj
+            placed = np.eye(4)
+            placed[:3, :3] = rotation
+            obj.matrix_world = Matrix(placed.tolist())
+            face_offset = np.zeros(3)
+        lip_gaps = lip_gap_terms(model, keys.mix, keys.names, min_cm=0.1)
+        for pobj, _ in parts.values():
+            link_part_keys(pobj, obj, lip_gaps)
+        notes: list[str] = []
+        if options.place_beside:
+            posed = rig_rest @ rotation.T + face_offset
+            shift, passed = free_offset(posed.min(0), posed.max(0),
+                                        scene_obstacles(context.scene, exclude={obj, *(p for p, _ in parts.values())}))
+            if shift:
+                (arm or obj).location.x += shift
+                face_offset = face_offset + [shift, 0.0, 0.0]
+                notes.append(f"placed {shift:.2f} m along X, beside " + ", ".join(passed))
+        for o in (obj, *(p for p, _ in parts.values())):
+            o[PROP_PREFIX + "shape_key_names"] = keys.naming
+        if arm is not None:
+            arm[PROP_PREFIX + "shape_key_names"] = keys.naming
+        obj[PROP_PREFIX + "expression_names"] = json.dumps(list(model.expression_names))
+        apply_expression(obj, np.asarray(params.expression, np.float64))
         t = _timed(timings, "armature", t)
 
         cam = None
@@ -387,8 +412,11 @@ def build_face(model: "facemodel.FaceModel", recon: Any, options: BuildOptions |
             progress(0.85, "camera")
             photo_img = _photo_image(created, f"{options.name}_photo", photo.image)
             cam = add_camera(created, options.name, params, photo_img, photo.width, photo.height, context,
-                             options.make_active_camera)
+                             options.make_active_camera, face_offset)
             coll.objects.link(cam)
+        if options.light_scene:   # a World and three lights, only where the scene has none
+            context.view_layer.update()
+            ensure_render_setup(created, context.scene, object_centre(obj))
         store_properties(obj, photo, params)
         if same is not None:
             store_same_person(obj, same)
@@ -403,22 +431,73 @@ def build_face(model: "facemodel.FaceModel", recon: Any, options: BuildOptions |
     except BaseException:
         created.remove_all()
         raise
-    return BuildResult(obj, arm, cam, coll, timings)
+    return BuildResult(obj, arm, cam, coll, timings, {p: o for p, (o, _) in parts.items()}, notes)
+
+
+def add_part_keys(model: "facemodel.FaceModel", keys: KeySet, pobj: Any, part: str, rig_rest: np.ndarray,
+                  deltas: np.ndarray, verts: np.ndarray, motion: np.ndarray) -> None:
+    """The head's keys that move this part (``motion``: each key's largest move of it; teeth: the jaw's,
+    lashes: blinks, looks, …), plus the teeth's ``teethTuck`` (teeth out of sight behind closed lips)."""
+    moving = np.flatnonzero(motion > PART_KEY_MIN_M)
+    names = [keys.names[k] for k in moving]
+    part_deltas = deltas[moving][:, verts]
+    if part == "Teeth":
+        tuck = to_rig_space(teeth_tuck_offsets(model))
+        names.append(TEETH_TUCK)
+        part_deltas = np.concatenate([part_deltas, tuck[None]], 0)
+    if names:
+        add_shape_keys(pobj, names, rig_rest[verts], part_deltas)
+    pobj[PROP_PREFIX + "part"] = part
+
+
+def link_part_keys(pobj: Any, head: Any, lip_gaps: list[dict[str, float]]) -> None:
+    """Drivers: a part's keys follow the head's keys of the same name (the head's ``jawOpen`` follows the
+    jaw bone); ``teethTuck`` = 1 while the lips are closed, 0 once they are ``TUCK_OPEN_CM`` further
+    apart than at rest anywhere along the mouth (``facerig_lip_gap_N``: the gap change at the centre and
+    both sides, linear in the head's keys)."""
+    if pobj.data.shape_keys is None:
+        return
+    key = pobj.data.shape_keys
+    for kb in key.key_blocks[1:]:
+        if kb.name != TEETH_TUCK:
+            rigging.add_copy_driver(key, kb.name, head.data.shape_keys)
+    if TEETH_TUCK in key.key_blocks:
+        gaps = []
+        for i, terms in enumerate(lip_gaps):
+            prop = f"{PROP_PREFIX}lip_gap_{i}"
+            pobj[prop] = 0.0
+            rigging.add_linear_driver(pobj, f'["{prop}"]', head.data.shape_keys, terms)
+            gaps.append(("OBJECT", pobj, f'["{prop}"]'))
+        opening = "max(" + ", ".join(f"k{i}" for i in range(len(gaps))) + ")" if len(gaps) > 1 else "k0"
+        rigging.add_prop_driver(key.key_blocks[TEETH_TUCK], "value",
+                                f"max(0.0, min(1.0, 1.0 - {opening} / {TUCK_OPEN_CM}))", gaps)
 
 
 EXPORT_FORMATS = (".blend", ".glb", ".gltf", ".fbx", ".obj")
+# Per-target normals are 4/5 of the glTF export's time (the exporter reads 53 × 100k corner normals through
+# Python lists) and 60 % of the file; viewers shade the moved vertices with the base normals instead, which
+# the small facial displacements barely show (docs/addon-look.md, "glTF export time").
+GLTF_MORPH_NORMALS = False
 
 
 def _save_images_beside(path: "Any") -> None:
-    """OBJ/MTL reference texture files: write facerig's images as PNGs next to the OBJ."""
+    """OBJ/MTL reference texture files: write facerig's images as PNGs into ``<name>_textures/`` and
+    point the images at them, unpacked — Blender's OBJ writer names a packed image by its bare file
+    name (or a path relative to nothing), so the .mtl would miss the folder. A packed image's PNG bytes
+    are written as they are (no re-encoding); the images are packed again when a .blend is saved."""
     folder = path.parent / f"{path.stem}_textures"
     folder.mkdir(parents=True, exist_ok=True)
     for img in bpy.data.images:
-        if img.get(PROP_PREFIX + "pack_on_save"):
+        if img.get(PACK_ON_SAVE):
             target = folder / f"{bpy.path.clean_name(img.name)}.png"
-            img.filepath_raw = str(target)
             img.file_format = "PNG"
-            img.save()
+            if img.packed_file is not None:
+                target.write_bytes(img.packed_file.data)
+                img.unpack(method="REMOVE")
+                img.filepath_raw = str(target)
+            else:
+                img.filepath_raw = str(target)
+                img.save()
 
 
 def export_scene(path: "str | Any", objects: list[Any] | None = None) -> None:
@@ -428,7 +507,8 @@ def export_scene(path: "str | Any", objects: list[Any] | None = None) -> None:
     path = Path(path)
     ext = path.suffix.lower()
     path.parent.mkdir(parents=True, exist_ok=True)
-    pack_generated_images()  # exporters embed packed images; unpacked generated ones may be dropped
+    if ext != ".obj":  # exporters embed packed images; unpacked generated ones may be dropped
+        pack_generated_images()
     if ext == ".blend":
         bpy.ops.wm.save_as_mainfile(filepath=str(path), compress=True)
         return
@@ -439,10 +519,14 @@ def export_scene(path: "str | Any", objects: list[Any] | None = None) -> None:
     if ext in (".glb", ".gltf"):
         bpy.ops.export_scene.gltf(filepath=str(path), export_format="GLB" if ext == ".glb" else "GLTF_SEPARATE",
                                   use_selection=selected, export_morph=True, export_skins=True,
-                                  export_cameras=True, export_yup=True, export_apply=False)
+                                  export_cameras=True, export_yup=True, export_apply=False,
+                                  export_morph_normal=GLTF_MORPH_NORMALS)
     elif ext == ".fbx":
+        # No lights, as glTF (its export_lights is off): the render rig is the .blend's; and Blender 5.0's own
+        # FBX importer fails on any FBX light ('CyclesLightSettings' has no 'cast_shadow').
         bpy.ops.export_scene.fbx(filepath=str(path), use_selection=selected, add_leaf_bones=False,
-                                 path_mode="COPY", embed_textures=True, bake_anim=False)
+                                 path_mode="COPY", embed_textures=True, bake_anim=False,
+                                 object_types={"ARMATURE", "CAMERA", "EMPTY", "MESH", "OTHER"})
     elif ext == ".obj":
         _save_images_beside(path)
         bpy.ops.wm.obj_export(filepath=str(path), export_selected_objects=selected, export_materials=True,

@@ -109,11 +109,12 @@ class _MediaPipe:
         self._mesh_multi = None
 
     def _solutions(self):  # noqa: ANN202 - mediapipe has no type hints
+        from .mediapipe_solutions import legacy_face_solutions
+
         try:
-            from mediapipe.python.solutions import face_detection, face_mesh
+            return legacy_face_solutions()
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise RuntimeError(f"the face detector (mediapipe) is not installed: {exc}") from None
-        return face_detection, face_mesh
 
     @property
     def detector(self):  # noqa: ANN201

@@ -6,9 +6,15 @@ not touch ``sys.path``), while a development checkout imports the top-level pack
 
 from __future__ import annotations
 
+from pathlib import Path
+
 try:
     from . import facemodel  # type: ignore[attr-defined]  # vendored copy (extension build)
 except ImportError:
     import facemodel
+
+# ICT-FaceKit Light's corrective-field basis, precomputed (`facerig model harmonics --bundle
+# blender_addon/models`): Blender's Python has no scipy to compute it.
+facemodel.harmonics.add_search_dir(Path(__file__).resolve().parent / "models")
 
 __all__ = ["facemodel"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,11 @@ from typing import Any
 import bpy
 from bpy.props import BoolProperty, CollectionProperty, EnumProperty, IntProperty, StringProperty
 
+from .face_model_setup import (ICT_URL, MISSING_MODEL_HELP, convert_module, install_face_model,
+                               needs_online_access)
 from .fm import facemodel
 from .formats import file_browser_glob
+from .limits import MAX_TEXTURE_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +51,29 @@ class FACERIG_AddonPreferences(bpy.types.AddonPreferences):
         description="ONNX regressor; empty = the model shipped in the extension's models/ folder")
     face_model_path: StringProperty(  # type: ignore[valid-type]
         name="Face model", subtype="FILE_PATH",
-        description="ICT-FaceKit npz; empty = $FACERIG_FACE_MODEL, then ~/.cache/facerig "
-                    "(`facerig model fetch` downloads it)")
+        description="ICT-FaceKit npz; empty = $FACERIG_FACE_MODEL, then the one Download Face Model or "
+                    "Choose Local File put in the add-on's data folder")
     cnet_path: StringProperty(  # type: ignore[valid-type]
         name="Confidence network", subtype="FILE_PATH",
         description="C-Net ONNX for several photos of one person; empty = $FACERIG_CNET, then the extension's "
                     "models/ folder; none found = plain averaging")
 
     def draw(self, context: Any) -> None:
-        self.layout.prop(self, "regressor_path")
-        self.layout.prop(self, "face_model_path")
-        self.layout.prop(self, "cnet_path")
+        layout = self.layout
+        box = layout.box()
+        try:
+            box.label(text=f"Face model: {resolve_face_model(context)}", icon="CHECKMARK")
+        except facemodel.FaceModelError:
+            box.label(text="Face model (ICT-FaceKit, MIT licence): not installed yet", icon="ERROR")
+        row = box.row()
+        row.operator(FACERIG_OT_fetch_face_model.bl_idname, icon="IMPORT")
+        row.operator(FACERIG_OT_choose_face_model.bl_idname, icon="FILEBROWSER")
+        if not bpy.app.online_access:
+            box.label(text="Online access is off (Preferences › System › Network): download "
+                           f"{ICT_URL} yourself and choose its zip", icon="INFO")
+        layout.prop(self, "regressor_path")
+        layout.prop(self, "face_model_path")
+        layout.prop(self, "cnet_path")
 
 
 def _refine_property() -> Any:
@@ -65,6 +81,14 @@ def _refine_property() -> Any:
     return BoolProperty(name="Refine on landmarks", default=True,
                         description="fit expression, pose and identity to the detected facial landmarks after "
                                     "the network (≈ 12 ms; closer overlay on the photo)")
+
+
+def _shape_key_names_property() -> Any:
+    """The panel's and the operator's shape-key naming (ARKit's by default)."""
+    return EnumProperty(name="Shape keys", default="arkit",
+                        items=[("arkit", "ARKit", "Apple's ARKit blendshape names (eyeBlinkLeft, browInnerUp, …; "
+                                                  "no tongueOut): Live Link Face and ARKit data apply directly"),
+                               ("ict", "ICT-FaceKit", "the face model's own 53 names (eyeBlink_L, browInnerUp_L/_R, …)")])
 
 
 def _remove_lighting_property() -> Any:
@@ -93,14 +117,40 @@ class FaceRigSettings(bpy.types.PropertyGroup):
     build_armature: BoolProperty(name="Build armature", default=True)  # type: ignore[valid-type]
     add_camera: BoolProperty(name="Add camera", default=True)  # type: ignore[valid-type]
     refine: _refine_property()  # type: ignore[valid-type]
+    shape_key_names: _shape_key_names_property()  # type: ignore[valid-type]
+    teeth: BoolProperty(name="Teeth", default=True, description="off: a toothless head")  # type: ignore[valid-type]
 
 
-def _resolve_paths(context: Any, model_path: str) -> tuple[str | None, str | None]:
+def addon_data_dir() -> Path:
+    """The add-on's own writable folder: Blender's extension user directory (kept across updates of
+    the extension), or — registered from a development checkout — the ``facerig`` command's cache."""
+    try:
+        return Path(bpy.utils.extension_path_user(ADDON_ID))
+    except ValueError:   # not installed as an extension
+        return facemodel.model.cache_dir()
+
+
+def resolve_face_model(context: Any) -> str:
+    """The face model to use: the preference, $FACERIG_FACE_MODEL, the add-on's data folder, then the
+    command line's cache. Raises FaceModelError saying how to get one in Blender."""
+    prefs = addon_prefs(context)
+    if prefs and prefs.face_model_path:
+        return str(facemodel.resolve_model_path(bpy.path.abspath(prefs.face_model_path)))
+    installed = addon_data_dir() / facemodel.model.MODEL_FILENAME
+    if not os.environ.get(facemodel.model.ENV_VAR) and installed.is_file():
+        return str(installed)
+    try:
+        return str(facemodel.resolve_model_path(None))
+    except facemodel.FaceModelError:
+        if os.environ.get(facemodel.model.ENV_VAR):
+            raise                                        # the variable names a missing file: say so
+        raise facemodel.FaceModelError(MISSING_MODEL_HELP) from None
+
+
+def _resolve_paths(context: Any, model_path: str) -> tuple[str | None, str]:
     prefs = addon_prefs(context)
     regressor = model_path or (prefs.regressor_path if prefs else "") or None
-    face_model = (prefs.face_model_path if prefs else "") or None
-    return (bpy.path.abspath(regressor) if regressor else None,
-            bpy.path.abspath(face_model) if face_model else None)
+    return bpy.path.abspath(regressor) if regressor else None, resolve_face_model(context)
 
 
 def _resolve_cnet(context: Any, cnet_path: str) -> str | None:
@@ -154,12 +204,14 @@ class FACERIG_OT_reconstruct(bpy.types.Operator):
     filepath: StringProperty(name="Photo", subtype="FILE_PATH", options={"SKIP_SAVE"})  # type: ignore[valid-type]
     face_index: IntProperty(name="Face", default=-1, min=-1,  # type: ignore[valid-type]
                             description="0 = largest face; -1 = the panel's choice (largest by default)")
-    texture_size: IntProperty(name="Texture size", default=0, min=0, max=8192,  # type: ignore[valid-type]
-                              description="0 = the panel's setting")
+    texture_size: IntProperty(name="Texture size", default=0, min=0, max=MAX_TEXTURE_SIZE,  # type: ignore[valid-type]
+                              description="0 = the panel's setting; at most 4096 (and what the memory allows)")
     remove_lighting: _remove_lighting_property()  # type: ignore[valid-type]
     build_armature: BoolProperty(name="Build armature", default=True)  # type: ignore[valid-type]
     add_camera: BoolProperty(name="Add camera", default=True)  # type: ignore[valid-type]
     refine: _refine_property()  # type: ignore[valid-type]
+    shape_key_names: _shape_key_names_property()  # type: ignore[valid-type]
+    teeth: BoolProperty(name="Teeth", default=True, description="off: a toothless head")  # type: ignore[valid-type]
     model_path: StringProperty(name="Regressor", subtype="FILE_PATH", options={"SKIP_SAVE"})  # type: ignore[valid-type]
     extra_filepaths: CollectionProperty(  # type: ignore[valid-type]
         type=FaceRigPhotoPath, options={"SKIP_SAVE"},
@@ -175,6 +227,7 @@ class FACERIG_OT_reconstruct(bpy.types.Operator):
                 self.extra_filepaths.add().name = extra.name
         self.build_armature, self.add_camera = settings.build_armature, settings.add_camera
         self.refine, self.remove_lighting = settings.refine, settings.remove_lighting
+        self.shape_key_names, self.teeth = settings.shape_key_names, settings.teeth
         self.texture_size = self.texture_size or int(settings.texture_size)
         if self.face_index < 0 and _DETECTED["faces"] and _DETECTED["path"] == bpy.path.abspath(self.filepath):
             self.face_index = int(settings.face)
@@ -183,7 +236,8 @@ class FACERIG_OT_reconstruct(bpy.types.Operator):
     def execute(self, context: Any) -> set[str]:
         from .aggregate import reconstruct_same_person
         from .build_mesh import BuildOptions, build_face
-        from .pipeline import load_face_model, photo_warnings, reconstruct_photo
+        from .limits import check_texture_size
+        from .pipeline import get_regressor, load_face_model, photo_warnings, reconstruct_photo
 
         path = bpy.path.abspath(self.filepath or context.scene.facerig.filepath)
         if not path:
@@ -195,9 +249,11 @@ class FACERIG_OT_reconstruct(bpy.types.Operator):
         wm.progress_begin(0, 100)
         t0 = time.perf_counter()
         try:
+            texture_size = check_texture_size(self.texture_size or int(context.scene.facerig.texture_size))
             regressor_path, face_model_path = _resolve_paths(context, self.model_path)
             wm.progress_update(5)
             model = load_face_model(face_model_path)
+            model.check_layout(get_regressor(regressor_path).layout)
             if len(paths) > 1:   # the face choice is the main photo's; the others use their largest face
                 recon = reconstruct_same_person(paths, [face_index] + [None] * (len(paths) - 1), regressor_path,
                                                 _resolve_cnet(context, self.cnet_path), model, refine=self.refine)
@@ -208,19 +264,25 @@ class FACERIG_OT_reconstruct(bpy.types.Operator):
                 recon = reconstruct_photo(path, face_index, regressor_path, faces=faces, refine=self.refine,
                                           face_model=model)
             wm.progress_update(30)
-            options = BuildOptions(texture_size=self.texture_size or int(context.scene.facerig.texture_size),
+            options = BuildOptions(texture_size=texture_size,
                                    remove_lighting=self.remove_lighting, build_armature=self.build_armature,
-                                   add_camera=self.add_camera,
-                                   name=Path(path).stem[:40] or "Face")
+                                   add_camera=self.add_camera, shape_key_names=self.shape_key_names,
+                                   teeth=self.teeth, name=Path(path).stem[:40] or "Face")
             result = build_face(model, recon, options, context,
                                 progress=lambda f, msg: wm.progress_update(30 + int(70 * f)))
         except (OSError, ValueError, RuntimeError, facemodel.FaceModelError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
+        except Exception as exc:  # noqa: BLE001 - a UI operator reports, never a traceback popup
+            log.exception("reconstruction failed")
+            self.report({"ERROR"}, f"reconstruction failed: {type(exc).__name__}: {exc} (details in the console)")
+            return {"CANCELLED"}
         finally:
             wm.progress_end()
         for warning in photo_warnings(recon):
             self.report({"WARNING"}, warning)
+        for note in result.notes:
+            self.report({"INFO"}, note)
         for obj in context.view_layer.objects:
             obj.select_set(False)
         result.mesh_object.select_set(True)
@@ -294,37 +356,116 @@ class FACERIG_OT_extra_photo_remove(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class FACERIG_OT_fetch_face_model(bpy.types.Operator):
-    """Download ICT-FaceKit (MIT licence) from GitHub and convert it into the user cache"""
+class _FaceModelInstall:
+    """Shared by the two face-model buttons: ``execute`` installs at once (scripts, background mode,
+    a chosen local file); :meth:`start` (the download button's ``invoke``) runs the install on a thread
+    and polls it, so Blender's window stays responsive while ICT-FaceKit is downloaded and converted.
+    (No class annotations here: Blender would read them as operator properties.)"""
+
+    def source(self) -> str:
+        raise NotImplementedError
+
+    def refusal(self, source: str) -> str | None:
+        return None
+
+    def _finish(self, job: dict[str, Any]) -> set[str]:
+        if job.get("error"):
+            self.report({"ERROR"}, job["error"])
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"face model installed at {job['path']}")
+        return {"FINISHED"}
+
+    @staticmethod
+    def _run(source: str, dest: Path, job: dict[str, Any]) -> None:
+        try:
+            job["path"] = install_face_model(source, dest)
+        except (OSError, ValueError, facemodel.FaceModelError) as exc:
+            job["error"] = str(exc)
+        except Exception as exc:  # noqa: BLE001 - on the download thread nothing else would see it
+            log.exception("installing the face model from %s failed", source)
+            job["error"] = f"installing the face model failed: {exc!r}"
+
+    def execute(self, context: Any) -> set[str]:
+        source = self.source()
+        if (reason := self.refusal(source)) is not None:
+            self.report({"ERROR"}, reason)
+            return {"CANCELLED"}
+        job: dict[str, Any] = {}
+        self._run(source, addon_data_dir(), job)
+        return self._finish(job)
+
+    def start(self, context: Any) -> set[str]:
+        source = self.source()
+        if (reason := self.refusal(source)) is not None:
+            self.report({"ERROR"}, reason)
+            return {"CANCELLED"}
+        self._job = {}
+        thread = threading.Thread(target=self._run, args=(source, addon_data_dir(), self._job), daemon=True)
+        self._job["thread"] = thread
+        thread.start()
+        wm = context.window_manager
+        self._timer = wm.event_timer_add(0.5, window=context.window)
+        wm.modal_handler_add(self)
+        self.report({"INFO"}, "installing the face model…")
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context: Any, event: Any) -> set[str]:
+        if event.type != "TIMER" or self._job["thread"].is_alive():
+            return {"PASS_THROUGH"}
+        context.window_manager.event_timer_remove(self._timer)
+        return self._finish(self._job)
+
+
+class FACERIG_OT_fetch_face_model(_FaceModelInstall, bpy.types.Operator):
+    """Download ICT-FaceKit (MIT licence) from GitHub and convert it into the add-on's data folder"""
 
     bl_idname = "facerig.fetch_face_model"
     bl_label = "Download Face Model"
     bl_options = {"REGISTER"}
 
-    def execute(self, context: Any) -> set[str]:
-        if not getattr(bpy.app, "online_access", True):
-            self.report({"ERROR"}, "online access is disabled (Preferences › System › Network); or run "
-                                   "`facerig model fetch` and set the face model path in the add-on preferences")
-            return {"CANCELLED"}
-        from importlib import import_module
+    url: StringProperty(name="URL", options={"HIDDEN", "SKIP_SAVE"},  # type: ignore[valid-type]
+                        description="archive to download; empty = ICT-FaceKit's GitHub archive")
 
-        convert = import_module(facemodel.__name__ + ".convert")
-        context.window_manager.progress_begin(0, 1)
-        try:
-            path = convert.fetch(convert.ICT_ARCHIVE_URL)
-        except (OSError, ValueError, RuntimeError) as exc:
-            self.report({"ERROR"}, f"download failed: {exc}")
-            return {"CANCELLED"}
-        finally:
-            context.window_manager.progress_end()
-        self.report({"INFO"}, f"face model written to {path}")
-        return {"FINISHED"}
+    def source(self) -> str:
+        return self.url or convert_module().ICT_ARCHIVE_URL
+
+    def refusal(self, source: str) -> str | None:
+        if needs_online_access(source) and not bpy.app.online_access:
+            return ("online access is off: allow it in Preferences › System › Network, or download "
+                    f"{ICT_URL} yourself and use Choose Local File")
+        return None
+
+    def invoke(self, context: Any, event: Any) -> set[str]:
+        return self.start(context)
+
+
+class FACERIG_OT_choose_face_model(_FaceModelInstall, bpy.types.Operator):
+    """Use a local ICT-FaceKit download: its zip, its folder (FaceXModel), or an .npz converted before"""
+
+    bl_idname = "facerig.choose_face_model"
+    bl_label = "Choose Local File"
+    bl_options = {"REGISTER"}
+
+    filepath: StringProperty(subtype="FILE_PATH", options={"SKIP_SAVE"})  # type: ignore[valid-type]
+    filter_glob: StringProperty(default="*.zip;*.npz", options={"HIDDEN", "SKIP_SAVE"})  # type: ignore[valid-type]
+    filter_folder: BoolProperty(default=True, options={"HIDDEN", "SKIP_SAVE"})  # type: ignore[valid-type]
+
+    def source(self) -> str:
+        return bpy.path.abspath(self.filepath)
+
+    def refusal(self, source: str) -> str | None:
+        return None if self.filepath else "choose ICT-FaceKit's zip, its folder or an .npz"
+
+    def invoke(self, context: Any, event: Any) -> set[str]:
+        if self.filepath:
+            return self.execute(context)
+        context.window_manager.fileselect_add(self)   # then execute: converting a local copy takes ≈ 30 s
+        return {"RUNNING_MODAL"}
 
 
 def face_model_available(context: Any) -> bool:
-    _, face_model = _resolve_paths(context, "")
     try:
-        facemodel.resolve_model_path(face_model)
+        resolve_face_model(context)
     except facemodel.FaceModelError:
         return False
     return True
@@ -340,7 +481,7 @@ def _pack_before_save(*_args: Any) -> None:
 
 CLASSES = (FACERIG_AddonPreferences, FaceRigPhotoPath, FaceRigSettings, FACERIG_OT_detect_faces,
            FACERIG_OT_reconstruct, FACERIG_OT_extra_photo_add, FACERIG_OT_extra_photo_remove,
-           FACERIG_OT_fetch_face_model)
+           FACERIG_OT_fetch_face_model, FACERIG_OT_choose_face_model)
 
 
 def register() -> None:

@@ -13,7 +13,10 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import re
 import struct
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,7 @@ import numpy as np
 
 from .colour_profile import to_srgb
 from .formats import HEIF_SUFFIXES, PHOTO_SUFFIXES
+from .limits import DECODE_MAX_PIXELS, PIXEL_LIMIT, decode_reduction, megapixels
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,10 @@ class PhotoNotFoundError(PhotoError, FileNotFoundError):
     """No file at the photo's path (still a ``FileNotFoundError`` for callers that catch that)."""
 
 
+class ImageTooLargeError(PhotoError):
+    """The image has more pixels than facerig reads (:data:`limits.PIXEL_LIMIT`)."""
+
+
 @functools.lru_cache(maxsize=1)
 def pillow_image() -> Any:
     """``PIL.Image`` with the HEIF/HEIC opener registered when pillow-heif is installed (phones save
@@ -60,6 +68,11 @@ def pillow_image() -> Any:
         log.debug("pillow-heif not installed: HEIC/HEIF photos cannot be read")
     else:
         pillow_heif.register_heif_opener()
+    # facerig's own budget (checked from the header before any decoding) replaces Pillow's
+    # decompression-bomb limit (89 MP warns, 179 MP fails), which would hide the orientation and colour
+    # profile of an accepted 100-MP photo and warn on stderr.
+    if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < PIXEL_LIMIT:
+        Image.MAX_IMAGE_PIXELS = PIXEL_LIMIT
     return Image
 
 
@@ -183,30 +196,17 @@ def _unreadable(path: Path) -> ImageReadError:
                           f"({', '.join(s.lstrip('.').upper() for s in PHOTO_SUFFIXES)})")
 
 
-def load_image(path: str | Path, min_side: int = MIN_IMAGE_SIDE) -> np.ndarray:
+def load_image(path: str | Path, min_side: int = MIN_IMAGE_SIDE,
+               max_decode_pixels: int | None = DECODE_MAX_PIXELS) -> np.ndarray:
     """Read any common image file as upright uint8 RGB (H, W, 3).
 
     Decodes with ``IMREAD_UNCHANGED`` (keeps 16 bit and alpha, which OpenCV would otherwise
     handle silently and differently per format) and applies the EXIF orientation and the embedded
-    colour profile (Display P3, Adobe RGB … → sRGB) itself.
+    colour profile (Display P3, Adobe RGB … → sRGB) itself. The size is checked from the header first
+    (:func:`decode_photo`): over :data:`limits.PIXEL_LIMIT` is refused, over ``max_decode_pixels`` (None:
+    no reduction, for callers whose labels are in the file's pixels) is decoded reduced.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise PhotoNotFoundError(f"photo not found: {path}")
-    buffer = np.fromfile(str(path), np.uint8)  # np.fromfile + imdecode handles non-ASCII paths
-    decoded = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED) if buffer.size else None
-    if decoded is None or decoded.size == 0:
-        decoded = _decode_with_pillow(path)
-    if decoded is None or decoded.size == 0:
-        raise _unreadable(path)
-    if decoded.ndim == 3 and decoded.shape[2] > 4:
-        decoded = decoded[:, :, :3]
-    orientation, icc = _photo_header(path)
-    image = apply_orientation(to_srgb(to_rgb8(decoded), icc), orientation)
-    check_size(image, min_side, path.name)
-    log.debug("loaded %s: %dx%d (decoded %s %s)", path.name, image.shape[1], image.shape[0],
-              decoded.dtype, decoded.shape)
-    return image
+    return decode_photo(path, min_side, max_decode_pixels).image
 
 
 def check_size(image: np.ndarray, min_side: int = MIN_IMAGE_SIDE, name: str = "image") -> None:
@@ -258,3 +258,147 @@ def crop_square(image: np.ndarray, box: tuple[float, float, float, float], size:
     out = cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                          borderMode=cv2.BORDER_REPLICATE)
     return np.ascontiguousarray(out.reshape(size, size, -1)[:, :, :3].astype(np.uint8, copy=False))
+
+
+# -- pixel budget: the size from the header, refusal and reduced decoding (limits.py) ----------------
+@dataclass(frozen=True)
+class ImageHeader:
+    """What a photo's header says, read without decoding any pixel."""
+
+    width: int
+    height: int
+    format: str            # Pillow's name: "JPEG", "PNG", "GIF", "HEIF" …
+    alpha: bool = False    # transparency (composited onto white, which OpenCV's reduced decoding would lose)
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+
+@dataclass(frozen=True)
+class DecodedPhoto:
+    """A decoded photo and how it relates to the file: ``image`` is ``photo_size`` divided by ``scale``."""
+
+    image: np.ndarray
+    photo_size: tuple[int, int]   # (width, height) of the file, upright
+    scale: int                    # 1, or the reduction factor of a photo over the decode budget
+
+
+_BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
+
+
+def check_regular_file(path: Path) -> None:
+    """A missing path, or one that is not a regular file (a folder, a FIFO, a device), as one clear line;
+    a FIFO must never be opened (reading it would block until something writes to it)."""
+    if not path.exists():
+        raise PhotoNotFoundError(f"photo not found: {path}")
+    if not path.is_file():
+        kind = "a folder" if path.is_dir() else "not a regular file (a pipe or a device?)"
+        raise ImageReadError(f"{path} is {kind}, not a photo")
+
+
+def too_large(name: str, width: int, height: int) -> ImageTooLargeError:
+    return ImageTooLargeError(f"{name} is {width}×{height} pixels ({megapixels(width, height)}); facerig reads "
+                              f"photos of up to {PIXEL_LIMIT / 1e6:.0f} MP: scale it down first")
+
+
+def check_photo(path: str | Path) -> ImageHeader | None:
+    """What can be known of a photo without decoding it: it is a regular file, and its header (when Pillow
+    reads it) is within :data:`limits.PIXEL_LIMIT`. Lets a command refuse a bad photo before any work."""
+    path = Path(path)
+    check_regular_file(path)
+    header = read_image_header(path)
+    if header is not None and header.pixels > PIXEL_LIMIT:
+        raise too_large(path.name, header.width, header.height)
+    return header
+
+
+def read_image_header(path: Path) -> ImageHeader | None:
+    """Width, height and format from the header (Pillow's lazy open: nothing is decoded); None when
+    Pillow does not know the format (OpenCV may still; the budget is then checked after decoding).
+    A header over twice the budget (Pillow refuses those itself) raises :class:`ImageTooLargeError`."""
+    image = pillow_image()
+    if image is None:  # pragma: no cover - Pillow is a mediapipe dependency
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", image.DecompressionBombWarning)
+            with image.open(path) as im:
+                width, height = im.size
+                alpha = "A" in im.getbands() or "transparency" in im.info
+                return ImageHeader(int(width), int(height), str(im.format or ""), alpha)
+    except image.DecompressionBombError as exc:
+        m = _BOMB_PIXELS.search(str(exc))
+        size = f"{int(m.group(1)) / 1e6:.0f} MP" if m else f"over {2 * PIXEL_LIMIT / 1e6:.0f} MP"
+        raise ImageTooLargeError(f"{path.name} has {size}; facerig reads photos of up to "
+                                 f"{PIXEL_LIMIT / 1e6:.0f} MP: scale it down first") from None
+    except Exception:  # noqa: BLE001 - not an image Pillow knows: OpenCV decides
+        return None
+
+
+def _reduce(decoded: np.ndarray, factor: int) -> np.ndarray:
+    """Area-average by ``factor`` (what a JPEG decoder's scaling does), any depth and channel count."""
+    if factor == 1:
+        return decoded
+    h, w = decoded.shape[:2]
+    return cv2.resize(decoded, (max(1, w // factor), max(1, h // factor)), interpolation=cv2.INTER_AREA)
+
+
+_REDUCED = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+
+
+def _decode_buffer(buffer: np.ndarray, header: ImageHeader | None, factor: int) -> np.ndarray | None:
+    """OpenCV's decoding of the file's bytes. A photo over the budget without transparency is decoded
+    reduced by OpenCV itself: a JPEG scaled inside libjpeg (never whole in memory: 100 MP in 215 MB),
+    others without OpenCV's second full-size buffer (100-MP PNG 430 MB instead of 644); with transparency
+    it is decoded whole (alpha kept for compositing) and area-reduced."""
+    if not buffer.size:
+        return None
+    if factor in _REDUCED and header is not None and not header.alpha:
+        decoded = cv2.imdecode(buffer, _REDUCED[factor] | cv2.IMREAD_IGNORE_ORIENTATION)
+        if decoded is not None:
+            return decoded
+    decoded = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+    return None if decoded is None else _reduce(decoded, factor)
+
+
+def decode_photo(path: str | Path, min_side: int = MIN_IMAGE_SIDE,
+                 max_decode_pixels: int | None = DECODE_MAX_PIXELS) -> DecodedPhoto:
+    """:func:`load_image` with what it did: the file's size and the reduction factor (image pixel
+    coordinates × ``scale`` = the file's pixel coordinates)."""
+    path = Path(path)
+    header = check_photo(path)
+    factor = decode_reduction(header.width, header.height, max_decode_pixels) if header else 1
+    buffer = np.fromfile(str(path), np.uint8)  # np.fromfile + imdecode handles non-ASCII paths
+    decoded = _decode_buffer(buffer, header, factor)
+    del buffer
+    if decoded is None or decoded.size == 0:
+        decoded = _decode_with_pillow(path)
+        if decoded is not None and decoded.size:
+            decoded = _reduce(decoded, factor)
+    if decoded is None or decoded.size == 0:
+        raise _unreadable(path)
+    if header is None:   # a format only OpenCV reads: the budget after decoding (OpenCV's own limit is 1 GP)
+        h, w = decoded.shape[:2]
+        if w * h > PIXEL_LIMIT:
+            raise too_large(path.name, w, h)
+        factor = decode_reduction(w, h, max_decode_pixels)
+        decoded = _reduce(decoded, factor)
+    if decoded.ndim == 3 and decoded.shape[2] > 4:
+        decoded = decoded[:, :, :3]
+    orientation, icc = _photo_header(path)
+    image = apply_orientation(to_srgb(to_rgb8(decoded), icc), orientation)
+    check_size(image, min_side, path.name)
+    if factor > 1:
+        log.info("%s is %s: decoded reduced %d× to %d×%d (the budget is %s; docs/robustness.md)", path.name,
+                 megapixels(*(header.width, header.height) if header else image.shape[1::-1]), factor,
+                 image.shape[1], image.shape[0], megapixels(max_decode_pixels or 0, 1))
+    log.debug("loaded %s: %dx%d (decoded %s %s)", path.name, image.shape[1], image.shape[0],
+              decoded.dtype, decoded.shape)
+    h, w = image.shape[:2]
+    return DecodedPhoto(image, (w * factor, h * factor) if header is None else _upright(header, orientation), factor)
+
+
+def _upright(header: ImageHeader, orientation: int) -> tuple[int, int]:
+    """The file's (width, height) after its EXIF rotation (orientations 5–8 swap the sides)."""
+    return (header.height, header.width) if orientation in (5, 6, 7, 8) else (header.width, header.height)

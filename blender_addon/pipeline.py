@@ -18,7 +18,7 @@ import numpy as np
 
 from .detect import Face, NoFaceError, detect_faces, facemesh_on_crop
 from .fm import facemodel
-from .photo import PhotoError, as_rgb8, check_size, crop_square, load_image
+from .photo import PhotoError, as_rgb8, check_size, crop_square, decode_photo
 from .regressor import Regressor, resolve_regressor_path
 
 log = logging.getLogger(__name__)
@@ -151,6 +151,7 @@ class PhotoReconstruction:
     refinement: dict[str, Any] | None = None
     fit_landmarks: np.ndarray | None = field(repr=False, default=None)  # (468 or 68, 2) the points fitted
     refine_max_disagreement: float | None = None  # the regressor's limit for trusting detected landmarks
+    decode_scale: int = 1            # a photo over the decode budget was read reduced by this (limits.py)
 
     @property
     def face(self) -> Face:
@@ -171,7 +172,10 @@ class PhotoReconstruction:
         return int(self.image.shape[0])
 
     def summary(self) -> dict[str, Any]:
-        return {"source": self.source, "image_size": [self.width, self.height], "face_index": self.face_index,
+        # pixel coordinates (boxes, landmarks) are in the decoded image of ``image_size``; × decode_scale
+        # gives the file's pixels (1 unless the photo was over the decode budget, docs/robustness.md)
+        return {"source": self.source, "image_size": [self.width, self.height], "decode_scale": self.decode_scale,
+                "face_index": self.face_index,
                 "faces": [{"box": list(f.box), "score": f.score, "confirmed": f.confirmed} for f in self.faces],
                 "crop_box": list(self.crop_box), "model_version": self.model_version,
                 "refinement": self.refinement, "timings_ms": self.timings}
@@ -209,11 +213,13 @@ def reconstruct_photo(path_or_image: str | Path | np.ndarray, face_index: int | 
     timings["model_load"] = (time.perf_counter() - t) * 1e3
 
     t = time.perf_counter()
+    scale = 1
     if isinstance(path_or_image, np.ndarray):
         image, source = as_rgb8(path_or_image), ""
         check_size(image)
     else:
-        image, source = load_image(path_or_image), str(path_or_image)
+        decoded = decode_photo(path_or_image)
+        image, source, scale = decoded.image, str(path_or_image), decoded.scale
     timings["decode"] = (time.perf_counter() - t) * 1e3
 
     t = time.perf_counter()
@@ -242,7 +248,7 @@ def reconstruct_photo(path_or_image: str | Path | np.ndarray, face_index: int | 
     recon = PhotoReconstruction(params=_in_photo(crop_params, box, w, h), crop_params=crop_params, image=image,
                                 faces=faces, face_index=index, crop_box=box, crop=crop, timings=timings,
                                 model_version=regressor.model_version, source=source,
-                                refine_max_disagreement=regressor.refine_max_disagreement)
+                                refine_max_disagreement=regressor.refine_max_disagreement, decode_scale=scale)
     if low_res := resolution_warning(recon):
         log.warning(low_res)
     return refine_reconstruction(recon, face_model) if refine else recon
@@ -277,8 +283,7 @@ def _recrop_unconfirmed(image: np.ndarray, faces: list[Face], index: int, box: t
 def _in_photo(crop_params: Any, box: tuple[float, float, float, float], width: int, height: int) -> Any:
     """Crop-camera params → the same face in the photo camera."""
     p = crop_params
-    return facemodel.FaceParams(p.identity, p.expression, p.rotation, p.translation, p.sh, p.albedo,
-                                photo_camera(p.camera, box, width, height))
+    return replace(p, camera=photo_camera(p.camera, box, width, height))
 
 
 def refine_reconstruction(recon: PhotoReconstruction, face_model: "facemodel.FaceModel | str | Path | None" = None,
@@ -372,16 +377,8 @@ def overlay_error(model: "facemodel.FaceModel", recon: PhotoReconstruction, jawl
     Says how well the mesh overlays the photo; ``jawline='visible'`` uses ICT's contour
     vertices, closer to what the detector marks on a turned face.
     """
-    g = facemodel.geometry
-    idx = model.landmark_indices(jawline)
-    p = recon.params.numpy()
-    ident = np.asarray(p.identity, np.float32)
-    n = ident.shape[-1]
-    verts = g.model_vertices(model.neutral[idx], model.identity_basis[:n, idx].reshape(n, -1),
-                             model.expression_basis[:, idx].reshape(model.n_expressions, -1), ident,
-                             np.asarray(p.expression, np.float32))
-    cam = g.rigid_transform(verts, np.asarray(p.rotation, np.float32), np.asarray(p.translation, np.float32))
-    pix = facemodel.camera.project(cam, np.asarray(p.camera, np.float32), recon.width, recon.height)
+    arrays = model.arrays.subset(model.landmark_indices(jawline))
+    pix = np.asarray(facemodel.formation.landmarks_2d(arrays, recon.params.numpy(), recon.width, recon.height))
     lm = recon.landmarks
     size = float(np.sqrt(np.prod(lm.max(0) - lm.min(0))))
     return float(np.linalg.norm(pix - lm, axis=1).mean() / max(size, 1e-6))

@@ -27,7 +27,6 @@ DEFAULT_MODEL_PATH = Path(__file__).resolve().parent / "models" / MODEL_FILENAME
 ENV_VAR = "FACERIG_REGRESSOR"
 INPUT_NAME = "image"
 OUTPUT_NAME = "params"
-N_FIXED = facemodel.ParamLayout(n_identity=0).size  # every group but identity
 
 
 class RegressorError(ValueError):
@@ -65,28 +64,21 @@ class Regressor:
         self._check_crop()
         self.model_version = self._version()
         self.refine_max_disagreement = self._refine_gate()
-        log.info("regressor %s: input %d², %d identity modes, version %s", self.path.name, self.input_size,
-                 self.layout.n_identity, self.model_version)
+        log.info("regressor %s: input %d², %d identity modes, %d corrective harmonics, version %s", self.path.name,
+                 self.input_size, self.layout.n_identity, self.layout.n_corrective, self.model_version)
 
     # -- contract checks ----------------------------------------------------------------------
     def _input_size(self, shape: list[Any]) -> int:
         return declared_input_size(self.metadata, shape, RegressorError)
 
     def _layout(self, shape: list[Any]) -> "facemodel.ParamLayout":
-        version = int(self.metadata.get("facerig.layout_version", facemodel.LAYOUT_VERSION))
-        if "facerig.n_identity" in self.metadata:
-            n_id = int(self.metadata["facerig.n_identity"])
-        elif isinstance(shape[-1], int):
-            n_id = int(shape[-1]) - N_FIXED
-        else:
-            raise RegressorError("the model declares neither facerig.n_identity nor a static output size")
+        """The declared layout (``facerig.layout_version``/``n_identity``/``n_corrective``; a model from
+        before the corrective field predicts none), checked against a static output size."""
         try:
-            layout = facemodel.ParamLayout(n_identity=n_id, version=version)
+            return facemodel.ParamLayout.from_metadata(self.metadata,
+                                                       int(shape[-1]) if isinstance(shape[-1], int) else None)
         except facemodel.LayoutError as exc:
             raise RegressorError(f"{self.path.name}: {exc}") from None
-        if isinstance(shape[-1], int) and shape[-1] != layout.size:
-            raise RegressorError(f"output has {shape[-1]} values; layout with {n_id} identity modes needs {layout.size}")
-        return layout
 
     def _check_crop(self) -> None:
         for key, expected in (("facerig.crop_scale", facemodel.crop.CROP_SCALE),
@@ -115,12 +107,16 @@ class Regressor:
         out = np.asarray(out, np.float32)
         if out.shape != (len(x), self.layout.size):
             raise RegressorError(f"model returned {out.shape}, expected {(len(x), self.layout.size)}")
+        if not np.isfinite(out).all():   # a damaged file runs and returns NaN/Inf: never pass them on
+            raise RegressorError(f"{self.path.name} returned non-finite values (NaN or infinity): the model file "
+                                 "is damaged or not a working facerig regressor")
         params = facemodel.FaceParams.from_vector(out, self.layout)
         return params[0] if single else params
 
     def describe(self) -> dict[str, Any]:
         return {"path": str(self.path), "version": self.model_version, "input_size": self.input_size,
-                "n_identity": self.layout.n_identity, "metadata": self.metadata}
+                "n_identity": self.layout.n_identity, "n_corrective": self.layout.n_corrective,
+                "metadata": self.metadata}
 
 
 # -- shared by every facerig ONNX model (regressor, C-Net) ---------------------------------------
@@ -143,12 +139,23 @@ def open_contract(path: Path, threads: int | None, error: type[Exception], outpu
     without those names raises ``error`` naming what it has instead."""
     session = open_session(path, threads, error)
     metadata = dict(session.get_modelmeta().custom_metadata_map)
+    check_digest(path, metadata, error)
     inputs = {i.name: i for i in session.get_inputs()}
     outputs = {o.name: o for o in session.get_outputs()}
     if INPUT_NAME not in inputs or output_name not in outputs:
         raise error(f"{path.name} must have input {INPUT_NAME!r} and output {output_name!r}; "
                     f"has {list(inputs)} → {list(outputs)}")
     return session, metadata, inputs[INPUT_NAME], outputs[output_name]
+
+
+def check_digest(path: Path, metadata: dict[str, str], error: type[Exception]) -> None:
+    """A model that records its own sha256 (``facerig.sha256``, written at export) must still match it:
+    a flipped byte in the weights would otherwise give a silently wrong face."""
+    digest = facemodel.file_digest
+    recorded = metadata.get(digest.DIGEST_KEY)
+    if recorded and not digest.matches(path, recorded):
+        raise error(f"{path.name} is damaged: its content no longer matches the sha256 recorded when it was "
+                    "exported; download or export it again")
 
 
 def declared_input_size(metadata: dict[str, str], shape: list[Any], error: type[Exception]) -> int:

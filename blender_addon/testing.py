@@ -37,8 +37,9 @@ def plausible_params(model: "facemodel.FaceModel", n_identity: int = 40,
     return p
 
 
-def regressor_metadata(n_identity: int, input_size: int, card: dict | None = None) -> dict[str, str]:
-    return {"facerig.layout_version": str(facemodel.LAYOUT_VERSION), "facerig.n_identity": str(n_identity),
+def regressor_metadata(n_identity: int, input_size: int, card: dict | None = None,
+                       n_corrective: int = 0) -> dict[str, str]:
+    return {**facemodel.ParamLayout(n_identity, n_corrective=n_corrective).metadata(),
             "facerig.input_size": str(input_size), "facerig.crop_scale": str(facemodel.crop.CROP_SCALE),
             "facerig.crop_center_up": str(facemodel.crop.CROP_CENTER_UP),
             "facerig.model_card": json.dumps(card or {"name": "constant stand-in", "version": "0.0-constant",
@@ -67,7 +68,7 @@ def build_constant_regressor(path: str | Path, params: "facemodel.FaceParams", i
         [helper.make_tensor_value_info("params", TensorProto.FLOAT, ["N", p])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="facerig.testing")
     model.ir_version = 8
-    for k, v in regressor_metadata(params.n_identity, input_size).items():
+    for k, v in regressor_metadata(params.n_identity, input_size, n_corrective=params.n_corrective).items():
         model.metadata_props.add(key=k, value=v)
     onnx.checker.check_model(model)
     path = Path(path)

@@ -10,13 +10,14 @@ of the head, neck and ears (M_BackHead); both tiles are left/right symmetric. Pe
    interpolate their photo position and sample the photo (``cv2.remap``, bilinear);
 3. visibility: a vertex counts as seen when it faces the camera and passes a z-buffer test
    (minimum depth of all surface vertices splatted into a coarse image grid, eroded to close
-   gaps); texels blend with a weight that fades out at grazing angles.
+   gaps); texels blend with a weight that fades out at grazing angles, times the *skin trust*
+   (``completion``): 1 on the core face, elsewhere the likelihood that the photo shows skin there.
    With *Remove lighting*, each photo is first divided by its shading: SH lighting fitted to its
    own face pixels (``facemodel.lighting_fit``, the network's lighting as prior), relative to the
    face's mean so the exposure stays;
-4. filling: unseen texels take the mirrored texel (u → 1 − u within the tile) when that one
-   was seen, the rest is inpainted (``cv2.inpaint`` Telea at low resolution, upsampled), so
-   the back of the head and occluded cheeks get plausible skin/hair colour instead of black.
+4. filling: untrusted texels take the mirrored texel (u → 1 − u within the tile) when that one
+   was trusted, the rest the skin fill (``completion.skin_fill``: the fitted albedo matched to the
+   photo's skin, corrected towards the photo nearby), with a soft seam.
 
 Arrays are in Blender pixel order: row 0 is v = 0 (the bottom of the image).
 """
@@ -29,13 +30,15 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from . import completion
 from .fm import facemodel
 
 log = logging.getLogger(__name__)
 
 TILES = {"M_Face": 0, "M_BackHead": 1}     # material → UV tile (u offset)
-TILE_SCALE = {"M_Face": 1.0, "M_BackHead": 0.5}  # the back of the head is mostly inpainted: half size
-INPAINT_SIZE = 128                         # hole filling works on this resolution
+TILE_SCALE = {"M_Face": 1.0, "M_BackHead": 0.5}  # the back of the head is mostly filled: half size
+SEAM = (0.05, 0.6)                         # photo/mirror weight over which the texture turns from fill to photo
+SEAM_BLEND, SEAM_PRIOR = 1 / 128, 0.1      # the fill takes the photo's colour difference this far (× tile)
 ZBUFFER_CELLS = 160                        # z-buffer grid cells across the face's projected width
 DEPTH_TOLERANCE_CM = 0.7
 FACING_START, FACING_FULL = 0.05, 0.35     # cos(angle to the camera) where the weight rises 0 → 1
@@ -111,12 +114,16 @@ def _grow_ids(ids: np.ndarray, steps: int) -> np.ndarray:
     return out.astype(np.int32)
 
 
+def facing_cosine(vertices_cam: np.ndarray, normals: np.ndarray) -> np.ndarray:
+    """(V,) cosine between each vertex normal and the direction to the camera."""
+    view = -vertices_cam / np.linalg.norm(vertices_cam, axis=1, keepdims=True)
+    return (normals * view).sum(1)
+
+
 def vertex_visibility(vertices_cam: np.ndarray, normals: np.ndarray, pixels: np.ndarray,
                       occluders: np.ndarray) -> np.ndarray:
     """(V,) weight in [0, 1]: facing the camera × passing the z-buffer test."""
-    view = -vertices_cam / np.linalg.norm(vertices_cam, axis=1, keepdims=True)
-    cos = (normals * view).sum(1)
-    facing = np.clip((cos - FACING_START) / (FACING_FULL - FACING_START), 0.0, 1.0)
+    facing = np.clip((facing_cosine(vertices_cam, normals) - FACING_START) / (FACING_FULL - FACING_START), 0.0, 1.0)
     depth = -vertices_cam[:, 2]
     occ = pixels[occluders]
     lo, hi = occ.min(0), occ.max(0)
@@ -144,14 +151,9 @@ class BakedTexture:
 def posed_geometry(model: "facemodel.FaceModel", params: "facemodel.FaceParams", width: int, height: int
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Camera-space vertices, unit normals and photo pixels of the reconstructed face."""
-    g = facemodel.geometry
     p = params.numpy()
-    ident = np.asarray(p.identity, np.float32)
-    verts = g.model_vertices(model.neutral, model.identity_basis.reshape(model.n_identity, -1),
-                             model.expression_basis.reshape(model.n_expressions, -1), ident,
-                             np.asarray(p.expression, np.float32))
-    cam = g.rigid_transform(verts, np.asarray(p.rotation, np.float32), np.asarray(p.translation, np.float32))
-    normals = g.vertex_normals(cam, model.triangles, model.vertex_faces)
+    cam = facemodel.formation.mesh_camera_space(model.arrays, p)   # with the corrective field
+    normals = facemodel.geometry.vertex_normals(cam, model.triangles, model.vertex_faces)
     pix = facemodel.camera.project(cam, np.asarray(p.camera, np.float32), width, height)
     return cam, normals, pix
 
@@ -166,6 +168,11 @@ class Projection:
     vertex_weight: np.ndarray           # (V,) per-vertex visibility in the photo the iris colour comes from
     pixels: np.ndarray                  # (V, 2) that photo's pixel of every vertex
     image: np.ndarray                   # that photo (uint8 RGB)
+    vertex_colours: np.ndarray | None = None   # (V, 3) float sRGB 0–255 photo colour of every vertex
+    vertex_trust: np.ndarray | None = None     # (V,) visibility × skin trust (``completion.photo_trust``)
+    vertex_skin: np.ndarray | None = None      # (V,) visibility × skin likelihood, the core's brows and hair too
+    albedo: np.ndarray | None = None           # (7,) albedo parameters the fill starts from
+    skin_rgb: np.ndarray | None = None         # (3,) sRGB 0–255 the photo's typical skin (reliable, trusted)
 
     def eye_visibility(self, model: "facemodel.FaceModel") -> float:
         """How well this photo sees the irises: summed visibility of the iris vertices."""
@@ -224,16 +231,28 @@ def project_photo(model: "facemodel.FaceModel", params: "facemodel.FaceParams", 
     weight *= inside
     shade = (relative_shading(model, photo_lighting(model, params, image, normals, pix, weight), normals, weight)
              if remove_lighting else None)
+    vertex_colours = _sample(image, np.ascontiguousarray(pix, np.float32))
+    if shade is not None:
+        vertex_colours = _remove_shading(vertex_colours, shade)
+    roughness_map = completion.photo_roughness(image, float(np.ptp(pix[model.landmarks68], 0).max()))
+    vertex_roughness = _sample(roughness_map, np.ascontiguousarray(pix, np.float32))
+    reliable = completion.reliable_skin(model) & (weight > 0.6)
+    skin = completion.fit_skin_colour(vertex_colours[reliable], _albedo_srgb(model, params), vertex_roughness[reliable])
+    prior = completion.prior(model, facing_cosine(cam, normals))
+    vertex_likelihood = skin.likelihood(vertex_colours, vertex_roughness)
+    vertex_trust = completion.photo_trust(weight, vertex_likelihood, prior)
     pix_c = np.ascontiguousarray(pix, np.float32).view(np.complex64).reshape(-1)  # x + iy: one gather for both
     colours, weights, sizes = {}, {}, {}
     for material in TILES:
         tile_size = max(16, int(round(size * TILE_SCALE[material])))
         r = uv_raster(model, material, tile_size)
         xy = _interpolate(pix_c, r).view(np.float32).reshape(-1, 2)            # (K, 2)
-        wt = np.clip(_interpolate(weight, r), 0.0, 1.0)
         sample = _sample(image, xy)
         if shade is not None:
             sample = _remove_shading(sample, _interpolate(shade, r))
+        likelihood = _tile_likelihood(skin, sample, _sample(roughness_map, xy), r)[r.texels]
+        wt = completion.photo_trust(np.clip(_interpolate(weight, r), 0.0, 1.0), likelihood,
+                                    _interpolate_rows(prior, r))
         colour = np.zeros((tile_size * tile_size, 3), np.float32)
         wmap = np.zeros(tile_size * tile_size, np.float32)
         colour[r.texels] = sample
@@ -245,7 +264,38 @@ def project_photo(model: "facemodel.FaceModel", params: "facemodel.FaceParams", 
         wmap = (cv2.GaussianBlur(wmap.reshape(tile_size, tile_size), (0, 0), sigma).reshape(-1)
                 * covered * (wmap > 0.02))
         colours[material], weights[material], sizes[material] = colour, wmap, tile_size
-    return Projection(colours, weights, sizes, weight, pix, image)
+    seen_skin = completion.reliable_skin(model) & (vertex_trust > 0.6)
+    skin_rgb = np.median(vertex_colours[seen_skin], 0) if seen_skin.sum() >= completion.MIN_SKIN_SAMPLES else None
+    return Projection(colours, weights, sizes, weight, pix, image, vertex_colours, vertex_trust,
+                      weight * vertex_likelihood, np.asarray(params.albedo, np.float32), skin_rgb)
+
+
+def _tile_likelihood(skin: "completion.SkinColour", sample: np.ndarray, roughness: np.ndarray, r: UVRaster
+                     ) -> np.ndarray:
+    """(T·T,) skin likelihood of a tile's photo colours, cleaned of specks (``completion.clean_likelihood``);
+    worked out at half the tile's size (a quarter of the colour conversions), then scaled up."""
+    t = r.size
+    half = (max(8, t // 2),) * 2
+    colour = np.zeros((t * t, 4), np.float32)
+    colour[r.texels, :3] = sample
+    colour[r.texels, 3] = roughness
+    covered = np.zeros(t * t, np.float32)
+    covered[r.texels] = 1.0
+    small = cv2.resize(colour.reshape(t, t, 4), half, interpolation=cv2.INTER_AREA).reshape(-1, 4)
+    cover = cv2.resize(covered.reshape(t, t), half, interpolation=cv2.INTER_AREA).reshape(-1)
+    small /= np.maximum(cover, 1e-3)[:, None]               # coverage-normalised: no dark island rims
+    lik = np.zeros(len(small), np.float32)
+    ok = cover > 0
+    lik[ok] = skin.likelihood(small[ok, :3], small[ok, 3])
+    lik = completion.clean_likelihood(lik.reshape(half))
+    return cv2.resize(lik, (t, t), interpolation=cv2.INTER_LINEAR).reshape(-1)
+
+
+def _albedo_srgb(model: "facemodel.FaceModel", params: "facemodel.FaceParams") -> np.ndarray:
+    """(3,) sRGB 0–255 of the fitted albedo's typical skin: the skin model when the photo shows none."""
+    arrays = model.arrays
+    lin = facemodel.albedo.vertex_albedo(arrays.albedo_base, arrays.albedo_axes, np.asarray(params.albedo, np.float32))
+    return facemodel.lighting.srgb_encode(np.median(lin[completion.reliable_skin(model)], 0)) * 255.0
 
 
 def blend_projections(model: "facemodel.FaceModel", projections: list[Projection]) -> Projection:
@@ -269,17 +319,27 @@ def blend_projections(model: "facemodel.FaceModel", projections: list[Projection
         colours[material] = np.divide(acc, total[:, None], out=np.zeros_like(acc), where=total[:, None] > 0)
         weights[material] = np.minimum(total, 1.0)
     eyes = max(projections, key=lambda p: p.eye_visibility(model))     # first of equals
-    return Projection(colours, weights, dict(first.sizes), eyes.vertex_weight, eyes.pixels, eyes.image)
+    trust = np.sum([p.vertex_trust for p in projections], 0)
+    acc = np.sum([p.vertex_colours * p.vertex_trust[:, None] for p in projections], 0)
+    vertex_colours = np.divide(acc, trust[:, None], out=np.zeros_like(acc), where=trust[:, None] > 0)
+    skin = np.minimum(np.sum([p.vertex_skin for p in projections], 0), 1.0)
+    return Projection(colours, weights, dict(first.sizes), eyes.vertex_weight, eyes.pixels, eyes.image,
+                      vertex_colours, np.minimum(trust, 1.0), skin, eyes.albedo, eyes.skin_rgb)
 
 
 def bake_projection(model: "facemodel.FaceModel", projection: Projection) -> BakedTexture:
-    """Fill the holes of a (blended) projection per tile and add the eye textures."""
+    """Fill the holes of a (blended) projection per tile (``completion.skin_fill``) and add the eye
+    textures."""
     images, coverage = {}, {}
+    fill = completion.skin_fill(model, projection.albedo, projection.vertex_colours, projection.vertex_trust,
+                                projection.vertex_skin)
     for material, colour in projection.colours.items():
         t = projection.sizes[material]
         weight = projection.weights[material].reshape(t, t)
-        images[material], coverage[material] = _fill(colour.reshape(t, t, 3), weight)
-    iris = _iris_color(model, projection.image, projection.pixels, projection.vertex_weight)
+        fill_tex = vertex_texture(model, material, fill, t)
+        images[material], coverage[material] = _fill(colour.reshape(t, t, 3), weight, fill_tex)
+    iris = _iris_color(model, projection.image, projection.pixels, projection.vertex_weight, projection.albedo,
+                       projection.skin_rgb)
     colours = eye_colours(model, iris)
     for material in EYE_MATERIALS:
         images[material] = bake_vertex_colours(model, material, colours, EYE_TEXTURE_SIZE)
@@ -307,6 +367,7 @@ EYE_MATERIALS = ("M_ScleraLeft", "M_IrisLeft", "M_ScleraRight", "M_IrisRight")
 EYE_TEXTURE_SIZE = 256
 SCLERA_RGB = np.array([0.86, 0.84, 0.80], np.float32)
 PUPIL_RGB = np.array([0.03, 0.03, 0.03], np.float32)
+LIMBAL_DARKENING = 0.45      # the iris' outer rim (limbal ring) is this much darker than its colour
 
 
 def eye_colours(model: "facemodel.FaceModel", iris_rgb: np.ndarray) -> np.ndarray:
@@ -318,20 +379,37 @@ def eye_colours(model: "facemodel.FaceModel", iris_rgb: np.ndarray) -> np.ndarra
     idx, r, front = facemodel.albedo.eye_disc_coordinates(model)
     out = np.tile(SCLERA_RGB, (model.n_vertices, 1))
     t = np.clip((facemodel.albedo.IRIS_RADIUS - r) / 0.08, 0, 1)[:, None] * front[:, None]   # soft iris edge
-    col = SCLERA_RGB * (1 - t) + np.asarray(iris_rgb, np.float32) * t
+    limbus = np.clip((r / facemodel.albedo.IRIS_RADIUS - 0.7) / 0.3, 0, 1)[:, None]        # darker rim
+    iris = np.asarray(iris_rgb, np.float32) * (1.0 - LIMBAL_DARKENING * limbus)
+    col = SCLERA_RGB * (1 - t) + iris * t
     p = np.clip((facemodel.albedo.PUPIL_RADIUS - r) / 0.04, 0, 1)[:, None] * front[:, None]
     out[idx] = col * (1 - p) + PUPIL_RGB * p
     return out
 
 
+def vertex_texture(model: "facemodel.FaceModel", material: str, values: np.ndarray, size: int) -> np.ndarray:
+    """Per-vertex values (V, C) → float32 (size, size, C) over ``material``'s UV tile (uncovered
+    texels: the material's median)."""
+    r = uv_raster(model, material, size)
+    values = np.asarray(values, np.float32)
+    tex = np.empty((size * size, values.shape[1]), np.float32)
+    tex[:] = np.median(values[model.material_vertices(material)], 0)
+    tex[r.texels] = _interpolate_rows(values, r)
+    return tex.reshape(size, size, values.shape[1])
+
+
+def _interpolate_rows(values: np.ndarray, r: UVRaster) -> np.ndarray:
+    """Barycentric interpolation of per-vertex rows (V, C) at every covered texel: (K, C)."""
+    out = np.take(values, r.vertices[0], axis=0)
+    out *= r.bary[0][:, None]
+    for i in (1, 2):
+        out += np.take(values, r.vertices[i], axis=0) * r.bary[i][:, None]
+    return out
+
+
 def bake_vertex_colours(model: "facemodel.FaceModel", material: str, colours: np.ndarray, size: int) -> np.ndarray:
     """Per-vertex colours (V, 3) in [0, 1] → uint8 texture of ``material``'s UV tile."""
-    r = uv_raster(model, material, size)
-    tex = np.empty((size * size, 3), np.float32)
-    tex[:] = np.median(colours[model.material_vertices(material)], 0)
-    for c in range(3):
-        tex[r.texels, c] = _interpolate(np.ascontiguousarray(colours[:, c]), r)
-    return (np.clip(tex, 0, 1) * 255 + 0.5).astype(np.uint8).reshape(size, size, 3)
+    return (np.clip(vertex_texture(model, material, colours, size), 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
 def _interpolate(values: np.ndarray, r: UVRaster) -> np.ndarray:
@@ -346,52 +424,85 @@ def _interpolate(values: np.ndarray, r: UVRaster) -> np.ndarray:
 
 
 def _sample(image: np.ndarray, xy: np.ndarray) -> np.ndarray:
-    """Bilinear photo colours at continuous positions (K, 2) → (K, 3) float32."""
+    """Bilinear photo colours (or a single-channel map's values) at continuous positions (K, 2) →
+    (K, 3) (or (K,)) float32."""
     k = len(xy)
+    if k == 0:
+        return np.zeros((0,) + image.shape[2:], np.float32)
     cols = 1024
     rows = -(-k // cols)
     maps = np.zeros((rows * cols, 2), np.float32)
     maps[:k] = xy - 0.5                                       # continuous → OpenCV pixel-centre index
     maps = maps.reshape(rows, cols, 2)
     out = cv2.remap(image, maps[..., 0], maps[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return out.reshape(-1, 3)[:k].astype(np.float32)
+    channels = image.shape[2:]
+    return out.reshape((-1,) + channels)[:k].astype(np.float32)
 
 
-def _fill(colour: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, float]:
-    """Mirror-then-inpaint hole filling; returns uint8 texture and the seen fraction."""
+def _fill(colour: np.ndarray, weight: np.ndarray, fill: np.ndarray) -> tuple[np.ndarray, float]:
+    """Mirror, then the skin fill where neither side was trusted; returns uint8 texture and the share
+    of texels the photo itself covers (weight > 0.5)."""
     mirror_c = np.ascontiguousarray(colour[:, ::-1])
     mirror_w = np.ascontiguousarray(weight[:, ::-1])
     coef_m = (1.0 - weight) * mirror_w
     total = weight + coef_m
     inv = 1.0 / np.maximum(total, 1e-3)
     out = colour * (weight * inv)[..., None] + mirror_c * (coef_m * inv)[..., None]
-    size = colour.shape[0]
-    wc = np.minimum(total, 1.0)
-    if (wc < 0.5).any() and (wc >= 0.5).any():
-        dsize = (INPAINT_SIZE, INPAINT_SIZE)
-        num = cv2.resize(out * wc[..., None], dsize, interpolation=cv2.INTER_AREA)
-        den = cv2.resize(wc, dsize, interpolation=cv2.INTER_AREA)
-        small = num / np.maximum(den, 1e-3)[..., None]      # coverage-normalised: no dark rims
-        hole_small = (den < 0.3).astype(np.uint8)
-        filled = cv2.inpaint(np.clip(small + 0.5, 0, 255).astype(np.uint8), hole_small, 5, cv2.INPAINT_TELEA)
-        filled = cv2.GaussianBlur(filled, (0, 0), 1.5)
-        up = cv2.resize(filled, (size, size), interpolation=cv2.INTER_LINEAR)
-        a = np.minimum(total * 2.0, 1.0)[..., None]          # soft edge between seen and filled texels
-        out = up + (out - up) * a
+    a = np.clip((total - SEAM[0]) / (SEAM[1] - SEAM[0]), 0.0, 1.0)
+    a = (a * a * (3.0 - 2.0 * a))[..., None]               # smoothstep: a soft seam, 0 where nothing was seen
+    size = colour.shape[0]                                   # the photo's local colour, carried a little way
+    small = (max(8, size // 4),) * 2                         # into the fill (no step at the seam): smooth, so
+    sigma = max(1.0, small[0] * SEAM_BLEND)                  # worked out at a quarter of the size
+    near = cv2.GaussianBlur(cv2.resize((out - fill) * a, small, interpolation=cv2.INTER_AREA), (0, 0), sigma)
+    near /= cv2.GaussianBlur(cv2.resize(a[..., 0], small, interpolation=cv2.INTER_AREA), (0, 0), sigma)[..., None] \
+        + SEAM_PRIOR
+    fill = fill + cv2.resize(near, (size, size), interpolation=cv2.INTER_LINEAR)
+    out = fill + (out - fill) * a
     seen = float(np.count_nonzero(weight > 0.5)) / weight.size
     return cv2.convertScaleAbs(out), seen
 
 
-def _iris_color(model: "facemodel.FaceModel", image: np.ndarray, pix: np.ndarray, weight: np.ndarray
-                ) -> np.ndarray:
-    """Mean photo colour of the visible iris vertices (a small texture would be mostly guesswork)."""
-    idx = model.material_vertices("M_IrisLeft", "M_IrisRight")
+IRIS_RING = (1.4, 0.85)      # sampled between these × the pupil's and × the iris' radius: no pupil, no limbus
+IRIS_MIN_SAMPLES = 8
+IRIS_MAX_LIGHTNESS = 72.0    # a median lighter than this (Lab L) is sclera, glare or a lens: not an iris
+IRIS_MIN_SKIN_DELTA_E = 15.0  # a median this close to the skin (CIE76) is an eyelid
+
+
+def albedo_iris_srgb(albedo: np.ndarray) -> np.ndarray:
+    """(3,) sRGB [0, 1] iris colour of the albedo model's ``iris`` parameter (brown … blue-grey)."""
+    a = facemodel.albedo
+    t = float(np.asarray(albedo, np.float32)[facemodel.ALBEDO_NAMES.index("iris")])
+    log_mid = 0.5 * (np.log(a.IRIS_BROWN) + np.log(a.IRIS_BLUE_GREY))
+    log_axis = 0.5 * (np.log(a.IRIS_BLUE_GREY) - np.log(a.IRIS_BROWN))
+    return facemodel.lighting.srgb_encode(np.exp(log_mid + t * log_axis)).astype(np.float32)
+
+
+def _iris_color(model: "facemodel.FaceModel", image: np.ndarray, pix: np.ndarray, weight: np.ndarray,
+                albedo: np.ndarray | None = None, skin_rgb: np.ndarray | None = None) -> np.ndarray:
+    """(3,) sRGB [0, 1]: the photo's iris colour — pixels under the visible iris ring of both eyes
+    (the eye shells' vertices between pupil and limbus, ``facemodel.albedo.eye_disc_coordinates``),
+    their darkest fifth (lashes, pupil, shadow) and brightest tenth (catch-lights) left out, median;
+    the albedo's iris parameter instead when there are too few samples or the result is implausible:
+    lighter than an iris (sclera, glare, a lens) or within ``IRIS_MIN_SKIN_DELTA_E`` of the photo's skin
+    ``skin_rgb`` (0–255; a closed or squinting eye, or eyes the fit missed)."""
+    idx, r, front = facemodel.albedo.eye_disc_coordinates(model)
+    ring = front & (r > IRIS_RING[0] * facemodel.albedo.PUPIL_RADIUS) & (r < IRIS_RING[1] * facemodel.albedo.IRIS_RADIUS)
+    idx = idx[ring]
     idx = idx[weight[idx] > 0.5]
-    if len(idx) < 5:
-        return np.array([0.25, 0.17, 0.11], np.float32)
-    h, w = image.shape[:2]
-    xy = np.clip(pix[idx].astype(np.int64), 0, [w - 1, h - 1])
-    return (np.median(image[xy[:, 1], xy[:, 0]].astype(np.float32), 0) / 255.0).astype(np.float32)
+    fallback = albedo_iris_srgb(albedo) if albedo is not None else np.array([0.25, 0.17, 0.11], np.float32)
+    if len(idx) < IRIS_MIN_SAMPLES:
+        return fallback
+    colours = _sample(image, np.ascontiguousarray(pix[idx], np.float32))
+    lightness = completion.to_lab(colours)[:, 0]
+    lo, hi = np.percentile(lightness, [20, 90])
+    keep = (lightness >= lo) & (lightness <= hi)
+    colour = np.median(colours[keep] if keep.sum() >= IRIS_MIN_SAMPLES // 2 else colours, 0)
+    lab = completion.to_lab(colour[None])[0]
+    if lab[0] > IRIS_MAX_LIGHTNESS:
+        return fallback
+    if skin_rgb is not None and np.linalg.norm(lab - completion.to_lab(np.asarray(skin_rgb)[None])[0]) < IRIS_MIN_SKIN_DELTA_E:
+        return fallback
+    return (colour / 255.0).astype(np.float32)
 
 
 def texture_for_file(texture: np.ndarray) -> np.ndarray:

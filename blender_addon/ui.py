@@ -57,7 +57,9 @@ class VIEW3D_PT_facerig(bpy.types.Panel):
         if not operators.face_model_available(context):
             box = layout.box()
             box.label(text="Face model (ICT-FaceKit) not found", icon="ERROR")
-            box.operator(operators.FACERIG_OT_fetch_face_model.bl_idname, icon="IMPORT")
+            row = box.row()
+            row.operator(operators.FACERIG_OT_fetch_face_model.bl_idname, icon="IMPORT")
+            row.operator(operators.FACERIG_OT_choose_face_model.bl_idname, icon="FILEBROWSER")
         layout.prop(settings, "filepath")
         draw_extra_photos(layout, settings)
         row = layout.row()
@@ -74,6 +76,8 @@ class VIEW3D_PT_facerig(bpy.types.Panel):
         col.prop(settings, "build_armature")
         col.prop(settings, "add_camera")
         col.prop(settings, "refine")
+        col.prop(settings, "shape_key_names")
+        col.prop(settings, "teeth")
         layout.operator(operators.FACERIG_OT_reconstruct.bl_idname, icon="USER")
         obj = context.active_object
         if obj is not None and obj.get("facerig_model_version"):

@@ -23,6 +23,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from facemodel.outputs import write_json
+
 log = logging.getLogger(__name__)
 
 KEYS = ("regressor_ms", "photo_to_params_ms", "phone_heic_12mp_ms", "small_face_24mp_ms", "same_person_3_photos_ms",
@@ -365,9 +367,7 @@ def run(json_path: Path, onnx_path: Path | None = None, photo: Path | None = Non
     report["model"] = _model_identity(onnx_path)
     report["environment"] = {"cpu_count": os.cpu_count(), "machine": platform.machine(),
                              "python": platform.python_version(), "load_avg_1min": _load()}
-    json_path = Path(json_path)
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(report, indent=1, allow_nan=False))
+    json_path = write_json(json_path, report)
     return report
 
 

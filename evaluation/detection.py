@@ -16,7 +16,6 @@ the point.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ import numpy as np
 
 from facemodel import FaceModel, FaceParams, metrics
 from facemodel.formation import mesh_camera_space
+from facemodel.outputs import write_json
 
 UPSCALE = 3          # 128² renders → 384², about a photo's face size
 MARGIN = 1.0 / 3.0   # canvas margin per side, × the upscaled render's side (384 → 640² canvas)
@@ -120,9 +120,7 @@ def run(corpus_dir: Path, json_path: Path, onnx_path: Path | str | None = None, 
                  "face; newly found = faces only found unconfirmed, reconstructed without refinement; crop offsets "
                  "as fractions of the exact crop's side",
     }
-    json_path = Path(json_path)
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(report, indent=1, allow_nan=False))
+    json_path = write_json(json_path, report)
     return report
 
 

@@ -21,7 +21,6 @@ No landmark annotation of any dataset is used; the photos only need a face.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ import numpy as np
 from facemodel import FaceModel, FaceParams, geometry
 from facemodel.formation import facing_camera, mesh_camera_space, project_to_image
 from facemodel.landmark_maps import MEDIAPIPE_TO_68
+from facemodel.outputs import write_json
 
 log = logging.getLogger(__name__)
 
@@ -141,11 +141,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(votes) < 20:
         raise SystemExit(f"only {len(votes)} usable photos; the table needs at least 20")
     table = table_from_votes(votes, model)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"photos": len(photos), "used": int(len(votes)), "skipped": skipped,
-                                     "vertex": table.vertex.tolist(),
-                                     "spread_mm": [round(float(s), 2) for s in table.spread_mm],
-                                     "share": table.share.round(4).tolist()}, indent=1))
+    write_json(args.json, {"photos": len(photos), "used": int(len(votes)), "skipped": skipped,
+                           "vertex": table.vertex.tolist(), "spread_mm": [round(float(s), 2) for s in table.spread_mm],
+                           "share": table.share.round(4).tolist()})
     print(python_source(table))
     return 0
 

@@ -10,7 +10,6 @@ self-occluded ones, so the figures are optimistic at large yaw — a bound, not 
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any, Sequence
@@ -19,6 +18,7 @@ import numpy as np
 
 from facemodel import FaceModel, FaceParams, metrics
 from facemodel.identity_fit import BoundCase, identity_bound
+from facemodel.outputs import write_json
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +65,7 @@ def run(corpus_dir: Path, json_path: Path, model_path: str | None = None, limit:
               "fits": rows, "units": "mm, face-region vertices after rigid alignment",
               "about": "identity fitted to projected points with σ px Gaussian noise, true rotation, expression "
                        "and camera; distance unknown = translation fitted too. All points count as observed."}
-    json_path = Path(json_path)
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(report, indent=1, allow_nan=False))
+    json_path = write_json(json_path, report)
     return report
 
 

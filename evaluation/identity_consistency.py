@@ -25,7 +25,6 @@ expression, lighting and camera), but it rests on hundreds of faces instead of a
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ from tqdm import tqdm
 from facemodel import FaceModel, metrics
 from facemodel.aggregation import identity_distance_matrix_mm
 from facemodel.crop import canonical_crop_box
+from facemodel.outputs import write_json
 
 from .imaging import crop_square, detect_faces, load_image
 from .pts import IMAGE_SUFFIXES, list_images, list_labelled_images
@@ -190,9 +190,7 @@ def run(images_dir: Path, json_path: Path, onnx_path: Path | None = None, model_
                    "skipped": crops.skipped, "units": "mm, RMS face-region shape distance of identities",
                    "about": "each face against its own mirrored crop (within) and against every other "
                             "face (between); images are assumed to show different people"})
-    json_path = Path(json_path)
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(report, indent=1, allow_nan=False))
+    json_path = write_json(json_path, report)
     if plot:
         from .report import distance_histogram_figure
 

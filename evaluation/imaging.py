@@ -22,8 +22,9 @@ Box = tuple[float, float, float, float]
 
 
 def load_image(path: Path | str) -> np.ndarray:
-    """(H, W, 3) uint8 RGB, upright (EXIF), any bit depth or channel count."""
-    return np.asarray(addon_photo.load_image(path))
+    """(H, W, 3) uint8 RGB, upright (EXIF), any bit depth or channel count; never decoded reduced, because
+    labels (.pts) are in the file's pixels (the pixel limit still applies)."""
+    return np.asarray(addon_photo.load_image(path, max_decode_pixels=None))
 
 
 def crop_square(image: np.ndarray, box: Box, size: int) -> np.ndarray:

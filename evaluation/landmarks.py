@@ -14,7 +14,6 @@ every model is then binned on the same images; each prediction's own yaw stays i
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from tqdm import tqdm
 
 from facemodel import FaceParams, metrics
 from facemodel.crop import canonical_crop_box, points_to_crop
+from facemodel.outputs import atomic_open, write_json
 
 from .imaging import Box, box_iou, detect_faces, load_image, points_box
 from .pose import annotation_yaw_deg
@@ -150,15 +150,15 @@ class RefinedFacerigLandmarker(FacerigLandmarker):
 
     name = "facerig+refine"
 
-    def __init__(self, onnx_path: Path | str, contour: str = DEFAULT_CONTOUR, model_path: str | None = None
-                 ) -> None:
+    def __init__(self, onnx_path: Path | str, contour: str = DEFAULT_CONTOUR, model_path: str | None = None,
+                 corrective_prior: float | None = None) -> None:
         from facemodel.landmark_fit import LandmarkRefiner
 
         from .mediapipe_baseline import MediaPipeLandmarks
 
         super().__init__(onnx_path, contour, model_path)
         self.mediapipe = MediaPipeLandmarks(model_path=model_path)
-        self.refiner = LandmarkRefiner.from_model(self.projector.model)
+        self.refiner = LandmarkRefiner.from_model(self.projector.model, corrective_prior=corrective_prior)
         self.max_disagreement = float(self.regressor.refine_max_disagreement)   # the model's own limit
         self.unrefined = 0
 
@@ -178,7 +178,9 @@ class RefinedFacerigLandmarker(FacerigLandmarker):
 
 
 def make_landmarker(method: str, onnx_path: Path | str | None, contour: str, model_path: str | None,
-                    refine: bool = False) -> Landmarker:
+                    refine: bool = False, corrective_prior: float | None = None) -> Landmarker:
+    if corrective_prior is not None and not refine:
+        raise ValueError("--corrective-prior applies to --refine")
     if method == "mediapipe":
         if refine:
             raise ValueError("--refine applies to --method facerig")
@@ -186,8 +188,9 @@ def make_landmarker(method: str, onnx_path: Path | str | None, contour: str, mod
     if method == "facerig":
         from .regressor import default_onnx_path
 
-        cls = RefinedFacerigLandmarker if refine else FacerigLandmarker
-        return cls(onnx_path or default_onnx_path(), contour, model_path)
+        if refine:
+            return RefinedFacerigLandmarker(onnx_path or default_onnx_path(), contour, model_path, corrective_prior)
+        return FacerigLandmarker(onnx_path or default_onnx_path(), contour, model_path)
     raise ValueError(f"--method must be one of {', '.join(METHODS)}")
 
 
@@ -286,7 +289,7 @@ def write_csv(results: list[ImageResult], path: Path) -> Path:
     variants = sorted({v for r in results if r.prediction for v in r.prediction.variants})
     header = ["image", "ok", "error", "annotation_yaw_deg", "yaw_deg", "pitch_deg", "roll_deg", *NME_KEYS]
     header += [f"nme_bbox_68_{v}" for v in variants if len(variants) > 1]
-    with open(path, "w", newline="") as f:
+    with atomic_open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(header)
         for r in results:
@@ -304,19 +307,20 @@ def write_csv(results: list[ImageResult], path: Path) -> Path:
 
 def run(images_dir: Path, json_path: Path, method: str = "facerig", box_mode: str = "gt",
         contour: str = DEFAULT_CONTOUR, onnx_path: Path | None = None, model_path: str | None = None,
-        limit: int | None = None, plot: bool = True, progress: bool = True, refine: bool = False
-        ) -> dict[str, Any]:
+        limit: int | None = None, plot: bool = True, progress: bool = True, refine: bool = False,
+        corrective_prior: float | None = None) -> dict[str, Any]:
     """Evaluate, then write ``json_path`` plus ``<stem>.csv`` and ``<stem>.png`` beside it.
 
     ``refine`` (facerig only): the add-on's refinement on MediaPipe FaceMesh points after the
-    regressor (:class:`RefinedFacerigLandmarker`).
+    regressor (:class:`RefinedFacerigLandmarker`); ``corrective_prior``: the corrective field's prior strength
+    (None: the add-on's, ``landmark_fit.CORRECTIVE_PRIOR``; 0: the field is not fitted).
     """
     if method not in METHODS:
         raise ValueError(f"--method must be one of {', '.join(METHODS)}")
     if box_mode not in BOX_MODES:
         raise ValueError(f"--box must be one of {', '.join(BOX_MODES)}")
     items = list_labelled_images(images_dir, limit=limit)
-    landmarker = make_landmarker(method, onnx_path, contour, model_path, refine)
+    landmarker = make_landmarker(method, onnx_path, contour, model_path, refine, corrective_prior)
     results = evaluate_images(items, landmarker, box_mode, progress, model_path)
     extra: dict[str, Any] = {}
     if method == "mediapipe":
@@ -341,15 +345,15 @@ def run(images_dir: Path, json_path: Path, method: str = "facerig", box_mode: st
                                         "inner_51": dict(lf.INNER_REFINE_SETTINGS.__dict__),
                                         "dense_full_yaw_deg": lf.DENSE_FULL_YAW_DEG,
                                         "dense_none_yaw_deg": lf.DENSE_NONE_YAW_DEG}
+            extra["refine_settings"]["corrective_prior"] = (lf.CORRECTIVE_PRIOR if corrective_prior is None
+                                                            else corrective_prior)   # 0: the field is not fitted
             extra["unrefined"] = getattr(landmarker, "unrefined", 0)
             extra["refine_max_disagreement"] = getattr(landmarker, "max_disagreement", None)
         meta = getattr(getattr(landmarker, "regressor", None), "metadata", None)
         if meta:
             extra["model_card"] = meta.get("facerig.model_card")
     report = build_report(results, method, box_mode, contour if method == "facerig" else None, images_dir, extra)
-    json_path = Path(json_path)
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(report, indent=1, allow_nan=False, default=_json_default))
+    json_path = write_json(json_path, report, default=_json_default)
     csv_path = write_csv(results, json_path.with_suffix(".csv"))
     log.info("wrote %s and %s", json_path, csv_path)
     if plot:

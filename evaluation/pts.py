@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from blender_addon.formats import PHOTO_SUFFIXES as IMAGE_SUFFIXES, photos_in
+from facemodel.outputs import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ def write_pts(path: Path | str, points: np.ndarray, header: bool = True, one_bas
     lines = [f"{x:.3f} {y:.3f}" for x, y in pts]
     if header:
         lines = ["version: 1", f"n_points: {len(pts)}", "{", *lines, "}"]
-    path.write_text("\n".join(lines) + "\n")
+    atomic_write_text(path, "\n".join(lines) + "\n")
     return path
 
 

@@ -16,16 +16,14 @@ with no face or several faces are skipped.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from facemodel.landmark_fit import MAX_DISAGREEMENT, REFINE_GATE_KEY
+from facemodel.outputs import write_json
 
 from .pts import IMAGE_SUFFIXES, list_images
 
@@ -76,27 +74,29 @@ def recommend(fractions: np.ndarray) -> float:
 def write_gate(onnx_path: Path | str, value: float, source: str) -> None:
     """Store the limit (and where it came from) in the ONNX file's metadata; the weights are untouched.
 
-    Written to a temporary file beside it and renamed, so a crash leaves the old file whole.
+    Written to a temporary file beside it and renamed, so a crash leaves the old file whole; a model
+    sealed with its sha256 (``facerig.sha256``) is sealed again, since its bytes change.
     """
     import onnx
+
+    from facemodel import file_digest
+    from facemodel.outputs import atomic_output
 
     path = Path(onnx_path)
     model = onnx.load(str(path))
     props = {p.key: p.value for p in model.metadata_props}
     props[REFINE_GATE_KEY] = f"{value:.4g}"
     props[SOURCE_KEY] = source
+    sealed = file_digest.DIGEST_KEY in props
+    if sealed:
+        props[file_digest.DIGEST_KEY] = file_digest.PLACEHOLDER
     del model.metadata_props[:]
     for k, v in props.items():
         model.metadata_props.add(key=k, value=v)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        onnx.save(model, tmp)
-        os.chmod(tmp, path.stat().st_mode & 0o7777)   # mkstemp makes 0600; keep the file's own mode
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_output(path) as tmp:
+        onnx.save(model, str(tmp))
+        if sealed:
+            file_digest.seal(tmp)
 
 
 def run(folders: Sequence[Path], json_path: Path | str, onnx_path: Path | str | None = None,
@@ -124,9 +124,7 @@ def run(folders: Sequence[Path], json_path: Path | str, onnx_path: Path | str | 
     if write:
         write_gate(model_path, value, source)
         log.info("wrote %s=%s into %s", REFINE_GATE_KEY, value, model_path)
-    json_path = Path(json_path)
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(report, indent=2))
+    write_json(json_path, report, indent=2)
     return report
 
 

@@ -60,9 +60,11 @@ class OnnxRegressor:
         self.session = ort.InferenceSession(str(self.onnx_path), opts, providers=["CPUExecutionProvider"])
         meta = self.session.get_modelmeta().custom_metadata_map
         self.metadata: dict[str, str] = dict(meta)
+        from blender_addon.regressor import RegressorError, check_digest
+
+        check_digest(self.onnx_path, self.metadata, RegressorError)   # a damaged export measured as a bad model
         self.input_size = int(meta.get("facerig.input_size", 128))
-        self.layout = ParamLayout(n_identity=int(meta.get("facerig.n_identity", 100)),
-                                  version=int(meta.get("facerig.layout_version", 1)))
+        self.layout = ParamLayout.from_metadata({"facerig.n_identity": "100", **self.metadata})
         self.input_name = self.session.get_inputs()[0].name
         self.refine_max_disagreement = refine_gate(self.metadata)   # as the add-on's Regressor
 

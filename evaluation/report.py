@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from facemodel import metrics
+from facemodel.outputs import atomic_output
 
 if TYPE_CHECKING:
     from .landmarks import ImageResult
@@ -30,8 +31,11 @@ def _pyplot():
 def _save(plt: Any, fig: Any, path: Path | str, dpi: int) -> Path:
     """Lay out, write and close a figure; returns its path."""
     fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
+    try:
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, dpi=dpi)
+    finally:
+        plt.close(fig)
     return Path(path)
 
 

@@ -17,7 +17,6 @@ network's identity, and the regressor's trust limit applies as in the add-on.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from facemodel.aggregation import aggregate_identity, identity_shape_error_mm
 from facemodel.formation import landmarks_2d
 from facemodel.landmark_fit import LandmarkRefiner
 from facemodel.landmark_maps import MEDIAPIPE_TO_68, MEDIAPIPE_TO_ICT
+from facemodel.outputs import write_json
 
 log = logging.getLogger(__name__)
 
@@ -166,9 +166,7 @@ def run(corpus_dir: Path, json_path: Path, onnx_path: Path | None = None, cnet_p
                 for c in photo_counts}
         report["refined"][f"{scale:g}"] = {"unrefined_views": kept, **rows}
         log.info("scale %g: %s", scale, {c: round(r["aggregate_mm"], 3) for c, r in rows.items()})
-    json_path = Path(json_path)
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(report, indent=1, allow_nan=False))
+    json_path = write_json(json_path, report)
     return report
 
 

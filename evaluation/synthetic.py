@@ -9,7 +9,6 @@ torch), so the numbers are those of the shipped model. Metric definitions:
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from facemodel import FaceModel, FaceParams, ParamLayout, metrics
+from facemodel.outputs import write_json
 
 log = logging.getLogger(__name__)
 
@@ -98,9 +98,7 @@ def run(corpus_dir: Path, json_path: Path, onnx_path: Path | None = None, model_
     report.update({"corpus": str(corpus_dir), "model": str(onnx_path or default_onnx_path()),
                    "image_size": corpus.image_size, "regressor_input_size": size,
                    "yaw_source": "ground truth (corpus pose_deg)"})
-    json_path = Path(json_path)
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(report, indent=1, allow_nan=False))
+    json_path = write_json(json_path, report)
     if plot:
         from .report import error_vs_yaw_figure
 

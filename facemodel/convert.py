@@ -21,6 +21,8 @@ import numpy as np
 from tqdm import tqdm
 
 from .model import FaceModel, FaceModelError, MODEL_FILENAME, cache_dir
+from .outputs import (OutputError, atomic_open, atomic_output, atomic_write_bytes, check_output_file, make_dirs,
+                      output_error, write_errors)
 
 log = logging.getLogger(__name__)
 
@@ -165,41 +167,44 @@ def safe_extract(archive: Path, dest: Path) -> Path:
 
 
 def download(url: str, dest: Path, expected_sha256: str | None = None) -> Path:
-    """Download ``url`` (http(s) or file://) to ``dest`` atomically, checking the hash if given."""
-    tmp = dest.with_suffix(dest.suffix + ".part")
+    """Download ``url`` (http(s) or file://) to ``dest`` atomically, checking the hash if given; a failed
+    or mismatching download leaves nothing (and ``dest``'s previous content) behind."""
     digest = hashlib.sha256()
     try:
-        with urllib.request.urlopen(url, timeout=60) as resp, open(tmp, "wb") as fh:
-            total = int(resp.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc="downloading ICT-FaceKit") as bar:
-                while chunk := resp.read(1 << 20):
-                    fh.write(chunk)
-                    digest.update(chunk)
-                    bar.update(len(chunk))
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise ConversionError(f"download of {url} failed: {exc}") from None
-    if expected_sha256 and digest.hexdigest() != expected_sha256.lower():
-        tmp.unlink(missing_ok=True)
-        raise ConversionError(f"{url}: sha256 {digest.hexdigest()} != expected {expected_sha256}")
-    tmp.replace(dest)
+        with atomic_open(dest, "wb") as fh:
+            try:
+                with urllib.request.urlopen(url, timeout=60) as resp:
+                    total = int(resp.headers.get("Content-Length") or 0) or None
+                    with tqdm(total=total, unit="B", unit_scale=True, desc="downloading ICT-FaceKit") as bar:
+                        while chunk := resp.read(1 << 20):
+                            fh.write(chunk)
+                            digest.update(chunk)
+                            bar.update(len(chunk))
+            except OSError as exc:
+                if isinstance(exc, OutputError):
+                    raise
+                raise ConversionError(f"download of {url} failed: {exc}") from None
+            if expected_sha256 and digest.hexdigest() != expected_sha256.lower():
+                raise ConversionError(f"{url}: sha256 {digest.hexdigest()} != expected {expected_sha256}")
+    except OSError as exc:   # the write side (full disk …): one line naming the file
+        raise output_error(exc, dest) from None
     return dest
 
 
 def write_npz(arrays: dict[str, np.ndarray], out: Path) -> Path:
     """Validate by loading, then write atomically."""
     FaceModel(arrays)  # raises FaceModelError if the result is unusable
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".part.npz")
-    np.savez_compressed(tmp, **arrays)
-    tmp.replace(out)
+    with atomic_output(out) as tmp:
+        np.savez_compressed(tmp, **arrays)
     return out
 
 
-def convert_source(source: Path | str, out: Path | None = None) -> Path:
-    """Folder of OBJs or zip archive → npz at ``out`` (default: the user cache)."""
+def convert_source(source: Path | str, out: Path | None = None, overwrite: bool = True) -> Path:
+    """Folder of OBJs or zip archive → npz at ``out`` (default: the user cache); an existing ``out`` is
+    refused unless ``overwrite``."""
     source = Path(source)
-    out = out or cache_dir() / MODEL_FILENAME
+    out = check_output_file(out or cache_dir() / MODEL_FILENAME, overwrite, "face model",
+                            overwrite_hint="--overwrite")
     if source.is_dir():
         return write_npz(convert_folder(source), out)
     if not source.is_file():
@@ -209,27 +214,44 @@ def convert_source(source: Path | str, out: Path | None = None) -> Path:
         return write_npz(convert_folder(root), out)
 
 
+LICENSE_NAME = "ICT-FaceKit-LICENSE.txt"
+
+
 def fetch(url: str = ICT_ARCHIVE_URL, out: Path | None = None, sha256: str | None = None,
-          keep_archive: bool = False) -> Path:
-    """Download the ICT-FaceKit archive, convert it and cache the npz."""
-    out = out or cache_dir() / MODEL_FILENAME
-    out.parent.mkdir(parents=True, exist_ok=True)
-    archive = out.parent / "ICT-FaceKit.zip"
-    download(url, archive, sha256)
-    try:
-        result = convert_source(archive, out)
+          overwrite: bool = True) -> Path:
+    """Download the ICT-FaceKit archive, convert it and cache the npz (``out``; an existing one is refused
+    unless ``overwrite``).
+
+    The archive goes to a private temporary folder beside ``out`` (same disk; removed afterwards,
+    whatever happens), so no file of the user's is ever deleted or replaced but ``out`` itself and the
+    licence beside it (written only when absent or already the ICT licence)."""
+    out = check_output_file(out or cache_dir() / MODEL_FILENAME, overwrite, "face model")
+    make_dirs(out.parent)
+    with write_errors(out.parent, "cannot download into"), \
+            tempfile.TemporaryDirectory(prefix=f".{out.name}.download-", dir=out.parent) as private:
+        archive = Path(private) / "ICT-FaceKit.zip"
+        download(url, archive, sha256)
+        result = convert_source(archive, out, overwrite=True)
         license_src = None
         with zipfile.ZipFile(archive) as zf:
             names = [n for n in zf.namelist() if n.rsplit("/", 1)[-1].upper().startswith("LICENSE")]
             if names:
                 license_src = zf.read(names[0])
-        if license_src:
-            (out.parent / "ICT-FaceKit-LICENSE.txt").write_bytes(license_src)
-    finally:
-        if not keep_archive:
-            archive.unlink(missing_ok=True)
+    license_path = out.parent / LICENSE_NAME
+    if license_src and (not license_path.exists() or _is_ict_license(license_path)):
+        atomic_write_bytes(license_path, license_src)
+    elif license_src:
+        log.warning("%s exists and is not the ICT-FaceKit licence; left as it is", license_path)
     log.info("face model cached at %s", result)
     return result
+
+
+def _is_ict_license(path: Path) -> bool:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return False
+    return text.startswith("MIT") or "ICT" in text[:2000]
 
 
 __all__ = ["ICT_ARCHIVE_URL", "ConversionError", "convert_folder", "convert_source", "download", "fetch",

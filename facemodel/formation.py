@@ -14,6 +14,7 @@ from typing import Any
 from .albedo import vertex_albedo
 from .camera import project
 from .geometry import model_vertices, rigid_transform, vertex_normals
+from .harmonics import corrective_displacement
 from .lighting import radiance, srgb_encode
 from .model import ModelArrays
 from .params import FaceParams
@@ -21,9 +22,12 @@ from .xp import namespace
 
 
 def mesh_model_space(arrays: ModelArrays, params: FaceParams) -> Any:
-    """(…, V, 3) vertices in model space (cm), before pose."""
-    return model_vertices(arrays.neutral, arrays.identity_basis, arrays.expression_basis,
-                          params.identity, params.expression)
+    """(…, V, 3) vertices in model space (cm), before pose: the morphable model plus the corrective field."""
+    verts = model_vertices(arrays.neutral, arrays.identity_basis, arrays.expression_basis,
+                           params.identity, params.expression)
+    if params.corrective.shape[-2] == 0:
+        return verts
+    return verts + corrective_displacement(arrays.corrective_basis, params.corrective)
 
 
 def mesh_camera_space(arrays: ModelArrays, params: FaceParams) -> Any:

@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from .harmonics import corrective_point_basis
+
 MAX_DAMPING_TRIES = 8
 _LAYOUT_LOCK = threading.Lock()
 
@@ -79,12 +81,16 @@ class FitBasis:
 
     @classmethod
     def from_arrays(cls, arrays) -> "FitBasis":  # noqa: ANN001 - facemodel.model.ModelArrays (no import cycle)
-        """The identity and expression bases of ``arrays`` (a vertex subset of the model)."""
+        """The identity, expression and corrective-field bases of ``arrays`` (a vertex subset of the model);
+        the field's (3·K, N, 3) in the flat order of ``FaceParams.corrective``, when the model has harmonics."""
         neutral = np.ascontiguousarray(arrays.neutral, np.float64)
         n = neutral.shape[0]
-        return cls(neutral, {"identity": np.asarray(arrays.identity_basis, np.float64).reshape(-1, n, 3),
-                             "expression": np.asarray(arrays.expression_basis, np.float64).reshape(-1, n, 3)},
-                   arrays)
+        bases = {"identity": np.asarray(arrays.identity_basis, np.float64).reshape(-1, n, 3),
+                 "expression": np.asarray(arrays.expression_basis, np.float64).reshape(-1, n, 3)}
+        harmonics = getattr(arrays, "corrective_basis", None)
+        if harmonics is not None and np.shape(harmonics)[-1]:
+            bases["corrective"] = corrective_point_basis(harmonics, np.shape(harmonics)[-1])
+        return cls(neutral, bases, arrays)
 
     @property
     def n_points(self) -> int:

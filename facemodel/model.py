@@ -13,11 +13,14 @@ import zipfile
 from dataclasses import dataclass, fields, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from . import geometry
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .harmonics import Harmonics
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +107,8 @@ class ModelArrays:
     vertex_faces: Any           # (V, D) int64 gather table for normals; empty for subsets
     albedo_base: Any            # (V, 3) log-albedo at neutral skin parameters
     albedo_axes: Any            # (7, V, 3) log-albedo change per albedo parameter
+    corrective_basis: Any       # (V, K) manifold harmonics of the face region (facemodel.harmonics)
+    corrective_eigenvalues: Any  # (K,) their eigenvalues (the prior's weights), ascending
 
     def map(self, fn: Callable[[Any], Any]) -> "ModelArrays":
         return ModelArrays(*[fn(getattr(self, f.name)) for f in fields(self)])
@@ -116,7 +121,8 @@ class ModelArrays:
         return replace(self, neutral=self.neutral[idx], identity_basis=self.identity_basis[:, cols],
                        expression_basis=self.expression_basis[:, cols], triangles=empty,
                        vertex_faces=np.zeros((len(idx), 0), np.int64),
-                       albedo_base=self.albedo_base[idx], albedo_axes=self.albedo_axes[:, idx])
+                       albedo_base=self.albedo_base[idx], albedo_axes=self.albedo_axes[:, idx],
+                       corrective_basis=self.corrective_basis[idx])
 
 
 class FaceModel:
@@ -147,6 +153,19 @@ class FaceModel:
             raise FaceModelError(f"{resolved} is not a readable face model npz: {exc}") from None
         log.info("loaded face model %s", resolved)
         return cls(data, resolved)
+
+    def check_layout(self, layout: Any, what: str = "the regressor") -> None:
+        """Refuse, with one line, parameters this model cannot form: fewer identity modes than ``layout``
+        has, or another expression count (a numpy shape error deep in the fit otherwise)."""
+        from .params import N_EXPRESSIONS
+
+        name = self.path.name if self.path else "the face model"
+        if self.n_identity < layout.n_identity:
+            raise FaceModelError(f"{name} has {self.n_identity} identity modes and {what} predicts "
+                                 f"{layout.n_identity}: use the ICT-FaceKit Light model (`facerig model fetch`)")
+        if self.n_expressions != N_EXPRESSIONS:
+            raise FaceModelError(f"{name} has {self.n_expressions} expressions, facerig's parameters have "
+                                 f"{N_EXPRESSIONS}: use the ICT-FaceKit Light model (`facerig model fetch`)")
 
     # -- sizes and names --------------------------------------------------------------------
     @property
@@ -228,18 +247,33 @@ class FaceModel:
             raise ValueError(f"jawline must be 'fixed' or 'visible', not {jawline!r}")
         return idx
 
+    # -- corrective field ------------------------------------------------------------------------
+    @cached_property
+    def harmonics(self) -> "Harmonics":
+        """The face region's first ``harmonics.DEFAULT_K`` manifold harmonics (cached on disk)."""
+        from .harmonics import load_harmonics
+
+        return load_harmonics(self)
+
     # -- arrays for image formation ------------------------------------------------------------
     @cached_property
     def arrays(self) -> ModelArrays:
         from .albedo import albedo_tables  # albedo regions need the landmarks and materials
+        from .harmonics import HarmonicsUnavailable
 
         base, axes = albedo_tables(self)
+        try:
+            corrective, eigenvalues = self.harmonics.basis, self.harmonics.eigenvalues
+        except HarmonicsUnavailable as exc:   # faces without a corrective field still form
+            log.warning("%s; faces with a corrective field cannot be formed", exc)
+            corrective, eigenvalues = np.zeros((self.n_vertices, 0), np.float32), np.zeros(0)
         return ModelArrays(
             neutral=self.neutral,
             identity_basis=self.identity_basis.reshape(self.n_identity, -1),
             expression_basis=self.expression_basis.reshape(self.n_expressions, -1),
             triangles=self.triangles, vertex_faces=self.vertex_faces,
-            albedo_base=base, albedo_axes=axes)
+            albedo_base=base, albedo_axes=axes, corrective_basis=corrective,
+            corrective_eigenvalues=eigenvalues)
 
 
 def _validate(data: dict[str, np.ndarray], path: Path | None) -> None:

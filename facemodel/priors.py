@@ -16,7 +16,7 @@ crop of its landmarks would put it, with scale and shift jitter, like a detector
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -130,8 +130,7 @@ def place_in_crop(landmark_arrays: ModelArrays, params: FaceParams, scale: np.nd
     t[..., 2] = -100.0
     focal = np.asarray(params.camera, np.float64)[..., 0]
     for _ in range(iterations):
-        trial = FaceParams(params.identity, params.expression, params.rotation, t.astype(np.float32),
-                           params.sh, params.albedo, params.camera)
+        trial = replace(params, translation=t.astype(np.float32))
         pts = np.asarray(landmarks_2d(landmark_arrays, trial, 1, 1), np.float64)
         flat_pts = pts.reshape(-1, pts.shape[-2], 2)
         boxes = np.array([canonical_crop_box(p) for p in flat_pts]).reshape(batch + (4,))

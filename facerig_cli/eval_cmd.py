@@ -8,8 +8,12 @@ work is done in the ``evaluation`` package.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 from pathlib import Path
+from typing import Any, Iterator
+
+from .args import int_range
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +49,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     lm.add_argument("--refine", action="store_true",
                     help="facerig: refine the prediction on MediaPipe FaceMesh's points (dense fit; inner 51 for "
                          "turned faces), as the add-on and `facerig reconstruct` do by default")
+    lm.add_argument("--corrective-prior", type=float, metavar="RHO",
+                    help="with --refine: the corrective field's prior strength (1/cm², eigenvalue-weighted; "
+                         "default the add-on's, 300; 0 = the field is not fitted; docs/corrective-shapes.md)")
     _add_face_model(lm)
-    lm.add_argument("--limit", type=int, help="only the first N images (sorted by name)")
+    lm.add_argument("--limit", type=int_range(1), help="only the first N images (sorted by name) [at least 1]")
     lm.add_argument("--no-plot", action="store_true", help="skip the PNG")
     lm.set_defaults(func=cmd_landmarks)
 
@@ -55,14 +62,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     sy.add_argument("--json", type=Path, required=True, help="report path; error-vs-yaw .png beside it")
     _add_model(sy)
     _add_face_model(sy)
-    sy.add_argument("--limit", type=int, help="only the first N samples")
+    sy.add_argument("--limit", type=int_range(1), help="only the first N samples [at least 1]")
     sy.add_argument("--no-plot", action="store_true")
     sy.set_defaults(func=cmd_synthetic)
     ib = esub.add_parser("identity-bound", help="how well identity could be known from one view's 2-D points "
                          "(exact pose; the reference for the regressor's identity error)")
     ib.add_argument("--corpus", type=Path, required=True)
     ib.add_argument("--json", type=Path, required=True, help="report path")
-    ib.add_argument("--limit", type=int, default=512, help="first N faces (default 512)")
+    ib.add_argument("--limit", type=int_range(1), default=512, help="first N faces (default 512) [at least 1]")
     ib.add_argument("--sigma", type=float, nargs="+", help="pixel noise levels (default 0.5 1 2 4)")
     _add_face_model(ib)
     ib.set_defaults(func=cmd_identity_bound)
@@ -75,7 +82,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ic.add_argument("--box", choices=("gt", "detect"), default="gt",
                     help="crop from the .pts landmarks (default) or the largest detected face (any photo folder)")
     _add_face_model(ic)
-    ic.add_argument("--limit", type=int, help="only the first N images (sorted by name)")
+    ic.add_argument("--limit", type=int_range(1), help="only the first N images (sorted by name) [at least 1]")
     ic.add_argument("--refine", action="store_true",
                     help="compare identities refined on FaceMesh's points, as the add-on makes them")
     ic.add_argument("--no-plot", action="store_true")
@@ -88,7 +95,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--cnet", type=Path, help="C-Net ONNX (default: the one the add-on picks for the regressor)")
     sp.add_argument("--scale", type=float, nargs="+",
                     help="FaceMesh's error on the renders is scaled by these (default 0.45 ≈ its photo accuracy, 1)")
-    sp.add_argument("--limit", type=int, help="only the first N sets")
+    sp.add_argument("--limit", type=int_range(1), help="only the first N sets [at least 1]")
     _add_face_model(sp)
     sp.set_defaults(func=cmd_same_person)
     dt = esub.add_parser("detection", help="faces found by |yaw| on a synthetic corpus, confirmed by FaceMesh or "
@@ -96,7 +103,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     dt.add_argument("--corpus", type=Path, required=True)
     dt.add_argument("--json", type=Path, required=True, help="report path")
     _add_model(dt)
-    dt.add_argument("--limit", type=int, help="only the first N renders")
+    dt.add_argument("--limit", type=int_range(1), help="only the first N renders [at least 1]")
     _add_face_model(dt)
     dt.set_defaults(func=cmd_detection)
     rg = esub.add_parser("refine-gate", help="how far the regressor's landmarks lie from the detector's on "
@@ -105,7 +112,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="folder of photos (repeatable; no labels needed)")
     rg.add_argument("--json", type=Path, required=True, help="report path")
     _add_model(rg)
-    rg.add_argument("--every", type=int, default=1, help="every N-th photo of each folder (sorted names)")
+    rg.add_argument("--every", type=int_range(1), default=1,
+                    help="every N-th photo of each folder (sorted names) [at least 1]")
     rg.add_argument("--write", action="store_true",
                     help="store the recommended limit in the model's ONNX metadata (weights untouched)")
     _add_face_model(rg)
@@ -117,35 +125,54 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--json", type=Path, required=True)
     _add_model(b)
     b.add_argument("--photo", type=Path, help="photo for the end-to-end timings (default: the built-in astronaut)")
-    b.add_argument("--runs", type=int, default=200, help="timed regressor runs (median reported; ≥ 200 for the record)")
-    b.add_argument("--photo-runs", type=int, default=300,
-                   help="timed photo → params runs (median and per-stage medians reported; default 300)")
+    b.add_argument("--runs", type=int_range(1, 100_000), default=200,
+                   help="timed regressor runs (median reported; ≥ 200 for the record) [1…100000]")
+    b.add_argument("--photo-runs", type=int_range(1, 100_000), default=300,
+                   help="timed photo → params runs (median and per-stage medians reported; default 300) [1…100000]")
     b.add_argument("--corpus", type=Path, help="corpus for train_images_per_s_128 (a short training run)")
     b.add_argument("--only", nargs="*", help="measure only these keys (others are null with a reason)")
     b.set_defaults(func=cmd_bench)
 
 
-def _check_positive(value: int | None, flag: str) -> None:
-    if value is not None and value < 1:
-        raise ValueError(f"{flag} must be at least 1")
+@contextlib.contextmanager
+def report_output(path: Path) -> Iterator[None]:
+    """The report path checked before the evaluation runs (a folder, an unwritable place: one line), and
+    locked while it runs, so two evaluations never write one report (and its .png/.csv) at once. A report
+    that exists is replaced: it is a measurement a rerun makes again (docs/robustness.md)."""
+    from facemodel.outputs import check_output_file, folder_lock
+
+    check_output_file(path, overwrite=True, what="report")
+    with folder_lock(path.parent, f".{path.name}.lock", what=f"the report {path}"):
+        yield
 
 
+def _reporting(cmd: Any) -> Any:
+    """``cmd`` run inside :func:`report_output` for its ``--json``."""
+    def run(args: argparse.Namespace) -> int:
+        with report_output(args.json):
+            return cmd(args)
+
+    run.__name__ = run.__qualname__ = cmd.__name__
+    run.__doc__ = cmd.__doc__
+    return run
+
+
+@_reporting
 def cmd_landmarks(args: argparse.Namespace) -> int:
     from evaluation.landmarks import run
 
-    _check_positive(args.limit, "--limit")
     report = run(args.images, args.json, method=args.method, box_mode=args.box, contour=args.contour,
                  onnx_path=args.model, model_path=args.face_model, limit=args.limit, plot=not args.no_plot,
-                 refine=args.refine)
+                 refine=args.refine, corrective_prior=args.corrective_prior)
     _print_summary(report, ("n", "failed", "nme_bbox_68", "nme_bbox_51", "nme_io_68", "nme_io_51",
                             "nme_bbox_68_balanced"))
     return 0
 
 
+@_reporting
 def cmd_synthetic(args: argparse.Namespace) -> int:
     from evaluation.synthetic import run
 
-    _check_positive(args.limit, "--limit")
     report = run(args.corpus, args.json, onnx_path=args.model, model_path=args.face_model, limit=args.limit,
                  plot=not args.no_plot)
     _print_summary(report, ("n", "vertex_mm_camera", "vertex_mm_aligned", "nme_bbox_68", "expression_mae",
@@ -153,10 +180,10 @@ def cmd_synthetic(args: argparse.Namespace) -> int:
     return 0
 
 
+@_reporting
 def cmd_identity_bound(args: argparse.Namespace) -> int:
     from evaluation.identity_bound import DEFAULT_SIGMAS, format_table, run
 
-    _check_positive(args.limit, "--limit")
     sigmas = tuple(args.sigma or DEFAULT_SIGMAS)
     if any(s <= 0 for s in sigmas):
         raise ValueError("--sigma values must be positive")
@@ -165,10 +192,10 @@ def cmd_identity_bound(args: argparse.Namespace) -> int:
     return 0
 
 
+@_reporting
 def cmd_identity_consistency(args: argparse.Namespace) -> int:
     from evaluation.identity_consistency import run
 
-    _check_positive(args.limit, "--limit")
     report = run(args.images, args.json, onnx_path=args.model, model_path=args.face_model, box_mode=args.box,
                  limit=args.limit, plot=not args.no_plot, refine=args.refine)
     _print_summary(report, ("n", "within_mirror_mm", "between_mm", "between_over_within", "mirror_retrieval_top1",
@@ -178,10 +205,10 @@ def cmd_identity_consistency(args: argparse.Namespace) -> int:
     return 0
 
 
+@_reporting
 def cmd_same_person(args: argparse.Namespace) -> int:
     from evaluation.same_person import DEFAULT_SCALES, format_table, run
 
-    _check_positive(args.limit, "--limit")
     report = run(args.corpus, args.json, onnx_path=args.model, cnet_path=args.cnet, model_path=args.face_model,
                  scales=tuple(args.scale or DEFAULT_SCALES), max_sets=args.limit)
     print(f"{report['sets']} sets × {report['views_per_set']} views, FaceMesh found {report['facemesh_found']} "
@@ -190,19 +217,19 @@ def cmd_same_person(args: argparse.Namespace) -> int:
     return 0
 
 
+@_reporting
 def cmd_detection(args: argparse.Namespace) -> int:
     from evaluation.detection import format_table, run
 
-    _check_positive(args.limit, "--limit")
     report = run(args.corpus, args.json, onnx_path=args.model, model_path=args.face_model, limit=args.limit)
     print(format_table(report))
     return 0
 
 
+@_reporting
 def cmd_refine_gate(args: argparse.Namespace) -> int:
     from evaluation.refine_gate import run
 
-    _check_positive(args.every, "--every")
     report = run(args.images, args.json, onnx_path=args.model, face_model=args.face_model, every=args.every,
                  write=args.write)
     _print_summary({**report, **{f"disagreement_{k}": v for k, v in report["disagreement"].items()}},
@@ -211,11 +238,10 @@ def cmd_refine_gate(args: argparse.Namespace) -> int:
     return 0
 
 
+@_reporting
 def cmd_bench(args: argparse.Namespace) -> int:
     from evaluation.bench import KEYS, run
 
-    _check_positive(args.runs, "--runs")
-    _check_positive(args.photo_runs, "--photo-runs")
     report = run(args.json, onnx_path=args.model, photo=args.photo, runs=args.runs, only=args.only,
                  corpus=args.corpus, photo_runs=args.photo_runs)
     for k in KEYS:

@@ -7,6 +7,8 @@ import importlib
 import logging
 import sys
 
+from .args import OneLineParser, UsageError
+
 
 # Modules that add subcommands; each defines ``register(subparsers)``. Imported lazily so
 # ``facerig --help`` stays fast and a missing optional extra breaks only its own command.
@@ -16,6 +18,8 @@ COMMAND_MODULES = (
     "facerig_cli.train_cmd",
     "facerig_cli.photos_cmd",
     "facerig_cli.reconstruct_cmd",
+    "facerig_cli.addon_build",
+    "facerig_cli.animate_cmd",
     "facerig_cli.eval_cmd",
 )
 
@@ -25,17 +29,24 @@ COMMAND_MODULES = (
 # use; an error of a class can only have been raised once its module is loaded.
 USER_ERRORS = (
     "facerig_cli.errors:CommandError",
+    "facemodel.outputs:OutputError",
     "facemodel.model:FaceModelError",
     "synth.corpus:CorpusError",
     "synth.render:RenderError",
     "synth.views:ReconstructionError",
     "learner.photo_corpus:PhotoCorpusError",
+    "learner.devices:DistributedError",
 )
 
 
 def is_user_error(exc: BaseException) -> bool:
-    """True for the errors :data:`USER_ERRORS` names and for missing files and bad values."""
-    if isinstance(exc, (FileNotFoundError, ValueError)):
+    """True for the errors :data:`USER_ERRORS` names, for missing files and bad values, and for the
+    OSErrors of a file that cannot be read or written (full disk, no permission, read-only …)."""
+    from facemodel.outputs import WRITE_ERRNOS
+
+    if isinstance(exc, (FileNotFoundError, ValueError, MemoryError)):
+        return True
+    if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
         return True
     for spec in USER_ERRORS:
         module, name = spec.split(":")
@@ -45,8 +56,19 @@ def is_user_error(exc: BaseException) -> bool:
     return False
 
 
+def user_message(exc: BaseException) -> str:
+    """The one line a user error is shown as (an OSError as ``PATH: reason``)."""
+    from facemodel.outputs import OutputError, describe_os_error
+
+    if isinstance(exc, MemoryError):
+        return "out of memory; try smaller values (docs/robustness.md lists the limits)"
+    if isinstance(exc, OSError) and not isinstance(exc, OutputError) and exc.errno is not None and exc.filename:
+        return describe_os_error(exc, exc.filename, action="")
+    return str(exc)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="facerig", description="Single-photo 3D face reconstruction to an editable, rigged face.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -62,8 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .blender_env import isolate_blender_user_config
+
+    isolate_blender_user_config()   # before anything imports bpy: never the user's Blender configuration
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:   # already reported, as one line
+        return int(exc.code or 2)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     if not getattr(args, "func", None):
@@ -76,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as exc:  # noqa: BLE001 — user-facing errors become one clear line
         if is_user_error(exc):
-            print(f"facerig: error: {exc}", file=sys.stderr)
+            print(f"facerig: error: {user_message(exc)}", file=sys.stderr)
             return 2
         raise
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from facemodel import FaceModel, FaceParams, form, landmarks_2d
+from facemodel.outputs import atomic_output
 from facemodel.priors import PoseRange, place_in_crop, sample_params
 
 from .raster import draw_mesh, draw_points
@@ -27,8 +29,7 @@ def render_tile(model: FaceModel, params: FaceParams, size: int = TILE) -> np.nd
 
 
 def with_pose(model: FaceModel, params: FaceParams, yaw_deg: float) -> FaceParams:
-    p = FaceParams(params.identity, params.expression, np.array([np.deg2rad(yaw_deg), 0, 0], np.float32),
-                   params.translation, params.sh, params.albedo, params.camera)
+    p = replace(params, rotation=np.array([np.deg2rad(yaw_deg), 0, 0], np.float32))
     p.translation = place_in_crop(model.arrays.subset(model.landmark_indices()), p)
     return p
 
@@ -49,7 +50,7 @@ def write_contact_sheet(out: Path, count: int = 16, seed: int = 0, model_path: P
                  render_tile(model, with_pose(model, p, 90))]
         r, c = divmod(i, cols)
         sheet[r * TILE:(r + 1) * TILE, c * 3 * TILE:(c + 1) * 3 * TILE] = np.concatenate(tiles, 1)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    iio.imwrite(out, sheet)
+    with atomic_output(out) as tmp:
+        iio.imwrite(tmp, sheet)
     log.info("contact sheet: %d faces (sampled pose | front | side), seed %d", count, seed)
     return out

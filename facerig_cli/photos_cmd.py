@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from .args import add_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("photos", help="prepare real photos for training (detector landmarks, canonical crops)")
@@ -15,19 +17,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     prep.add_argument("--images", type=Path, action="append", required=True, metavar="DIR",
                       help="folder of photos (repeat for several)")
     prep.add_argument("--out", type=Path, required=True, metavar="DIR", help="photo corpus directory")
-    prep.add_argument("--size", type=int, default=128, help="crop side in pixels (default 128, the regressor's)")
-    prep.add_argument("--limit", type=int, help="only the first N photos (sorted by folder, then name)")
+    add_int(prep, "--size", lo=32, hi=1024, default=128, help="crop side in pixels (default 128, the regressor's)")
+    add_int(prep, "--limit", lo=1, help="only the first N photos (sorted by folder, then name)")
     prep.add_argument("--no-progress", action="store_true")
     prep.set_defaults(func=cmd_prepare)
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
+    from facemodel.outputs import check_output_dir
     from learner.photo_corpus import build_photo_corpus
 
-    from .errors import CommandError
-
-    if args.size < 32:
-        raise CommandError(f"--size must be at least 32, got {args.size}")
+    check_output_dir(args.out, "photo corpus folder")
     manifest = build_photo_corpus(args.images, args.out, args.size, args.limit, progress=not args.no_progress)
     print(json.dumps({"out": str(args.out), "faces": manifest["count"], "photos": manifest["files_total"],
                       "skipped": manifest["skipped"]}))

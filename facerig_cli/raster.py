@@ -38,3 +38,10 @@ def draw_points(image: np.ndarray, points: np.ndarray, color: tuple[int, int, in
         if np.isfinite(x) and np.isfinite(y):
             cv2.circle(out, (int(round(x)), int(round(y))), radius, color, -1, lineType=cv2.LINE_AA)
     return out
+
+
+def headlight(normals: np.ndarray) -> np.ndarray:
+    """(V, 3) grey clay colours of unit camera-space normals under a light from above the camera."""
+    light = np.array([0.3, 0.4, 1.0]) / np.linalg.norm([0.3, 0.4, 1.0])
+    lum = 0.15 + 0.8 * np.clip(normals @ light, 0, 1)
+    return np.repeat(lum[:, None], 3, axis=1) * np.array([0.85, 0.8, 0.78])

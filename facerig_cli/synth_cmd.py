@@ -7,6 +7,8 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+from .args import MAX_PREVIEW, MAX_RENDER_COUNT, MAX_WORKERS, add_int
+
 
 AUGMENT_STEPS = ("background", "occluders", "blur", "color-jitter", "noise", "jpeg")
 
@@ -17,24 +19,25 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     r = ssub.add_parser("render", help="render random faces with exact labels into a sharded corpus "
                         "(rerun the same command to resume; a larger --count extends the corpus)")
-    r.add_argument("--count", type=int, required=True, help="number of images in the corpus")
-    r.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
-    r.add_argument("--out", type=Path, required=True, help="corpus directory (created, or resumed)")
-    r.add_argument("--workers", type=int, default=1, help="Blender processes, one per core (default 1)")
-    r.add_argument("--seed", type=int, default=0)
+    add_int(r, "--count", lo=1, hi=MAX_RENDER_COUNT, required=True, help="number of images in the corpus")
+    add_int(r, "--size", lo=32, hi=1024, default=128, help="image side in pixels (default 128)")
+    r.add_argument("--out", type=Path, required=True,
+                   help="corpus directory (created, or resumed; locked while a render writes it)")
+    add_int(r, "--workers", lo=1, hi=MAX_WORKERS, default=1, help="Blender processes, one per core (default 1)")
+    add_int(r, "--seed", lo=0, hi=2**63 - 1, default=0, help="random seed (default 0)")
     r.add_argument("--yaw-max", type=float, default=90.0, help="yaw prior half-range in degrees (default 90)")
     r.add_argument("--pitch-max", type=float, default=30.0, help="pitch half-range in degrees (default 30)")
     r.add_argument("--roll-max", type=float, default=20.0, help="roll half-range in degrees (default 20)")
     r.add_argument("--engine", choices=("workbench", "cycles"), default="workbench",
                    help="Blender engine: workbench (fast rasteriser) or cycles (path tracer, slow)")
-    r.add_argument("--supersample", type=int, default=1,
-                   help="anti-aliasing: render at k× the size and area-downsample (default 1 = off)")
+    add_int(r, "--supersample", lo=1, hi=4, default=1,
+            help="anti-aliasing: render at k× the size and area-downsample (default 1 = off)")
     r.add_argument("--workbench-aa", default="OFF", help="Workbench render_aa (OFF, FXAA, 5, 8, …; costly)")
-    r.add_argument("--cycles-samples", type=int, default=8, help="Cycles samples per pixel (default 8)")
-    r.add_argument("--shard-size", type=int, default=256, help="images per shard file (default 256)")
-    r.add_argument("--n-identity", type=int, default=100, help="identity modes sampled and stored (≤ 100)")
-    r.add_argument("--views-per-identity", type=int, default=1, metavar="K",
-                   help="K consecutive images show one person (same identity and skin; new pose, expression, "
+    add_int(r, "--cycles-samples", lo=1, hi=65536, default=8, help="Cycles samples per pixel (default 8)")
+    add_int(r, "--shard-size", lo=1, hi=65536, default=256, help="images per shard file (default 256)")
+    add_int(r, "--n-identity", lo=0, hi=100, default=100, help="identity modes sampled and stored")
+    add_int(r, "--views-per-identity", lo=1, hi=1000, default=1, metavar="K",
+            help="K consecutive images show one person (same identity and skin; new pose, expression, "
                         "light, occluders): multi-view sets for the aggregation network (default 1)")
     r.add_argument("--backgrounds", type=Path, help="folder of photos for background crops (no faces)")
     r.add_argument("--no-augment", action="store_true", help="clean renders on black: no augmentation")
@@ -42,34 +45,37 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"switch one augmentation step off (repeatable): {', '.join(AUGMENT_STEPS)}")
     r.add_argument("--model", type=Path, help="face model npz (default: $FACERIG_FACE_MODEL, then the cache)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_ray_arg(r, "the shards")
     r.set_defaults(func=cmd_render)
 
     vw = ssub.add_parser("views", help="render rotated (VRN) and resampled/relit (InverseFaceNet) views of "
                                        "reconstructed photos, with exact labels (resumable)")
     vw.add_argument("--from", dest="source", type=Path, required=True, metavar="RECON_DIR",
                     help="reconstructions (manifest.json + recon.npz, e.g. from facerig bootstrap)")
-    vw.add_argument("--out", type=Path, required=True, help="corpus directory (created, or resumed)")
+    vw.add_argument("--out", type=Path, required=True,
+                    help="corpus directory (created, or resumed; locked while a render writes it)")
     vw.add_argument("--yaw-offsets", default="-60,-45,-30,-15,15,30,45,60",
                     help="yaw offsets in degrees the rotated views draw from (default ±15…±60)")
-    vw.add_argument("--rotations", type=int, default=2, help="rotated views per photo (default 2)")
-    vw.add_argument("--relight", type=int, default=1, help="resampled + relit renders per photo (default 1)")
+    add_int(vw, "--rotations", lo=0, hi=100, default=2, help="rotated views per photo (default 2)")
+    add_int(vw, "--relight", lo=0, hi=100, default=1, help="resampled + relit renders per photo (default 1)")
     vw.add_argument("--perturb", default="5,0.05,0.2,0.1,0.02", metavar="SIGMAS",
                     help="InverseFaceNet resampling ROT°,IDENTITY,ALBEDO,EXPRESSION,SH (default 5,0.05,0.2,0.1,0.02)")
     vw.add_argument("--pitch-jitter", type=float, default=10.0, help="± pitch change of rotated views (default 10°)")
     vw.add_argument("--delight-light", choices=("network", "fitted"), default="network",
                     help="lighting divided out of the photo before relighting: the reconstruction's own (default) "
                          "or fitted to its face pixels (a truer albedo; one A/B bootstrap round did not gain)")
-    vw.add_argument("--workers", type=int, default=2)
-    vw.add_argument("--seed", type=int, default=0)
+    add_int(vw, "--workers", lo=1, hi=MAX_WORKERS, default=2, help="Blender processes (default 2)")
+    add_int(vw, "--seed", lo=0, hi=2**63 - 1, default=0, help="random seed (default 0)")
     vw.add_argument("--no-augment", action="store_true", help="no blur/noise/occluders/JPEG")
     vw.add_argument("--model", type=Path, help="face model npz (default: $FACERIG_FACE_MODEL, then the cache)")
     vw.add_argument("--no-progress", action="store_true")
+    add_ray_arg(vw, "the views")
     vw.set_defaults(func=cmd_views)
 
     pv = ssub.add_parser("preview", help="contact sheet PNG with landmarks and parameter histograms")
     pv.add_argument("corpus", type=Path)
-    pv.add_argument("-o", "--out", type=Path, help="PNG path (default: CORPUS/preview.png)")
-    pv.add_argument("-n", "--count", type=int, default=24, help="images on the sheet (default 24)")
+    pv.add_argument("-o", "--out", type=Path, help="PNG path (default: CORPUS/preview.png; replaced if it exists)")
+    add_int(pv, "-n", "--count", lo=1, hi=MAX_PREVIEW, default=24, help="images on the sheet (default 24)")
     pv.set_defaults(func=cmd_preview)
 
     info = ssub.add_parser("info", help="print a corpus manifest summary; --verify checks every checksum")
@@ -78,6 +84,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     info.add_argument("--json", action="store_true", help="print the whole manifest")
     info.set_defaults(func=cmd_info)
     p.set_defaults(func=lambda a: p.print_help() or 2)
+
+
+def add_ray_arg(p: argparse.ArgumentParser, what: str) -> None:
+    """``--ray auto|ADDRESS`` (synth render, synth views, bootstrap's views)."""
+    p.add_argument("--ray", metavar="auto|ADDRESS",
+                   help=f"render {what} on a Ray cluster (same bytes as locally): auto = $RAY_ADDRESS when set, "
+                        "else a new local Ray instance with --workers CPUs; ADDRESS = the head's HOST:PORT "
+                        "(pip install 'facerig[cluster]'; docs/scaling.md)")
 
 
 def _augment_config(args: argparse.Namespace):  # noqa: ANN202 — lazy import keeps --help fast
@@ -100,12 +114,10 @@ def _augment_config(args: argparse.Namespace):  # noqa: ANN202 — lazy import k
 
 
 def cmd_render(args: argparse.Namespace) -> int:
+    from facemodel.outputs import check_output_dir
     from synth.render import RenderSettings, render_corpus
 
-    if args.workers < 1:
-        raise ValueError(f"--workers must be at least 1, got {args.workers}")
-    if args.out.exists() and not args.out.is_dir():
-        raise ValueError(f"--out {args.out} exists and is a file; give a directory")
+    check_output_dir(args.out, "corpus folder")
     settings = RenderSettings(
         count=args.count, size=args.size, seed=args.seed, yaw_max=args.yaw_max, pitch_max=args.pitch_max,
         roll_max=args.roll_max, engine=args.engine, supersample=args.supersample,
@@ -113,7 +125,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         shard_size=args.shard_size, n_identity=args.n_identity, augment=_augment_config(args),
         backgrounds=args.backgrounds, model_path=args.model, views_per_identity=args.views_per_identity)
     settings.validate()
-    report = render_corpus(settings, args.out, workers=args.workers, progress=not args.no_progress)
+    report = render_corpus(settings, args.out, workers=args.workers, progress=not args.no_progress, ray=args.ray)
     if report.rendered_images:
         print(f"{report.out}: rendered {report.rendered_images} images in {report.seconds:.1f} s "
               f"({report.images_per_second:.1f} images/s); corpus holds {report.total_images}")
@@ -123,9 +135,11 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_views(args: argparse.Namespace) -> int:
+    from facemodel.outputs import check_output_dir
     from synth.augment import AugmentConfig
     from synth.views import Perturbation, ViewSettings, render_views
 
+    check_output_dir(args.out, "corpus folder")
     try:
         offsets = tuple(float(v) for v in args.yaw_offsets.split(",") if v.strip())
     except ValueError:
@@ -135,17 +149,17 @@ def cmd_views(args: argparse.Namespace) -> int:
                          delight_light=args.delight_light)
     report = render_views(views, args.out, workers=args.workers, seed=args.seed,
                           augment=AugmentConfig(enabled=not args.no_augment), progress=not args.no_progress,
-                          model_path=args.model)
+                          model_path=args.model, ray=args.ray)
     print(f"{report.out}: rendered {report.rendered_images} views in {report.seconds:.1f} s "
           f"({report.images_per_second:.1f} images/s); corpus holds {report.total_images}")
     return 0
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
+    from facemodel.outputs import check_output_file
     from synth.preview import write_preview
 
-    if args.count < 1:
-        raise ValueError("--count must be at least 1")
+    check_output_file(args.out or args.corpus / "preview.png", overwrite=True, what="preview")
     out = write_preview(args.corpus, args.out, args.count)
     print(f"preview written to {out}")
     return 0

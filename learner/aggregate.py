@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from facemodel import FaceModel, FaceParams, ParamLayout
+from facemodel.outputs import atomic_write_text, write_json
 
 from .network import INPUT_MEAN, INPUT_STD, FaceRegressor
 from .onnx_import import network_from_onnx
@@ -108,7 +109,7 @@ class MultiViewSets:
 
 
 def load_multiview(corpus_dir: Path | str, extractor: FeatureExtractor, regressor: FaceRegressor,
-                   batch: int = 256) -> MultiViewSets:
+                   batch: int = 256, device: torch.device | str = "cpu") -> MultiViewSets:
     """Predict and featurise every image of a multi-view corpus, grouped into sets."""
     from tqdm import tqdm
 
@@ -123,9 +124,9 @@ def load_multiview(corpus_dir: Path | str, extractor: FeatureExtractor, regresso
     feats, ids = [], []
     with torch.no_grad():
         for i in tqdm(range(0, n, batch), desc="features", unit="batch", disable=n < 4 * batch):
-            x = torch.from_numpy(data["images"][i:min(i + batch, n)]).permute(0, 3, 1, 2).float().div_(255)
-            feats.append(extractor(x).numpy())
-            ids.append(regressor(x)[:, regressor.layout.slices["identity"]].numpy())
+            x = torch.from_numpy(data["images"][i:min(i + batch, n)]).to(device).permute(0, 3, 1, 2).float().div_(255)
+            feats.append(extractor(x).cpu().numpy())
+            ids.append(regressor(x)[:, regressor.layout.slices["identity"]].cpu().numpy())
     true = FaceParams.from_vector(data["params"][:n], corpus.layout).identity
     s = n // k
     return MultiViewSets(np.concatenate(feats).reshape(s, k, -1), np.concatenate(ids).reshape(s, k, -1),
@@ -253,16 +254,36 @@ def export_cnet(cnet: CNet, out: Path, metadata: dict[str, str], size: int) -> f
 
 
 def train_cnet(train_corpus: Path, test_corpus: Path, regressor_onnx: Path, out: Path,
-               cfg: CNetConfig | None = None) -> dict[str, Any]:
-    """Train element-wise and global-score heads, compare (Table 5), export the element-wise C-Net."""
+               cfg: CNetConfig | None = None, device: str = "cpu") -> dict[str, Any]:
+    """Train element-wise and global-score heads, compare (Table 5), export the element-wise C-Net.
+
+    ``device`` (``auto``, ``cpu``, ``cuda[:N]``): where the frozen regressor featurises the corpora — the
+    only heavy part; the heads train on the CPU in seconds, so results do not depend on it beyond
+    float rounding of the features. ``out`` is locked while it runs."""
+    from facemodel.outputs import acquire_lock
+
+    from .devices import env_context, resolve_device
+
     cfg = cfg or CNetConfig()
     out = Path(out)
+    where = resolve_device(device, env_context())
     out.mkdir(parents=True, exist_ok=True)
+    lock = acquire_lock(out, ".lock", f"{out} (a C-Net training)", ValueError)
+    try:
+        return _train_cnet(train_corpus, test_corpus, regressor_onnx, out, cfg, where)
+    finally:
+        lock.close()
+
+
+def _train_cnet(train_corpus: Path, test_corpus: Path, regressor_onnx: Path, out: Path, cfg: CNetConfig,
+                device: torch.device) -> dict[str, Any]:
     model = FaceModel.load()
     regressor = network_from_onnx(regressor_onnx)
     extractor = FeatureExtractor(regressor)
-    train = load_multiview(train_corpus, extractor, regressor)
-    test = load_multiview(test_corpus, extractor, regressor)
+    regressor.to(device)
+    train = load_multiview(train_corpus, extractor, regressor, device=device)
+    test = load_multiview(test_corpus, extractor, regressor, device=device)
+    regressor.cpu()   # the export traces on the CPU
     n_true = train.identity_true.shape[-1]
     shape_error = ShapeError(model, n_true)
     n_id = regressor.layout.n_identity
@@ -289,12 +310,12 @@ def train_cnet(train_corpus: Path, test_corpus: Path, regressor_onnx: Path, out:
             "facerig.model_card": card}
     report["onnx_max_log_diff"] = export_cnet(CNet(extractor, heads["elementwise"]), out / "cnet.onnx", meta,
                                               regressor.config.input_size)
-    (out / "report.json").write_text(json.dumps(report, indent=1))
+    write_json(out / "report.json", report)
     lines = ["| set size | single photo | naive average | global score | element-wise |", "|---|---|---|---|---|"]
     for key, row in table.items():
         lines.append(f"| {key.split('_')[0]} | {row['single_photo']:.3f} | {row['naive_average']:.3f} | "
                      f"{row['global_score']:.3f} | {row['elementwise']:.3f} |")
-    (out / "table5.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(out / "table5.md", "\n".join(lines) + "\n")
     log.info("C-Net written to %s (Table 5 in %s)", out / "cnet.onnx", out / "table5.md")
     return report
 

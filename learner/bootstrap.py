@@ -35,6 +35,7 @@ import numpy as np
 from facemodel import FaceModel, FaceParams, ParamLayout
 from facemodel.formation import landmarks_2d
 from facemodel.metrics import INNER_51, nme_bbox
+from facemodel.outputs import atomic_output, atomic_write_text, finite_or_none, write_json
 
 from .config import Config
 
@@ -129,7 +130,8 @@ def refine_params(face_model: FaceModel, params: np.ndarray, layout: ParamLayout
         skipped += bool(fit.skipped)
         before.append(fit.rms_before_px)
         after.append(fit.rms_after_px)
-        out[i] = np.asarray(fit.params.to_vector(), params.dtype)
+        # the reconstructions keep the regressor's layout (its corrective harmonics, none for older models)
+        out[i] = np.asarray(fit.params.with_corrective_modes(layout.n_corrective).to_vector(), params.dtype)
     info = {"refined": int(len(params) - skipped), "skipped": int(skipped),
             "median_px_before": float(np.median(before)) if before else None,
             "median_px_after": float(np.median(after)) if after else None}
@@ -160,11 +162,23 @@ def _without_rounds(settings: dict[str, Any] | None) -> dict[str, Any] | None:
 
 class Bootstrap:
     def __init__(self, settings: BootstrapSettings, out: Path | str, config: Config | None = None,
-                 progress: bool = True) -> None:
+                 progress: bool = True, execution: Any = None, ray: str | None = None) -> None:
+        """``execution`` (:class:`learner.devices.Execution`): how the rounds train (device, AMP …);
+        ``ray``: render the views on a Ray cluster (``synth.ray_render``). Neither changes the results'
+        definition, so a run may resume with other values."""
+        from .devices import env_context
+
         settings.validate()
+        if env_context().distributed:
+            raise ValueError("facerig bootstrap runs in one process (its rounds reconstruct, render and evaluate); "
+                             "start it without torchrun and give it --device cuda")
         self.s, self.out, self.progress = settings, Path(out), progress
+        self.execution, self.ray = execution, ray
         self.config = config or Config()
         self.out.mkdir(parents=True, exist_ok=True)
+        from facemodel.outputs import acquire_lock
+
+        self._lock = acquire_lock(self.out, ".lock", f"{self.out} (a bootstrap run)", ValueError)
         state_path = self.out / STATE_FILE
         if state_path.is_file():
             saved = json.loads(state_path.read_text())
@@ -202,6 +216,7 @@ class Bootstrap:
     def reconstruct_round(self, r: int) -> Path:
         from synth.views import write_reconstructions
 
+        from .onnx_import import onnx_metadata
         from .photo_corpus import load_photo_corpus
 
         recon = self.round_dir(r) / "recon"
@@ -217,7 +232,7 @@ class Bootstrap:
         images, lms, names = np.concatenate(images), np.concatenate(lms), np.concatenate(names)
         size = images.shape[1]
         params = reconstruct(model, images)
-        layout = ParamLayout(n_identity=params.shape[1] - ParamLayout(0).size)
+        layout = ParamLayout.from_metadata(onnx_metadata(model), params.shape[1])
         scores = seed_scores(self.face_model, params, layout, lms, size)
         keep = select_seeds(scores, self.s.max_seed_yaw, self.s.max_seed_nme, self.s.max_seeds)
         info = {"round": r, "model": str(model), "photos": int(len(images)),
@@ -247,7 +262,8 @@ class Bootstrap:
         views = ViewSettings(source=recon, rotations=self.s.rotations if self.s.rotate else 0,
                              relight=self.s.relight if self.s.resample else 0, delight_light=self.s.delight_light)
         out = self.round_dir(r) / "views"
-        render_views(views, out, workers=self.s.workers, seed=self.s.seed * 1000 + r, progress=self.progress)
+        render_views(views, out, workers=self.s.workers, seed=self.s.seed * 1000 + r, progress=self.progress,
+                     ray=self.ray)
         return out
 
     # step 4–5
@@ -266,7 +282,8 @@ class Bootstrap:
         corpora = list(self.s.synthetic) + ([views] if views else []) + (list(self.s.real) if self.s.landmarks
                                                                         else [])
         run = self.round_dir(r) / "run"
-        trainer = Trainer(corpora, run, cfg, resume=(run / "last.pt").is_file(), progress=self.progress)
+        trainer = Trainer(corpora, run, cfg, resume=(run / "last.pt").is_file(), progress=self.progress,
+                          execution=self.execution)
         trainer.run()
         export_onnx(run / "last.pt", model)
         return model
@@ -298,22 +315,29 @@ class Bootstrap:
         return result
 
     def run(self) -> dict[str, Any]:
-        results = [self.evaluate_round(0)]
-        for r in range(1, self.s.rounds + 1):
-            log.info("bootstrap round %d/%d", r, self.s.rounds)
-            views = None
-            if self.s.rotate or self.s.resample:   # landmarks alone need no reconstructions
-                views = self.views_round(r, self.reconstruct_round(r))
-            self.train_round(r, views)
-            results.append(self.evaluate_round(r))
-            write_report(self.out, results, self.s)
-        return {"rounds": results, "model": str(self.model_of(self.s.rounds))}
+        try:
+            results = [self.evaluate_round(0)]
+            for r in range(1, self.s.rounds + 1):
+                log.info("bootstrap round %d/%d", r, self.s.rounds)
+                views = None
+                if self.s.rotate or self.s.resample:   # landmarks alone need no reconstructions
+                    views = self.views_round(r, self.reconstruct_round(r))
+                self.train_round(r, views)
+                results.append(self.evaluate_round(r))
+                write_report(self.out, results, self.s)
+            return {"rounds": results, "model": str(self.model_of(self.s.rounds))}
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Release the bootstrap folder's lock."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    from synth.corpus import atomic_write_bytes
-
-    atomic_write_bytes(path, json.dumps(obj, indent=1).encode())
+    write_json(path, obj)
 
 
 def _get(d: dict[str, Any], *keys: str) -> float:
@@ -342,7 +366,8 @@ def write_report(out: Path, results: list[dict[str, Any]], s: BootstrapSettings)
                      "synthetic_vertex_mm_aligned": _get(res, "synthetic", "vertex_mm_aligned"),
                      "synthetic_nme_bbox_68": _get(res, "synthetic", "nme_bbox_68"),
                      "synthetic_nme_68_yaw_60_90": _get(res, "synthetic", "yaw_bins", "60-90", "nme_bbox_68")})
-    _write_json(out / "report.json", {"settings": s.to_dict(), "rows": rows})
+    # a metric not measured (no --helen / --synthetic-test) is NaN in the table and null in the JSON
+    _write_json(out / "report.json", finite_or_none({"settings": s.to_dict(), "rows": rows}))
     cols = list(rows[0])
     lines = ["# Bootstrap report", "",
              f"components: rotate={s.rotate} resample={s.resample} landmarks={s.landmarks}; "
@@ -351,7 +376,7 @@ def write_report(out: Path, results: list[dict[str, Any]], s: BootstrapSettings)
     for row in rows:
         lines.append("| " + " | ".join("" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
                                        for v in row.values()) + " |")
-    (out / "report.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
     try:
         import matplotlib
 
@@ -370,7 +395,8 @@ def write_report(out: Path, results: list[dict[str, Any]], s: BootstrapSettings)
             ax.legend(fontsize=7)
             ax.grid(alpha=0.3)
         fig.tight_layout()
-        fig.savefig(out / "report.png", dpi=110)
+        with atomic_output(out / "report.png") as tmp:
+            fig.savefig(tmp, dpi=110)
         plt.close(fig)
     except Exception as exc:  # noqa: BLE001 — a plot must never fail the run
         log.warning("could not plot the report: %s", exc)

@@ -49,11 +49,28 @@ def checksum(state: dict[str, Any]) -> str:
     return h.hexdigest()
 
 
-def save_checkpoint(path: Path | str, state: dict[str, Any]) -> Path:
-    """Write ``state`` atomically: a crash leaves either the old or the new file, never half of one."""
+def to_cpu(obj: Any) -> Any:
+    """Every tensor in a nested state moved to the CPU: checkpoints are device-independent (a run saved
+    on a GPU resumes on a CPU and back; loading maps nothing and needs no CUDA)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_cpu(v) for v in obj)
+    return obj
+
+
+def save_checkpoint(path: Path | str, state: dict[str, Any], keep_previous: Path | str | None = None) -> Path:
+    """Write ``state`` atomically: a crash leaves either the old or the new file, never half of one.
+
+    ``keep_previous``: where the file being replaced is kept (``prev.pt``), so a checkpoint damaged
+    later still leaves an older one to resume from. It is hard-linked there before the new file is
+    renamed into place: at every instant ``path`` is a complete checkpoint.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {**state, "format": FORMAT, "version": VERSION}
+    state = {**to_cpu(state), "format": FORMAT, "version": VERSION}
     state["checksum"] = checksum(state)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
@@ -61,11 +78,41 @@ def save_checkpoint(path: Path | str, state: dict[str, Any]) -> Path:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
+        if keep_previous is not None and path.is_file():
+            _keep_copy(path, Path(keep_previous))
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def _keep_copy(src: Path, dst: Path) -> None:
+    """``dst`` becomes (atomically) the same file as ``src``: a hard link, or a copy where links fail."""
+    import shutil
+
+    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    try:
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def remove_stale_temps(folder: Path | str) -> list[Path]:
+    """Delete the temp files of checkpoint saves that a kill interrupted (``.NAME.pt.tmpPID``).
+
+    Call it only while holding the folder's lock (no live writer then): what is left is garbage.
+    """
+    removed = []
+    for p in Path(folder).glob(".*.pt.tmp*"):
+        p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
 
 
 def load_checkpoint(path: Path | str) -> dict[str, Any]:

@@ -39,6 +39,9 @@ class NetworkConfig:
     # at equal CPU time only 1.5–3 % lower NME and no shape gain; 0.70 vs 0.49 ms in onnxruntime — so off
     # in the shipped configuration.
     keypoints: int = 0
+    # Corrective field (facemodel.harmonics): coefficients of this many manifold harmonics per axis, from a
+    # head of their own on the hidden layer, zero-initialised (0 = none: the layout of models before it).
+    n_corrective: int = 0
 
 
 @dataclass
@@ -53,6 +56,9 @@ class LossConfig:
     prior_identity: float = 0.0
     prior_expression: float = 0.0
     prior_albedo: float = 0.0
+    # Eigenvalue-weighted prior Σ_k λ_k/λ_1 |c_k|² (cm²) on the corrective coefficients of samples without
+    # parameter labels (photos); renders have exact zero targets in the parameter and vertex terms.
+    prior_corrective: float = 0.0
     # Per-group ω of the parameter loss. Identity/expression errors are in cm² (≈ 0.35 for a
     # mean-face guess), the other groups in standardised units summed over their dimensions
     # (27 for SH): these defaults give every group a cost of ~1–3 at the data mean, so the many
@@ -60,7 +66,7 @@ class LossConfig:
     # SH alone was 75 % of the parameter loss after 600 steps).
     omega: dict[str, float] = field(default_factory=lambda: {
         "identity": 5.0, "expression": 5.0, "rotation": 1.0, "translation": 1.0,
-        "sh": 0.1, "albedo": 0.3})
+        "sh": 0.1, "albedo": 0.3, "corrective": 5.0})
     vertex3d_space: str = "rotated"   # "rotated" (R·v, no translation), "camera" or "model"
     n_face_vertices: int = 1000       # fixed subset of the 9409 face-region vertices
     landmark_visible_jaw: bool = False  # also supervise the corpus' visible-contour jaw points
@@ -128,6 +134,9 @@ class TrainConfig:
     # convolutions, so they need freeze_batchnorm (learner.onnx_import).
     init: str = ""
     freeze_batchnorm: bool = False  # batch norms use their running statistics and do not update them
+    # What the optimiser moves: "all", or "corrective" — only the corrective head (everything else frozen and
+    # in eval mode, so a fine-tune from a shipped model keeps its other outputs exactly).
+    trainable: str = "all"
 
 
 @dataclass
@@ -159,7 +168,9 @@ class Config:
         return cls.from_dict(data)
 
     def save(self, path: Path | str) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1))
+        from facemodel.outputs import write_json
+
+        write_json(path, self.to_dict())
 
     def validate(self) -> None:
         n, t, lo = self.network, self.train, self.loss
@@ -181,7 +192,13 @@ class Config:
             raise ValueError(f"train.init must be a .pt checkpoint or an .onnx model, got {t.init!r}")
         if t.init.endswith(".onnx") and not t.freeze_batchnorm:
             raise ValueError("train.init is an ONNX model (batch norm folded): set train.freeze_batchnorm = true")
-        bad = set(lo.omega) - {"identity", "expression", "rotation", "translation", "sh", "albedo"}
+        if not 0 <= n.n_corrective <= 64:
+            raise ValueError(f"network.n_corrective must be in [0, 64], got {n.n_corrective}")
+        if t.trainable not in ("all", "corrective"):
+            raise ValueError(f"train.trainable must be all or corrective, not {t.trainable!r}")
+        if t.trainable == "corrective" and not n.n_corrective:
+            raise ValueError("train.trainable = corrective needs network.n_corrective > 0")
+        bad = set(lo.omega) - {"identity", "expression", "rotation", "translation", "sh", "albedo", "corrective"}
         if bad:
             raise ValueError(f"loss.omega has unknown groups {sorted(bad)}")
 

@@ -51,12 +51,13 @@ def predict(network: torch.nn.Module, images: torch.Tensor, size: int, batch_siz
     """Network outputs for uint8 images (N, S, S, 3) in eval mode."""
     was_training = network.training
     network.eval()
+    device = next(network.parameters()).device   # the images go where the network is (CPU or GPU)
     out = []
     for i in range(0, len(images), batch_size):
-        x = images[i:i + batch_size].permute(0, 3, 1, 2).float().div_(255.0)
+        x = images[i:i + batch_size].to(device).permute(0, 3, 1, 2).float().div_(255.0)
         if x.shape[-1] != size:
             x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
-        out.append(network(x.contiguous(memory_format=torch.channels_last)).numpy())
+        out.append(network(x.contiguous(memory_format=torch.channels_last)).float().cpu().numpy())
     network.train(was_training)
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 

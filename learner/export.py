@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from facemodel import LICENSE, ParamLayout
+from facemodel import LICENSE, ParamLayout, file_digest
 from facemodel.crop import CROP_CENTER_UP, CROP_SCALE
+from facemodel.outputs import atomic_output
 
 from .checkpoint import load_checkpoint
 from .config import Config
@@ -82,10 +82,11 @@ def model_card(state: dict[str, Any]) -> str:
         f"facerig face regressor (MobileNetV3-small-like, width {cfg.network.width}, plain torch)",
         f"Input: image float32 (N, 3, {cfg.network.input_size}, {cfg.network.input_size}), sRGB in [0, 1], "
         f"the canonical crop (scale {CROP_SCALE}, centre up {CROP_CENTER_UP}).",
-        f"Output: params float32 (N, {ParamLayout(cfg.network.n_identity).size}), FaceParams layout "
+        f"Output: params float32 (N, {ParamLayout.from_dict(state['layout']).size}), FaceParams layout "
         f"v{state['layout']['layout_version']} with {cfg.network.n_identity} identity modes (first of 100; "
-        f"they carry {_identity_share(cfg.network.n_identity)} of the face-region vertex variance); "
-        "camera = DEFAULT_CAMERA.",
+        f"they carry {_identity_share(cfg.network.n_identity)} of the face-region vertex variance)"
+        + (f" and the corrective field in {cfg.network.n_corrective} manifold harmonics per axis"
+           if cfg.network.n_corrective else "") + "; camera = DEFAULT_CAMERA.",
         f"Training: {state['step']} steps, batch {cfg.train.batch_size}, AdamW lr {cfg.train.lr}, "
         f"losses {json.dumps({k: v for k, v in vars(cfg.loss).items() if isinstance(v, float) and v})}.",
         f"Training data: {data.get('n_train', '?')} train / {data.get('n_val', '?')} held-out images from",
@@ -112,8 +113,7 @@ def model_card(state: dict[str, Any]) -> str:
 
 def metadata(state: dict[str, Any]) -> dict[str, str]:
     cfg = Config.from_dict(state["config"])
-    return {"facerig.layout_version": str(state["layout"]["layout_version"]),
-            "facerig.n_identity": str(cfg.network.n_identity),
+    return {**ParamLayout.from_dict(state["layout"]).metadata(),
             "facerig.input_size": str(cfg.network.input_size),
             "facerig.keypoints": str(cfg.network.keypoints),
             "facerig.crop_scale": repr(CROP_SCALE),
@@ -124,26 +124,22 @@ def metadata(state: dict[str, Any]) -> dict[str, str]:
 def write_onnx(module: torch.nn.Module, dummy: torch.Tensor, out: Path, output_name: str,
                meta: dict[str, str]) -> None:
     """Export ``module`` (input ``image``, one output, dynamic batch) with ``facerig.*`` metadata,
-    checked, written atomically."""
+    checked, sealed with its own sha256 (``facemodel.file_digest``), written atomically."""
     import onnx
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    try:
+    with atomic_output(out) as tmp:
         with torch.no_grad():
             torch.onnx.export(module.eval(), (dummy,), str(tmp), input_names=["image"], output_names=[output_name],
                               dynamic_axes={"image": {0: "batch"}, output_name: {0: "batch"}},
                               opset_version=OPSET, do_constant_folding=True, dynamo=False)
         proto = onnx.load(str(tmp))
-        for key, value in meta.items():
+        for key, value in {**meta, file_digest.DIGEST_KEY: file_digest.PLACEHOLDER}.items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
         proto.producer_name = "facerig"
         onnx.checker.check_model(proto)
         onnx.save(proto, str(tmp))
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+        file_digest.seal(tmp)
 
 
 def export_onnx(checkpoint: Path | str, out: Path | str, verify: bool = True) -> dict[str, Any]:

@@ -17,8 +17,10 @@ Terms (each weighted by :class:`learner.config.LossConfig`; weight 0 = not compu
   each dataset fills its slots of the target vector and the mask.
 * ``keypoint``: the keypoint branch's soft-argmax points (``network.keypoints``) against the
   true projections of the same evenly spread face vertices, in percent of the image width.
-* priors on identity (‖α‖²), expression (L1: sparse activations) and albedo (standardised ‖·‖²),
-  averaged over the samples without parameter labels only.
+* priors on identity (‖α‖²), expression (L1: sparse activations), albedo (standardised ‖·‖²) and the
+  corrective field (eigenvalue-weighted, Σ_k λ_k/λ_1 |c_k|², cm²), averaged over the samples without
+  parameter labels only. Renders have no corrective field: their parameter target for it is zero (the
+  corpus layout has none; :meth:`FaceLoss._gt_in_net_layout` pads it), and the vertex terms see it.
 
 Samples without parameter labels (``has_params`` false, e.g. photos with landmarks only) only
 contribute to the landmark and prior terms.
@@ -34,6 +36,7 @@ import torch
 from facemodel import FaceModel, FaceParams, ModelArrays, ParamLayout
 from facemodel.formation import mesh_camera_space, mesh_model_space, project_to_image
 from facemodel.geometry import rigid_transform
+from facemodel.harmonics import corrective_point_basis, corrective_prior_weights
 from facemodel.model import JAWLINE_VISIBLE_LEFT, JAWLINE_VISIBLE_RIGHT
 
 from .config import LossConfig
@@ -136,26 +139,51 @@ class FaceLoss:
         w = np.ones(layout.size - 3, np.float64)
         w[s["identity"]] = basis_rms(arrays.identity_basis[: layout.n_identity], all_face)
         w[s["expression"]] = basis_rms(arrays.expression_basis, all_face)
+        k_corr = layout.n_corrective
+        corr_raw = slice(s["corrective"].start - 3, s["corrective"].stop - 3)   # the raw vector has no camera
+        if k_corr:
+            field = corrective_point_basis(arrays.corrective_basis, k_corr).reshape(3 * k_corr, -1)
+            w[corr_raw] = basis_rms(field, all_face)
+        self.corrective_weight = torch.as_tensor(corrective_prior_weights(arrays.corrective_eigenvalues)[:k_corr],
+                                                 dtype=dtype)
         other = slice(s["rotation"].start, s["albedo"].stop)
         w[other] = 1.0 / stats.std[other].astype(np.float64)
         self.param_weight = torch.as_tensor(w, dtype=dtype)
         self.albedo_mean = torch.as_tensor(stats.mean[s["albedo"]], dtype=dtype)
         self.albedo_std = torch.as_tensor(stats.std[s["albedo"]], dtype=dtype)
         self.groups = {g: s[g] for g in ("identity", "expression", "rotation", "translation", "sh", "albedo")}
+        self.groups["corrective"] = corr_raw
+
+    def to(self, device: torch.device | str) -> "FaceLoss":
+        """Move the model arrays and weights to ``device`` (in place; returns self)."""
+        move = lambda a: a.to(device) if isinstance(a, torch.Tensor) else a  # noqa: E731
+        self.face, self.landmarks = self.face.map(move), self.landmarks.map(move)
+        if self.keypoint_arrays is not None:
+            self.keypoint_arrays = self.keypoint_arrays.map(move)
+        self.param_weight, self.albedo_mean, self.albedo_std = (
+            move(self.param_weight), move(self.albedo_mean), move(self.albedo_std))
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.param_weight.device
 
     # -- helpers -----------------------------------------------------------------------------
     def _gt_in_net_layout(self, gt: torch.Tensor) -> torch.Tensor:
-        """Ground truth in the network's layout (identity truncated or zero-padded)."""
+        """Ground truth in the network's layout (identity and corrective truncated or zero-padded)."""
         gs = self.gt_layout.slices
         k = min(self.gt_layout.n_identity, self.layout.n_identity)
         ident = gt.new_zeros(gt.shape[0], self.layout.n_identity)
         ident[:, :k] = gt[:, gs["identity"]][:, :k]
-        return torch.cat([ident, gt[:, gs["identity"].stop:]], 1)
+        corr = gt.new_zeros(gt.shape[0], 3 * self.layout.n_corrective)
+        m = 3 * min(self.gt_layout.n_corrective, self.layout.n_corrective)
+        corr[:, :m] = gt[:, gs["corrective"]][:, :m]
+        return torch.cat([ident, gt[:, gs["identity"].stop: gs["camera"].stop], corr], 1)
 
     def _raw(self, vec: torch.Tensor) -> torch.Tensor:
         s = self.layout.slices
         return torch.cat([vec[:, : s["translation"].start], translation_to_uvlogd(vec[:, s["translation"]]),
-                          vec[:, s["translation"].stop: s["camera"].start]], 1)
+                          vec[:, s["translation"].stop: s["camera"].start], vec[:, s["corrective"]]], 1)
 
     # -- terms -------------------------------------------------------------------------------
     def param_loss(self, pred: torch.Tensor, gt: torch.Tensor, appearance_ok: torch.Tensor | None = None
@@ -243,6 +271,9 @@ class FaceLoss:
             terms["prior_identity"] = (pred.identity.square().mean(1) * unl).sum() / n_unl
         if c.prior_expression:
             terms["prior_expression"] = (pred.expression.abs().mean(1) * unl).sum() / n_unl
+        if c.prior_corrective and self.layout.n_corrective:
+            energy = (pred.corrective.square().sum(-1) * self.corrective_weight).sum(-1)
+            terms["prior_corrective"] = (energy * unl).sum() / n_unl
         if c.prior_albedo:
             terms["prior_albedo"] = (((pred.albedo - self.albedo_mean) / self.albedo_std).square().mean(1) * unl
                                      ).sum() / n_unl

@@ -19,7 +19,10 @@ Output parametrisation (inside the network, before the plain layout):
   the principal point (crop-width units) and the log of its depth. That is what the crop
   shows directly; raw (x, y, z) in cm couples lateral and depth errors (x = u·d/f), and log
   depth makes the depth error relative, like the image scale it is read from;
-* camera = ``DEFAULT_CAMERA``, a constant.
+* camera = ``DEFAULT_CAMERA``, a constant;
+* corrective (``NetworkConfig.n_corrective`` > 0): the corrective field's coefficients (cm) from a
+  linear head of their own on the hidden layer, zero-initialised, so a network made from one without
+  it (``learner.onnx_import``) starts with exactly its old outputs and a zero field.
 
 Optional keypoint branch (``NetworkConfig.keypoints``): heat maps of face vertices read out by
 soft-argmax, whose coordinates the head sees beside the pooled features (learner README).
@@ -55,6 +58,8 @@ MBV3_SMALL = (
     (5, 576, 96, True, True, 1),
     (5, 576, 96, True, True, 1),
 )
+# Output scale of the corrective coefficients (cm): their prior sd at the first harmonic is of this order.
+CORRECTIVE_OUTPUT_STD = 0.05
 # Stages whose outputs the keypoint branch taps: the last at stride 8 and the last at stride 16.
 TAP_STAGES = (2, 7)
 
@@ -165,6 +170,8 @@ class OutputStats:
         s = layout.slices
         mean[s["identity"]], std[s["identity"]] = 0.0, 1.0       # the model's own N(0, 1) prior
         mean[s["expression"]], std[s["expression"]] = 0.0, 1.0  # logits; sigmoid follows
+        corr = slice(s["corrective"].start - 3, s["corrective"].stop - 3)   # raw has no camera
+        mean[corr], std[corr] = 0.0, CORRECTIVE_OUTPUT_STD        # renders' targets are all zero
         std = np.maximum(std, 1e-3)
         return cls(mean.astype(np.float32), std.astype(np.float32))
 
@@ -179,7 +186,7 @@ def params_to_raw(params: torch.Tensor, layout: ParamLayout) -> torch.Tensor:
     s = layout.slices
     t = translation_to_uvlogd(params[..., s["translation"]])
     return torch.cat([params[..., : s["translation"].start], t,
-                      params[..., s["translation"].stop: s["camera"].start]], -1)
+                      params[..., s["translation"].stop: s["camera"].start], params[..., s["corrective"]]], -1)
 
 
 class FaceRegressor(nn.Module):
@@ -188,7 +195,7 @@ class FaceRegressor(nn.Module):
     def __init__(self, config: NetworkConfig, stats: OutputStats | None = None) -> None:
         super().__init__()
         self.config = config
-        self.layout = ParamLayout(n_identity=config.n_identity)
+        self.layout = ParamLayout(n_identity=config.n_identity, n_corrective=config.n_corrective)
         w = config.width
         stem = _div8(16 * w)
         self.stem = ConvBN(3, stem, 3, 2, act=nn.Hardswish)
@@ -206,7 +213,9 @@ class FaceRegressor(nn.Module):
             self.keypoints = KeypointDecoder(c8, c16, last, config.keypoints, config.input_size)
         head_in = last + 2 * config.keypoints
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(head_in, config.head_width), nn.Hardswish(inplace=True),
-                                  nn.Dropout(config.dropout), nn.Linear(config.head_width, self.layout.size - 3))
+                                  nn.Dropout(config.dropout),
+                                  nn.Linear(config.head_width, self.layout.size - 3 - 3 * config.n_corrective))
+        self.corrective_head = nn.Linear(config.head_width, 3 * config.n_corrective) if config.n_corrective else None
         stats = stats or OutputStats.identity(self.layout)
         self.register_buffer("out_mean", torch.as_tensor(stats.mean, dtype=torch.float32))
         self.register_buffer("out_std", torch.as_tensor(stats.std, dtype=torch.float32))
@@ -227,6 +236,8 @@ class FaceRegressor(nn.Module):
                 nn.init.zeros_(m.bias)
         # Start at the data mean: small last-layer weights keep the first steps well-behaved.
         nn.init.normal_(self.head[-1].weight, 0, 1e-3)
+        if self.corrective_head is not None:   # exactly no field until trained
+            nn.init.zeros_(self.corrective_head.weight)
 
     def set_stats(self, stats: OutputStats) -> None:
         self.out_mean.copy_(torch.as_tensor(stats.mean))
@@ -259,7 +270,11 @@ class FaceRegressor(nn.Module):
             points = self.keypoints(f8, f16, f32)
             coords = points * (2.0 / self.config.input_size) - 1.0
             feats = torch.cat([feats, coords.flatten(1)], 1)
-        return self._decode(self.head(feats)), points
+        hidden = self.head[:-1](feats)
+        out = self.head[-1](hidden)
+        if self.corrective_head is not None:
+            out = torch.cat([out, self.corrective_head(hidden)], 1)
+        return self._decode(out), points
 
     def _decode(self, head_out: torch.Tensor) -> torch.Tensor:
         """Standardised head outputs → the plain layout vector."""
@@ -272,7 +287,8 @@ class FaceRegressor(nn.Module):
         t = uvlogd_to_translation(z[:, s["translation"]])
         rest = z[:, s["sh"].start: s["albedo"].stop]
         cam = self.camera.expand(z.shape[0], 3)
-        return torch.cat([ident, expr, rot, t, rest, cam], 1)
+        corr = z[:, s["albedo"].stop:]   # raw order: the corrective follows albedo (no camera in between)
+        return torch.cat([ident, expr, rot, t, rest, cam, corr], 1)
 
 
 def build_network(config: NetworkConfig, stats: OutputStats | None = None) -> FaceRegressor:

@@ -30,15 +30,20 @@ class OnnxImportError(ValueError):
     """The ONNX file is not a facerig regressor this network configuration can hold."""
 
 
+def onnx_metadata(path: Path | str) -> dict[str, str]:
+    """The model's metadata props (``facerig.*``)."""
+    return {p.key: p.value for p in _load(Path(path)).metadata_props}
+
+
 def network_config_from_onnx(path: Path | str, base: NetworkConfig | None = None) -> NetworkConfig:
     """The network configuration recorded in the model's ``facerig.*`` metadata."""
-    proto = _load(Path(path))
-    meta = {p.key: p.value for p in proto.metadata_props}
+    meta = onnx_metadata(path)
     cfg = NetworkConfig(**vars(base)) if base else NetworkConfig()
     try:
         cfg.input_size = int(meta["facerig.input_size"])
         cfg.n_identity = int(meta["facerig.n_identity"])
         cfg.keypoints = int(meta.get("facerig.keypoints", "0"))   # models before the branch have none
+        cfg.n_corrective = int(meta.get("facerig.n_corrective", "0"))   # … or before the corrective field
     except (KeyError, ValueError):
         raise OnnxImportError(f"{path} has no facerig metadata (facerig.input_size, facerig.n_identity)") from None
     return cfg
@@ -68,7 +73,11 @@ def _tensors(proto: "onnx.ModelProto") -> dict[str, np.ndarray]:  # noqa: F821
 
 
 def load_onnx_weights(net: FaceRegressor, path: Path | str) -> FaceRegressor:
-    """Copy the ONNX model's weights into ``net`` (same configuration); returns ``net``."""
+    """Copy the ONNX model's weights into ``net`` (same configuration); returns ``net``.
+
+    A model without the corrective field (``facerig.n_corrective`` absent or 0) also loads into a network
+    with one: its corrective head keeps its zero initialisation and output statistics, so the network
+    starts with exactly the model's outputs and no field (a fine-tune that adds the field)."""
     path = Path(path)
     proto = _load(path)
     tensors = _tensors(proto)
@@ -77,6 +86,10 @@ def load_onnx_weights(net: FaceRegressor, path: Path | str) -> FaceRegressor:
     modules = list(net.modules())
     torch_convs = [m for m in modules if isinstance(m, nn.Conv2d)]
     linears = [m for m in modules if isinstance(m, nn.Linear)]
+    meta = {p.key: p.value for p in proto.metadata_props}
+    adds_field = net.corrective_head is not None and not int(meta.get("facerig.n_corrective", "0"))
+    if adds_field:
+        linears = [m for m in linears if m is not net.corrective_head]
     if len(convs) != len(torch_convs) or len(gemms) != len(linears):
         raise OnnxImportError(f"{path}: {len(convs)} convolutions / {len(gemms)} dense layers, the network has "
                               f"{len(torch_convs)} / {len(linears)}; wrong width or not a facerig regressor")
@@ -109,10 +122,14 @@ def load_onnx_weights(net: FaceRegressor, path: Path | str) -> FaceRegressor:
                                       f"{tuple(lin.weight.shape)}")
             lin.weight.copy_(torch.from_numpy(np.ascontiguousarray(w)))
             lin.bias.copy_(torch.from_numpy(b))
+        n_field = 3 * net.config.n_corrective if adds_field else 0
         for name in ("out_mean", "out_std", "camera"):
-            if name not in tensors or tensors[name].shape != tuple(getattr(net, name).shape):
+            target = getattr(net, name)
+            if name != "camera" and n_field:   # the field's statistics are the network's own
+                target = target[: target.shape[0] - n_field]
+            if name not in tensors or tensors[name].shape != tuple(target.shape):
                 raise OnnxImportError(f"{path}: buffer {name} missing or of the wrong size")
-            getattr(net, name).copy_(torch.from_numpy(tensors[name]))
+            target.copy_(torch.from_numpy(tensors[name]))
     log.info("loaded %s into the network (%d convolutions, batch norms folded)", path, len(convs))
     return net
 
@@ -131,4 +148,4 @@ def freeze_batchnorm(net: nn.Module) -> None:
 
 
 __all__ = ["OnnxImportError", "load_onnx_weights", "network_from_onnx", "network_config_from_onnx",
-           "freeze_batchnorm"]
+           "freeze_batchnorm", "onnx_metadata"]

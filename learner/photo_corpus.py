@@ -108,7 +108,7 @@ def _manifest_path(out: Path) -> Path:
 
 
 def _write_manifest(out: Path, manifest: dict[str, Any]) -> None:
-    from synth.corpus import atomic_write_bytes
+    from facemodel.outputs import atomic_write_bytes
 
     atomic_write_bytes(_manifest_path(out), json.dumps(manifest, indent=1).encode())
 
@@ -118,7 +118,8 @@ def build_photo_corpus(folders: Sequence[Path | str], out: Path | str, size: int
     """Detect, crop and label every photo of ``folders`` into ``out``; resumable; returns the manifest."""
     from tqdm import tqdm
 
-    from synth.corpus import atomic_write_bytes, sha256_file
+    from facemodel.outputs import atomic_write_bytes
+    from synth.corpus import sha256_file
 
     out = Path(out)
     files = list_photos(folders)[:limit]

@@ -5,9 +5,10 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
+
+from facemodel.outputs import atomic_open, atomic_output
 
 
 def read_log(path: Path) -> list[dict[str, Any]]:
@@ -31,13 +32,10 @@ def write_csvs(rows: list[dict[str, Any]], out_dir: Path) -> None:
         keys: list[str] = []
         for r in sel:
             keys += [k for k in r if k not in keys and k != "kind"]
-        path = out_dir / f"{kind}.csv"
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "w", newline="") as f:
+        with atomic_open(out_dir / f"{kind}.csv", "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
             w.writeheader()
             w.writerows(sel)
-        os.replace(tmp, path)
 
 
 def plot_curves(rows: list[dict[str, Any]], out: Path) -> Path | None:
@@ -73,8 +71,9 @@ def plot_curves(rows: list[dict[str, Any]], out: Path) -> Path | None:
             ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = out.with_name(f".{out.stem}.tmp.png")
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    os.replace(tmp, out)
+    try:
+        with atomic_output(out) as tmp:
+            fig.savefig(tmp, dpi=80)
+    finally:
+        plt.close(fig)
     return out

@@ -90,6 +90,9 @@ def detector_choice(photos: list[Path], repeat: int) -> None:
 
 
 def main() -> int:
+    from facerig_cli.blender_env import isolate_blender_user_config
+
+    isolate_blender_user_config()   # read_factory_settings below must not touch the user's Blender
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("photos", nargs="*", type=Path)
     ap.add_argument("--repeat", type=int, default=10)

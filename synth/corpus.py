@@ -32,7 +32,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 import re
 import time
 import zipfile
@@ -42,6 +41,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from facemodel.outputs import acquire_lock, atomic_output, atomic_write_bytes, is_temp_name
 from facemodel.params import LAYOUT_VERSION, LayoutError, ParamLayout
 
 log = logging.getLogger(__name__)
@@ -82,27 +82,6 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a rename durable (POSIX: the directory entry must be flushed too)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see the old or the new file, never a partial one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 def read_kind_manifest(path: Path, kind: str, version: int, error: type[Exception], missing: str) -> dict[str, Any]:
@@ -176,23 +155,13 @@ def write_shard_file(directory: Path | str, index: int, arrays: Mapping[str, np.
     Safe to call from worker processes: it touches only its own shard file. The shard is not
     part of the corpus until :meth:`CorpusWriter.add_shard` records it in the manifest.
     """
-    directory = Path(directory)
-    final = directory / shard_name(index)
-    tmp = directory / f"{final.name}.{os.getpid()}.part"
+    final = Path(directory) / shard_name(index)
     n = int(np.asarray(arrays["images"]).shape[0])
-    try:
+    with atomic_output(final, keep_suffix=False, clean_stale=False) as tmp:   # the writer cleans at its start
         with open(tmp, "wb") as fh:
             np.savez(fh, **{k: np.ascontiguousarray(v) for k, v in arrays.items()})
-            fh.flush()
-            os.fsync(fh.fileno())
         digest = sha256_file(tmp)
         size = tmp.stat().st_size
-        os.replace(tmp, final)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    _fsync_dir(directory)
     return ShardInfo(index=index, count=n, sha256=digest, bytes=size)
 
 
@@ -206,8 +175,10 @@ def _read_manifest(path: Path) -> dict[str, Any]:
         raise CorpusError(f"{path} is not a facerig corpus (no {MANIFEST})")
     try:
         manifest = json.loads(mpath.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CorpusError(f"{mpath} is not valid JSON: {exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:   # manifests are written atomically: a damaged
+        # one was cut or changed outside facerig; its settings are needed to trust the shards again
+        raise CorpusError(f"{mpath} is damaged ({exc}); the shards cannot be trusted without it: render it again "
+                          "into a new folder (the same command and seed give the same images)") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         raise CorpusError(f"{mpath} is not a {FORMAT_NAME} manifest")
     if int(manifest.get("format_version", 0)) > FORMAT_VERSION:
@@ -403,15 +374,7 @@ class CorpusWriter:
 
     # -- lifecycle ---------------------------------------------------------------------------
     def _acquire_lock(self) -> Any:
-        import fcntl
-
-        fh = open(self.path / ".lock", "a+")
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.close()
-            raise CorpusError(f"{self.path} is being written by another process") from None
-        return fh
+        return acquire_lock(self.path, ".lock", str(self.path), CorpusError)
 
     def close(self) -> None:
         if self._lock_fh is not None:
@@ -426,7 +389,7 @@ class CorpusWriter:
 
     def _check_empty(self) -> None:
         others = [p.name for p in self.path.iterdir()
-                  if p.name != ".lock" and not SHARD_PATTERN.match(p.name) and not p.name.endswith(".part")]
+                  if p.name != ".lock" and not SHARD_PATTERN.match(p.name) and not is_temp_name(p.name)]
         if others:
             raise CorpusError(f"output directory {self.path} is not empty and holds no corpus "
                               f"(found {sorted(others)[:3]}); choose a new or empty directory")
@@ -473,7 +436,7 @@ class CorpusWriter:
         """Remove ``*.part`` leftovers and shard files a killed run never entered in the manifest."""
         for p in self.path.iterdir():
             m = SHARD_PATTERN.match(p.name)
-            if p.name.endswith(".part") or (m and int(m.group(1)) not in self._shards):
+            if is_temp_name(p.name) or (m and int(m.group(1)) not in self._shards):
                 log.info("removing unfinished %s", p.name)
                 with contextlib.suppress(OSError):
                     p.unlink()
@@ -521,4 +484,4 @@ class CorpusWriter:
         m["counts"]["images"] = sum(s.count for s in shards)
         m["counts"]["shards"] = len(shards)
         m["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        atomic_write_bytes(self.path / MANIFEST, (json.dumps(m, indent=1) + "\n").encode())
+        atomic_write_bytes(self.path / MANIFEST, (json.dumps(m, indent=1) + "\n").encode(), clean_stale=False)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facemodel.outputs import atomic_output
 from facemodel.params import ALBEDO_NAMES
 
 from .augment import FLAG_BITS
@@ -92,8 +93,10 @@ def write_preview(path: Path | str, out: Path | str | None = None, count: int = 
     gen = corpus.generator
     fig.suptitle(f"{Path(path).name}: {len(corpus)} images {corpus.image_size}², engine {gen.get('engine')}, "
                  f"seed {gen.get('seed')} — green visible, red self-occluded, cyan visible jawline", fontsize=8)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
+    try:
+        with atomic_output(out) as tmp:
+            fig.savefig(tmp)
+    finally:
+        plt.close(fig)
     log.info("preview of %d images written to %s", n, out)
     return out

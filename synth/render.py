@@ -550,19 +550,67 @@ def _log_tail(path: Path, lines: int = 15) -> str:
     return ""
 
 
+def pending_shards(settings: RenderSettings, done: Any) -> Iterator[int]:
+    """Shard indices still to render, generated lazily: ``--count`` may ask for 10¹⁴ images without
+    the run holding a list of them (memory stays bounded by the shards in flight)."""
+    return (k for k in range(settings.n_shards) if k not in done)
+
+
+class ShardFeeder:
+    """Hands out shard indices from a lazy iterator, at most ``depth`` ahead of what is finished, and
+    knows which are outstanding; the local workers' queue and the Ray backend both draw from it."""
+
+    def __init__(self, shards: Iterator[int], depth: int) -> None:
+        self.shards, self.depth = shards, max(1, depth)
+        self.outstanding: set[int] = set()
+        self.exhausted = False
+
+    def take(self) -> list[int]:
+        """The next indices to hand out (until ``depth`` are outstanding)."""
+        out = []
+        while not self.exhausted and len(self.outstanding) < self.depth:
+            k = next(self.shards, None)
+            if k is None:
+                self.exhausted = True
+                break
+            self.outstanding.add(k)
+            out.append(k)
+        return out
+
+    def finished(self, k: int) -> None:
+        self.outstanding.discard(k)
+
+    @property
+    def unfinished(self) -> bool:
+        return bool(self.outstanding) or not self.exhausted
+
+
 def render_corpus(settings: RenderSettings, out: Path | str, workers: int = 1, progress: bool = True,
-                  startup_timeout: float = 300.0) -> RenderReport:
-    """Render (or resume/extend) a corpus in ``out`` with ``workers`` Blender processes."""
-    import multiprocessing as mp
-
-    from tqdm import tqdm
-
+                  startup_timeout: float = 300.0, ray: str | None = None) -> RenderReport:
+    """Render (or resume/extend) a corpus in ``out`` with ``workers`` Blender processes, or on a Ray
+    cluster (``ray``: ``auto`` or the head's address; ``synth.ray_render``). Either way the shards are
+    byte-identical for the same settings, and a killed run resumes with the same command."""
     settings.validate()
     if workers < 1:
         raise ValueError(f"--workers must be at least 1, got {workers}")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"output {out} exists and is a file; give a directory")
+    cluster = None
+    if ray is not None:   # fail fast on an unreachable cluster, before the output folder is touched
+        from .ray_render import connect
+
+        cluster = connect(ray, num_cpus=workers)   # a new local instance gets --workers CPUs
+    try:
+        return _render_into(settings, out, workers, progress, startup_timeout, cluster)
+    finally:
+        if cluster is not None:
+            cluster.close()
+
+
+def _render_into(settings: RenderSettings, out: Path, workers: int, progress: bool, startup_timeout: float,
+                 cluster: Any) -> RenderReport:
+    """:func:`render_corpus` once the backend is chosen: open the corpus, render what is missing."""
     photos = list_photos(settings.backgrounds)
     model = FaceModel.load(settings.model_path)
     settings = replace(settings, model_path=model.path)
@@ -580,85 +628,112 @@ def render_corpus(settings: RenderSettings, out: Path | str, workers: int = 1, p
             if k >= settings.n_shards or info.count != len(settings.shard_range(k)):
                 writer.drop_shard(k)
         done = writer.done
-        todo = [k for k in range(settings.n_shards) if k not in done]
         writer.set_requested(settings.count)
         skipped = sum(i.count for i in done.values())
-        n_todo = sum(len(settings.shard_range(k)) for k in todo)
+        n_todo = settings.count - skipped           # every shard in ``done`` is complete and in range
+        shards_todo = settings.n_shards - len(done)
         if skipped:
             log.info("resuming %s: %d images present, %d to render", out, skipped, n_todo)
-        if not todo:
+        if not shards_todo:
             return RenderReport(out, 0, skipped, skipped, 0.0, 0.0)
-        n_workers = min(workers, len(todo))
-        ctx = mp.get_context("spawn")
-        tasks, results = ctx.Queue(), ctx.Queue()
-        for k in todo:
-            tasks.put(k)
-        for _ in range(n_workers):
-            tasks.put(None)
-        # One run directory (RAM if possible) for worker logs and frame scratch files.
-        _clean_stale_run_dirs()
-        logdir = Path(tempfile.mkdtemp(prefix=f"facerig-synth-run-{os.getpid()}-", dir=_ram_dir()))
-        procs = []
-        with _thread_env():
-            for w in range(n_workers):
-                proc = ctx.Process(target=_worker_main, name=f"facerig-synth-{w}", daemon=True,
-                                   args=(w, settings, str(out), str(logdir / f"worker{w}.log"), tasks, results,
-                                         os.getpid()))
-                proc.start()
-                procs.append(proc)
-        bar = tqdm(total=n_todo, unit="img", desc="render", disable=not progress, smoothing=0.1)
-        rendered, remaining = 0, set(todo)
-        t_start = time.perf_counter()
-        last_event = last_check = time.perf_counter()
-        ready = 0
-        try:
-            while remaining:
-                try:
-                    kind, wid, payload = results.get(timeout=0.5)
-                except queue.Empty:
-                    kind, wid, payload = "", -1, None
-                if kind == "ready":
-                    ready += 1
-                    if ready == 1:
-                        t_start = time.perf_counter()
-                elif kind == "progress":
-                    rendered += payload
-                    bar.update(payload)
-                elif kind == "done":
-                    info: ShardInfo = payload
-                    writer.add_shard(info)
-                    remaining.discard(info.index)
-                elif kind == "error":
-                    raise RenderError(f"render worker {wid} failed; finished shards are kept — rerun the "
-                                      f"same command to resume.\n{payload}")
-                now = time.perf_counter()
-                if kind:
-                    last_event = now
-                    if now - last_check < 1.0:
-                        continue
-                last_check = now
-                for i, p in enumerate(procs):  # a killed worker sends nothing: look for it
-                    if not p.is_alive() and p.exitcode != 0:
-                        tail = _log_tail(logdir / f"worker{i}.log")
-                        raise RenderError(f"render worker {p.name} exited unexpectedly (code {p.exitcode}); "
-                                          f"finished shards are kept — rerun the same command to resume "
-                                          f"(worker logs: {logdir})" + (f"\n{tail}" if tail else ""))
-                if not kind and remaining and not any(p.is_alive() for p in procs) and results.empty():
-                    raise RenderError(f"render workers stopped with {len(remaining)} shards missing; "
-                                      "rerun the same command to resume")
-                if not ready and time.perf_counter() - last_event > startup_timeout:
-                    raise RenderError(f"render workers did not start within {startup_timeout:.0f} s")
-        finally:
-            bar.close()
-            for p in procs:
-                p.join(timeout=5.0 if not remaining else 0.1)
-                if p.is_alive():
-                    p.terminate()
-                    p.join(timeout=5.0)
-            _clean_run_dir(logdir, keep_logs=bool(remaining))
-        seconds = time.perf_counter() - t_start
+        shards = pending_shards(settings, done)
+        if cluster is not None:
+            from .ray_render import render_on_ray
+
+            rendered, seconds = render_on_ray(cluster, settings, photos, writer, shards, n_todo, progress)
+        else:
+            rendered, seconds = _render_local(settings, out, writer, shards, n_todo, min(workers, shards_todo),
+                                              progress, startup_timeout)
         total = sum(i.count for i in writer.done.values())
         return RenderReport(out, rendered, skipped, total, seconds, rendered / max(seconds, 1e-9))
     finally:
         writer.close()
         log.debug("render_corpus finished in %.1f s", time.perf_counter() - t0)
+
+
+def _render_local(settings: RenderSettings, out: Path, writer: CorpusWriter, shards: Iterator[int], n_todo: int,
+                  n_workers: int, progress: bool, startup_timeout: float) -> tuple[int, float]:
+    """Render the pending shards with ``n_workers`` spawned Blender processes; (images, seconds)."""
+    import multiprocessing as mp
+
+    from tqdm import tqdm
+
+    ctx = mp.get_context("spawn")
+    tasks, results = ctx.Queue(), ctx.Queue()
+    feeder = ShardFeeder(shards, depth=2 * n_workers)
+    closed = False
+
+    def feed() -> None:
+        nonlocal closed
+        for k in feeder.take():
+            tasks.put(k)
+        if feeder.exhausted and not closed:   # then one stop sign per worker
+            for _ in range(n_workers):
+                tasks.put(None)
+            closed = True
+
+    feed()
+    # One run directory (RAM if possible) for worker logs and frame scratch files.
+    _clean_stale_run_dirs()
+    logdir = Path(tempfile.mkdtemp(prefix=f"facerig-synth-run-{os.getpid()}-", dir=_ram_dir()))
+    procs = []
+    with _thread_env():
+        for w in range(n_workers):
+            proc = ctx.Process(target=_worker_main, name=f"facerig-synth-{w}", daemon=True,
+                               args=(w, settings, str(out), str(logdir / f"worker{w}.log"), tasks, results,
+                                     os.getpid()))
+            proc.start()
+            procs.append(proc)
+    bar = tqdm(total=n_todo, unit="img", desc="render", disable=not progress, smoothing=0.1)
+    rendered = 0
+    t_start = time.perf_counter()
+    last_event = last_check = time.perf_counter()
+    ready = 0
+    try:
+        while feeder.unfinished:
+            try:
+                kind, wid, payload = results.get(timeout=0.5)
+            except queue.Empty:
+                kind, wid, payload = "", -1, None
+            if kind == "ready":
+                ready += 1
+                if ready == 1:
+                    t_start = time.perf_counter()
+            elif kind == "progress":
+                rendered += payload
+                bar.update(payload)
+            elif kind == "done":
+                info: ShardInfo = payload
+                writer.add_shard(info)
+                feeder.finished(info.index)
+                feed()
+            elif kind == "error":
+                raise RenderError(f"render worker {wid} failed; finished shards are kept — rerun the "
+                                  f"same command to resume.\n{payload}")
+            now = time.perf_counter()
+            if kind:
+                last_event = now
+                if now - last_check < 1.0:
+                    continue
+            last_check = now
+            for i, p in enumerate(procs):  # a killed worker sends nothing: look for it
+                if not p.is_alive() and p.exitcode != 0:
+                    tail = _log_tail(logdir / f"worker{i}.log")
+                    raise RenderError(f"render worker {p.name} exited unexpectedly (code {p.exitcode}); "
+                                      f"finished shards are kept — rerun the same command to resume "
+                                      f"(worker logs: {logdir})" + (f"\n{tail}" if tail else ""))
+            if not kind and feeder.unfinished and not any(p.is_alive() for p in procs) and results.empty():
+                raise RenderError(f"render workers stopped with {len(feeder.outstanding)} shards missing; "
+                                  "rerun the same command to resume")
+            if not ready and time.perf_counter() - last_event > startup_timeout:
+                raise RenderError(f"render workers did not start within {startup_timeout:.0f} s")
+    finally:
+        bar.close()
+        unfinished = feeder.unfinished
+        for p in procs:
+            p.join(timeout=5.0 if not unfinished else 0.1)
+            if p.is_alive():
+                p.terminate()
+                p.join(timeout=5.0)
+        _clean_run_dir(logdir, keep_logs=unfinished)
+    return rendered, time.perf_counter() - t_start

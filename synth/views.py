@@ -29,7 +29,7 @@ import hashlib
 import io
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -124,7 +124,7 @@ class ViewSettings:
 def write_reconstructions(out: Path | str, images: np.ndarray, params: np.ndarray, layout: ParamLayout,
                           names: np.ndarray, scores: dict[str, np.ndarray], info: dict[str, Any]) -> Path:
     """Store reconstructions for :class:`ViewShardRenderer` (atomic; never pickled)."""
-    from .corpus import atomic_write_bytes
+    from facemodel.outputs import atomic_write_bytes
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -211,8 +211,7 @@ def rotated(params: FaceParams, yaw_deg: float, pitch_deg: float) -> FaceParams:
     rot = np.asarray(params.rotation, np.float64).copy()
     rot[..., 0] = np.deg2rad(np.clip(np.degrees(rot[..., 0]) + yaw_deg, -MAX_YAW_DEG, MAX_YAW_DEG))
     rot[..., 1] = np.deg2rad(np.clip(np.degrees(rot[..., 1]) + pitch_deg, -MAX_PITCH_DEG, MAX_PITCH_DEG))
-    return FaceParams(params.identity, params.expression, rot.astype(np.float32), params.translation, params.sh,
-                      params.albedo, params.camera)
+    return replace(params, rotation=rot.astype(np.float32))
 
 
 def perturbed(params: FaceParams, rng: np.random.Generator, p: Perturbation, new_light: bool) -> FaceParams:
@@ -225,7 +224,7 @@ def perturbed(params: FaceParams, rng: np.random.Generator, p: Perturbation, new
     ambient = float(np.abs(sh[0]).mean())
     sh = sh + rng.normal(0, p.sh * ambient, sh.shape).astype(np.float32)
     rot[1] = np.clip(rot[1], -np.deg2rad(MAX_PITCH_DEG), np.deg2rad(MAX_PITCH_DEG))
-    return FaceParams(ident, expr.astype(np.float32), rot, params.translation, sh, albedo, params.camera)
+    return replace(params, identity=ident, expression=expr.astype(np.float32), rotation=rot, sh=sh, albedo=albedo)
 
 
 # -- the renderer (lives in a render worker) ------------------------------------------------------
@@ -306,8 +305,10 @@ class ViewShardRenderer(ShardRenderer):
 
 
 def render_views(views: ViewSettings, out: Path | str, workers: int = 2, seed: int = 0,
-                 augment: Any = None, progress: bool = True, model_path: Path | None = None) -> Any:
-    """Render every view of every reconstruction in ``views.source`` into a corpus (resumable)."""
+                 augment: Any = None, progress: bool = True, model_path: Path | None = None,
+                 ray: str | None = None) -> Any:
+    """Render every view of every reconstruction in ``views.source`` into a corpus (resumable);
+    ``ray``: on a Ray cluster (``auto`` or its address), same bytes as locally."""
     from .augment import AugmentConfig
     from .render import RenderSettings, render_corpus
 
@@ -319,7 +320,7 @@ def render_views(views: ViewSettings, out: Path | str, workers: int = 2, seed: i
     settings = RenderSettings(count=manifest["count"] * views.per_photo, size=int(manifest["image_size"]),
                               seed=seed, n_identity=layout.n_identity, augment=augment or AugmentConfig(),
                               views=views, model_path=model_path)
-    return render_corpus(settings, out, workers=workers, progress=progress)
+    return render_corpus(settings, out, workers=workers, progress=progress, ray=ray)
 
 
 __all__ = ["render_views", "ViewSettings", "Perturbation", "write_reconstructions", "read_reconstructions", "ReconstructionError",

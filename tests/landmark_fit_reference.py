@@ -1,5 +1,5 @@
-"""The landmark fit as it was first written (until issue 34): the specification the fast solver
-(``facemodel.landmark_solver``) is tested against.
+"""The landmark fit as it was first written (until issue 34, with issue 32's corrective field): the
+specification the fast solver (``facemodel.landmark_solver``) is tested against.
 
 Deliberately plain: the whole basis in float64 per call, a camera-space copy of it per step, the
 (2N, P) Jacobian through einsum, ``np.linalg.solve`` on the damped normal equations. Same cost, same
@@ -14,6 +14,7 @@ import numpy as np
 
 from facemodel.camera import project
 from facemodel.geometry import euler_to_matrix
+from facemodel.harmonics import corrective_displacement, corrective_point_basis, corrective_prior_precision
 from facemodel.landmark_fit import LandmarkFit, LandmarkFitSettings
 from facemodel.model import ModelArrays
 from facemodel.params import FaceParams
@@ -35,7 +36,7 @@ def rotation_derivatives(rotation: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 class ReferenceProblem:
-    """The cost, its residuals and Jacobian for one face; unknowns θ = (α_id, β, rotation, t)."""
+    """The cost, its residuals and Jacobian for one face; unknowns θ = (α_id, β, c, rotation, t)."""
 
     def __init__(self, arrays: ModelArrays, params: FaceParams, pixels: np.ndarray, width: float,
                  height: float, weights: np.ndarray, settings: LandmarkFitSettings,
@@ -44,31 +45,60 @@ class ReferenceProblem:
         self.n = n
         self.k = np.asarray(params.identity).shape[-1] if settings.fit_identity else 0
         self.n_expr = np.asarray(params.expression).shape[-1]
+        self.n_corr = settings.n_corrective if settings.fit_identity else 0   # harmonics fitted
         ident = np.asarray(params.identity, np.float64)
         self.fixed_identity = ident
         id_basis = np.asarray(arrays.identity_basis[: ident.shape[-1]], np.float64).reshape(-1, n, 3)
         self.id_basis = id_basis
-        self.basis = np.concatenate([id_basis[: self.k],
-                                     np.asarray(arrays.expression_basis, np.float64).reshape(-1, n, 3)], 0)
+        start_corr = np.asarray(params.corrective, np.float64)
+        # a field not fitted stays as it starts: part of the fixed model points
+        self.fixed_offset = np.asarray(corrective_displacement(arrays.corrective_basis, start_corr), np.float64) if self.n_corr == 0 \
+            else np.zeros((n, 3))
+        blocks = [id_basis[: self.k], np.asarray(arrays.expression_basis, np.float64).reshape(-1, n, 3)]
+        if self.n_corr:
+            blocks.append(corrective_point_basis(arrays.corrective_basis, self.n_corr))
+        self.basis = np.concatenate(blocks, 0)
+        self.n_lin = self.basis.shape[0]
         self.neutral = np.asarray(arrays.neutral, np.float64)
         self.camera = np.asarray(params.camera, np.float64)
         self.width, self.height = float(width), float(height)
         self.pixels = pixels
         self.sqrt_w = np.sqrt(np.repeat(weights, 2)) / settings.sigma_px
-        prior = np.zeros(self.k + self.n_expr + 6)
+        prior = np.zeros(self.n_lin + 6)
         prior[: self.k] = settings.identity_prior
         prior[self.k: self.k + self.n_expr] = settings.expression_prior
+        corr = slice(self.k + self.n_expr, self.n_lin)
+        if self.n_corr:
+            prior[corr] = corrective_prior_precision(arrays.corrective_eigenvalues, self.n_corr,
+                                                     settings.corrective_prior)
         self.prior = prior
         mean = np.zeros_like(prior)
         if self.k and identity_prior_mean is not None:
             mean[: self.k] = np.asarray(identity_prior_mean, np.float64)[: self.k]
         mean[self.k: self.k + self.n_expr] = np.asarray(params.expression, np.float64)
+        mean[corr] = self._corrective_start(params).reshape(-1)
         self.prior_mean = mean
+
+    def _corrective_start(self, params: FaceParams) -> np.ndarray:
+        """(n_corr, 3) the start's coefficients, truncated or zero-padded to the harmonics fitted."""
+        return np.asarray(params.with_corrective_modes(self.n_corr).corrective, np.float64)
 
     def pack(self, params: FaceParams) -> np.ndarray:
         ident = np.asarray(params.identity, np.float64)[: self.k]
         return np.concatenate([ident, np.asarray(params.expression, np.float64),
+                               self._corrective_start(params).reshape(-1),
                                np.asarray(params.rotation, np.float64), np.asarray(params.translation, np.float64)])
+
+    def unpack(self, theta: np.ndarray, params: FaceParams) -> FaceParams:
+        """``params`` with the fitted unknowns of ``theta`` (same dtype; the rest untouched)."""
+        dt = np.asarray(params.expression).dtype
+        ident = np.asarray(params.identity, np.float64).copy()
+        ident[: self.k] = theta[: self.k]
+        out = replace(params, identity=ident.astype(dt), expression=theta[self.k: self.k + self.n_expr].astype(dt),
+                      rotation=theta[-6:-3].astype(dt), translation=theta[-3:].astype(dt))
+        if self.n_corr:
+            out = replace(out, corrective=theta[self.k + self.n_expr: self.n_lin].reshape(self.n_corr, 3).astype(dt))
+        return out
 
     def clip(self, theta: np.ndarray) -> np.ndarray:
         theta = theta.copy()
@@ -76,8 +106,8 @@ class ReferenceProblem:
         return theta
 
     def model_points(self, theta: np.ndarray) -> np.ndarray:
-        coeffs = theta[: self.k + self.n_expr]
-        pts = self.neutral + np.tensordot(coeffs, self.basis, 1)
+        coeffs = theta[: self.n_lin]
+        pts = self.neutral + self.fixed_offset + np.tensordot(coeffs, self.basis, 1)
         if self.k == 0:
             pts = pts + np.tensordot(self.fixed_identity, self.id_basis, 1)
         return pts
@@ -155,9 +185,4 @@ def reference_fit(arrays: ModelArrays, params: FaceParams, pixels: np.ndarray, w
 
     before = mean_dist(theta)
     theta, accepted = reference_minimise(prob, theta, settings)
-    ident = np.asarray(params.identity, np.float64).copy()
-    ident[: prob.k] = theta[: prob.k]
-    dt = np.asarray(params.expression).dtype
-    out = replace(params, identity=ident.astype(dt), expression=theta[prob.k: prob.k + prob.n_expr].astype(dt),
-                  rotation=theta[-6:-3].astype(dt), translation=theta[-3:].astype(dt))
-    return LandmarkFit(out, before, mean_dist(theta), accepted)
+    return LandmarkFit(prob.unpack(theta, params), before, mean_dist(theta), accepted)

@@ -35,30 +35,41 @@ def built(face_model, regressor_path: Path):
     return recon, result
 
 
+def _glb_json(path: Path) -> dict:
+    """The JSON chunk of a binary glTF (header 12 bytes, then chunk length, type, data)."""
+    data = path.read_bytes()
+    length = int.from_bytes(data[12:16], "little")
+    assert data[16:20] == b"JSON"
+    return json.loads(data[20:20 + length])
+
+
 def _evaluated_world(obj) -> np.ndarray:
-    dg = bpy.context.evaluated_depsgraph_get()
-    ev = obj.evaluated_get(dg)
-    me = ev.to_mesh()
-    co = np.empty(len(me.vertices) * 3, np.float32)
-    me.vertices.foreach_get("co", co)
-    ev.to_mesh_clear()
-    m = np.array(obj.matrix_world)
-    co = co.reshape(-1, 3)
-    return co @ m[:3, :3].T + m[:3, 3]
+    from blender_addon.render_setup import evaluated_world_vertices
+
+    return evaluated_world_vertices(obj)
 
 
 def test_mesh_and_shape_keys(built, face_model) -> None:
+    from blender_addon.arkit import ARKIT_NAMES, key_set
+
     recon, result = built
     obj = result.mesh_object
-    assert len(obj.data.vertices) == face_model.n_vertices
-    assert len(obj.data.polygons) == len(face_model.faces)
-    assert [m.name.split("_", 1)[1] for m in obj.data.materials] == list(face_model.material_names)
+    objects = [obj, *result.parts.values()]
+    assert set(result.parts) == {"Eye.L", "Eye.R", "Teeth", "Lashes"}
+    assert sum(len(o.data.vertices) for o in objects) == face_model.n_vertices
+    assert sum(len(o.data.polygons) for o in objects) == len(face_model.faces)
+    for o in objects:   # one material list, ICT's slots, on every object (material code works by name/slot)
+        assert [m.name.split("_", 1)[1] for m in o.data.materials] == list(face_model.material_names)
+        assert {face_model.material_names[p.material_index] for p in o.data.polygons} <= set(face_model.material_names)
     keys = obj.data.shape_keys.key_blocks
     assert keys[0].name == "Basis"
-    assert [k.name for k in keys[1:]] == list(face_model.expression_names)
+    assert [k.name for k in keys[1:]] == [n for n in ARKIT_NAMES if n != "tongueOut"]
+    bpy.context.view_layer.update()      # jawOpen is driven by the jaw bone
     values = np.array([k.value for k in keys[1:]])
     assert ((values >= 0) & (values <= 1)).all()
-    np.testing.assert_allclose(values, np.clip(recon.params.expression, 0, 1), atol=1e-6)
+    expected = key_set(face_model.expression_names, "arkit").values(recon.params.expression)
+    np.testing.assert_allclose(values, expected, atol=1e-5)
+    assert obj["facerig_shape_key_names"] == "arkit"
     assert obj.data.uv_layers.active is not None
     from facemodel import FaceParams
 
@@ -94,34 +105,36 @@ def test_camera_overlay_matches_facemodel_projection(built, face_model) -> None:
 
 
 def test_armature_moves_jaw_and_eyes(built, face_model) -> None:
-    from mathutils import Euler
+    """The jaw bone opens the mouth through jawOpen (chin down, brow still); each eye follows its bone."""
+    from mathutils import Euler, Quaternion
 
     _, result = built
     arm = result.armature_object
     assert {b.name for b in arm.data.bones} == {"root", "neck", "head", "jaw", "eye.L", "eye.R"}
+    assert arm.rotation_euler[:] == (0.0, 0.0, 0.0) and arm.rotation_mode == "XYZ"   # the pose is on the bones
+    assert arm.pose.bones["head"].rotation_quaternion.angle > 0.05
     obj = result.mesh_object
     lm = face_model.landmark_indices()
     chin, brow = lm[8], lm[19]
-    eye_l = face_model.vertex_range("eyeball_left")
-    eye_r = face_model.vertex_range("eyeball_right")
-    rest = _evaluated_world(obj)
-    arm.pose.bones["jaw"].rotation_mode = "XYZ"
-    arm.pose.bones["jaw"].rotation_euler = Euler((0.35, 0, 0))
-    arm.pose.bones["eye.L"].rotation_mode = "XYZ"
-    arm.pose.bones["eye.L"].rotation_euler = Euler((0, 0, 0.3))
+    eye_l, eye_r = result.parts["Eye.L"], result.parts["Eye.R"]
+    rest, rest_l, rest_r = _evaluated_world(obj), _evaluated_world(eye_l), _evaluated_world(eye_r)
+    jaw = arm.pose.bones["jaw"]
+    before = jaw.rotation_euler.copy()
+    jaw.rotation_euler = Euler((before.x + 0.35 * np.sign(arm["facerig_jaw_open_angle"]), 0, 0))
+    arm.pose.bones["eye.L"].rotation_quaternion = Quaternion((0, 0, 1), 0.3)
     bpy.context.view_layer.update()
     try:
-        posed = _evaluated_world(obj)
+        posed, posed_l, posed_r = _evaluated_world(obj), _evaluated_world(eye_l), _evaluated_world(eye_r)
     finally:
-        for b in arm.pose.bones:
-            b.rotation_euler = Euler((0, 0, 0))
+        jaw.rotation_euler = before
+        arm.pose.bones["eye.L"].rotation_quaternion = (1, 0, 0, 0)
         bpy.context.view_layer.update()
     move = np.linalg.norm(posed - rest, axis=1)
     assert move[chin] > 0.01                 # > 1 cm
     assert move[brow] < 1e-5
-    assert move[eye_l].mean() > 1e-4 and move[eye_r].max() < 1e-6
-    vg = {g.index: g.name for g in obj.vertex_groups}
-    assert set(vg.values()) >= {"jaw", "head", "neck", "eye.L", "eye.R"}
+    assert np.linalg.norm(posed_l - rest_l, axis=1).mean() > 1e-4
+    assert np.linalg.norm(posed_r - rest_r, axis=1).max() < 1e-6
+    assert {g.name for g in obj.vertex_groups} == {"root", "neck", "head"}
 
 
 def test_texture_is_non_trivial(built) -> None:
@@ -156,16 +169,29 @@ def test_failure_leaves_nothing_behind(face_model, built, monkeypatch: pytest.Mo
 
 
 def test_gltf_round_trip_keeps_shape_key_names(built, face_model, tmp_path: Path) -> None:
+    from blender_addon.arkit import key_set
     from blender_addon.build_mesh import export_scene
 
     export_scene(tmp_path / "face.glb")
     assert (tmp_path / "face.glb").stat().st_size > 1_000_000
+    doc = _glb_json(tmp_path / "face.glb")
+    morphing = {m["name"]: m for m in doc["meshes"] if m.get("extras", {}).get("targetNames")}   # skin, teeth, lashes
+    arkit = list(key_set(face_model.expression_names, "arkit").names)
+    assert morphing["Astro"]["extras"]["targetNames"][:len(arkit)] == arkit   # morph targets keep the key names
+    for mesh in morphing.values():      # every primitive carries every target of its mesh (glTF), positions only
+        for prim in mesh["primitives"]:
+            assert len(prim["targets"]) == len(mesh["extras"]["targetNames"])
+            assert all(set(t) <= {"POSITION"} for t in prim["targets"])
+    face_tex = {t["source"] for m in doc["materials"] if m["name"].endswith("M_Face")
+                for t in [m["pbrMetallicRoughness"]["baseColorTexture"]] for t in [doc["textures"][t["index"]]]}
+    assert face_tex and all("bufferView" in doc["images"][i] for i in face_tex)   # the photo texture is embedded
     bpy.ops.wm.read_factory_settings(use_empty=True)
     bpy.ops.import_scene.gltf(filepath=str(tmp_path / "face.glb"))
-    meshes = [o for o in bpy.data.objects if o.type == "MESH" and o.data.shape_keys]  # (+ a bone-shape sphere)
-    assert len(meshes) == 1
-    names = [k.name for k in meshes[0].data.shape_keys.key_blocks[1:]]
-    assert names == list(face_model.expression_names)
+    meshes = {o.name: o for o in bpy.data.objects if o.type == "MESH" and o.data.shape_keys}  # skin, teeth, lashes
+    assert set(meshes) == {"Astro", "Astro_Teeth", "Astro_Lashes"}
+    names = [k.name for k in meshes["Astro"].data.shape_keys.key_blocks[1:]]
+    assert names == list(key_set(face_model.expression_names, "arkit").names)
+    assert {"eyeBlinkLeft", "browInnerUp", "cheekPuff", "jawOpen"} <= set(names)
     assert any(o.type == "ARMATURE" for o in bpy.context.scene.objects)
 
 
@@ -181,7 +207,14 @@ def test_fbx_and_obj_exports(face_model, regressor_path: Path, tmp_path: Path) -
     export_scene(tmp_path / "face.obj")
     assert (tmp_path / "face.fbx").stat().st_size > 1_000_000
     mtl = (tmp_path / "face.mtl").read_text()
-    assert "map_Kd" in mtl and (tmp_path / "face_textures" / "Exp_M_Face.png").is_file()
+    assert "map_Kd face_textures/Exp_M_Face.png" in mtl and (tmp_path / "face_textures" / "Exp_M_Face.png").is_file()
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    bpy.ops.wm.obj_import(filepath=str(tmp_path / "face.obj"))   # the textures load from the .mtl's paths
+    mat = bpy.data.materials["Exp_M_Face"]
+    (img,) = [n.image for n in mat.node_tree.nodes if n.type == "TEX_IMAGE"]
+    assert img.has_data or img.size[0] > 0
+    assert tuple(img.size) == (256, 256) and Path(bpy.path.abspath(img.filepath)).resolve() == \
+        (tmp_path / "face_textures" / "Exp_M_Face.png").resolve()
 
 
 @pytest.mark.slow
@@ -198,7 +231,7 @@ def test_face_without_detected_landmarks_builds(face_model, monkeypatch: pytest.
     assert not recon.face.confirmed
     result = build_face(face_model, recon, BuildOptions(texture_size=256, name="Singer"), bpy.context)
     obj = result.mesh_object
-    assert len(obj.data.shape_keys.key_blocks) == 54 and result.camera_object is not None
+    assert len(obj.data.shape_keys.key_blocks) == 52 and result.camera_object is not None
     assert "no detected landmarks" in json.loads(obj["facerig_refinement"])["skipped"]
     assert "facerig_overlay_nme" not in obj
 
@@ -213,7 +246,7 @@ def test_operator_headless(regressor_path: Path, tmp_path: Path) -> None:
         res = bpy.ops.facerig.reconstruct(filepath=str(ASTRONAUT), model_path=str(regressor_path), texture_size=256)
         assert res == {"FINISHED"}
         obj = bpy.context.view_layer.objects.active
-        assert obj.type == "MESH" and len(obj.data.shape_keys.key_blocks) == 54
+        assert obj.type == "MESH" and len(obj.data.shape_keys.key_blocks) == 52
         # refinement is on by default and recorded; the constant stand-in is 16 % of the face size from
         # FaceMesh's points on this photo, so the regressor's limit skips it and says so
         refined = json.loads(obj["facerig_refinement"])

@@ -58,6 +58,8 @@ def test_reconstruct_json(tmp_path: Path, regressor_path: Path, capsys: pytest.C
         doc = json.loads((out / f"{stem}.json").read_text())
         params = FaceParams.from_dict(doc["params"])
         assert params.expression.shape == (53,) and len(doc["landmarks"]) == 68
+        assert len(doc["expression_ict"]) == 53 and len(doc["expression_arkit"]) == 52    # both namings
+        assert doc["expression_arkit"]["tongueOut"] is None and doc["expression_arkit_missing"] == ["tongueOut"]
         assert doc["image_size"][0] > 0 and "detect" in doc["timings_ms"]
         assert doc["refinement"]["landmark_error_after_px"] < doc["refinement"]["landmark_error_before_px"]
         assert FaceParams.from_dict(doc["regressed_crop_params"]).expression.shape == (53,)

@@ -406,8 +406,8 @@ def test_build_face_from_several_photos(fallback, face_model) -> None:
     bpy.ops.wm.read_factory_settings(use_empty=True)
     result = build_face(face_model, fallback, BuildOptions(texture_size=256, name="Grace"), bpy.context)
     obj = result.mesh_object
-    assert len([o for o in bpy.data.objects if o.type == "MESH"]) == 1
-    assert len(obj.data.shape_keys.key_blocks) == 1 + len(face_model.expression_names)
+    assert [o for o in bpy.data.objects if o.type == "MESH" and not o.get("facerig_part")] == [obj]  # one head
+    assert len(obj.data.shape_keys.key_blocks) == 1 + 51           # Basis + ARKit's 52 without tongueOut
     stored = FaceParams.from_json(obj["facerig_params"])
     np.testing.assert_allclose(stored.identity, fallback.identity, atol=1e-6)
     np.testing.assert_allclose(stored.rotation, fallback.primary.params.rotation, atol=1e-6)
@@ -426,6 +426,7 @@ def test_build_face_from_several_photos(fallback, face_model) -> None:
 def test_cli_same_person_writes_one_head(grace_copies: list[Path], missing: Path, tmp_path: Path, face_model,
                                          capsys: pytest.CaptureFixture) -> None:
     bpy = pytest.importorskip("bpy")
+    from blender_addon.arkit import key_set
     from facerig_cli.main import main
 
     photos = [str(p) for p in grace_copies[:3]]
@@ -437,10 +438,11 @@ def test_cli_same_person_writes_one_head(grace_copies: list[Path], missing: Path
     assert "3 photo(s) of one person" in text and text.count(" mm from the aggregate") == 3
     bpy.ops.wm.read_factory_settings(use_empty=True)
     bpy.ops.import_scene.gltf(filepath=str(out))
-    meshes = [o for o in bpy.data.objects if o.type == "MESH" and o.data.shape_keys]
-    assert len(meshes) == 1
-    names = [k.name for k in meshes[0].data.shape_keys.key_blocks[1:]]
-    assert len(names) == 53 and names == list(face_model.expression_names)
+    meshes = [o for o in bpy.data.objects if o.type == "MESH" and o.data.shape_keys]   # skin, teeth, lashes
+    assert len(meshes) == 3
+    skin = max(meshes, key=lambda o: len(o.data.vertices))
+    names = [k.name for k in skin.data.shape_keys.key_blocks[1:]]
+    assert names == key_set(face_model.expression_names, "arkit").names and len(names) == 51
     assert main(["reconstruct", *photos, "-o", str(tmp_path / "out"), "--format", "json", "--same-person",
                  "--cnet", str(missing)]) == 0
     doc = json.loads((tmp_path / "out" / f"{grace_copies[0].stem}.json").read_text())
@@ -461,10 +463,10 @@ def test_operator_with_extra_photos_builds_one_object(grace_copies: list[Path], 
                                           extra_filepaths=[{"name": str(grace_copies[1])},
                                                            {"name": str(grey)}])
         assert res == {"FINISHED"}
-        meshes = [o for o in bpy.data.objects if o.type == "MESH"]
+        meshes = [o for o in bpy.data.objects if o.type == "MESH" and not o.get("facerig_part")]
         assert len(meshes) == 1
         obj = bpy.context.view_layer.objects.active
-        assert obj == meshes[0] and len(obj.data.shape_keys.key_blocks) == 54
+        assert obj == meshes[0] and len(obj.data.shape_keys.key_blocks) == 52
         assert obj["facerig_photo_count"] == 2
         assert json.loads(obj["facerig_refinement"])["points"] == "dense"   # the primary photo's fit (frontal)
         assert json.loads(obj["facerig_same_person"])["skipped"][0]["source"].endswith("grey.png")

@@ -54,3 +54,15 @@ def test_model_preview_writes_a_contact_sheet(tmp_path):
     img = iio.imread(tmp_path / "sheet.png")
     assert img.shape == (192, 4 * 3 * 192, 3)
     assert img.std() > 20  # faces, not a blank sheet
+
+
+def test_model_harmonics_caches_the_basis_and_draws_the_contact_sheet(tmp_path):
+    import imageio.v3 as iio
+
+    out = run("model", "harmonics", "--sheet", str(tmp_path / "sheet.png"))
+    assert out.returncode == 0, out.stderr
+    assert "20 harmonics of 9409 face-region vertices" in out.stdout
+    cached = Path(out.stdout.split("cached at ")[1].split()[0])
+    assert cached.is_file() and cached.name.startswith("harmonics-")
+    sheet = iio.imread(tmp_path / "sheet.png")
+    assert sheet.shape[:2] == (4 * 160, 6 * 160) and sheet.std() > 20

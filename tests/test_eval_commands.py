@@ -411,4 +411,4 @@ def test_eval_detection_finds_turned_faces_facemesh_misses(tmp_path):
     assert rep["newly_found_crop_centre_offset"]["all"] < 0.1
     assert "found, with unconfirmed" in out.stdout
     bad = run("eval", "detection", "--corpus", corpus, "--json", tmp_path / "x.json", "--limit", 0)
-    assert bad.returncode == 2 and "--limit must be at least 1" in bad.stderr
+    assert bad.returncode == 2 and "--limit: must be at least 1" in bad.stderr

@@ -1,6 +1,6 @@
 """facemodel.landmark_fit: the MAP refinement of a prediction on detected 2-D landmarks."""
 
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import numpy as np
 import pytest
@@ -50,8 +50,7 @@ def dense(face_model):
 
 def as_float64(p: FaceParams) -> FaceParams:
     """``p`` in float64, so fitted parameters can be compared beyond float32 rounding."""
-    return FaceParams(*(np.asarray(getattr(p, name), np.float64) for name in
-                        ("identity", "expression", "rotation", "translation", "sh", "albedo", "camera")))
+    return FaceParams(*(np.asarray(getattr(p, f.name), np.float64) for f in fields(p)))
 
 
 def problem(arrays, p: FaceParams, pixels: np.ndarray, weights: np.ndarray, settings: LandmarkFitSettings,
@@ -119,14 +118,22 @@ def test_fast_fit_equals_the_straightforward_one(face_model, inner51, dense):
             settings = LandmarkFitSettings(steps=12, sigma_px=sigma, expression_prior=(0.0, 25.0)[seed % 2],
                                            fit_identity=seed != 2)
             cases.append((arrays, start, pixels, settings, rng.uniform(0.2, 1.0, n) if seed == 1 else None))
+    field = np.random.default_rng(8).normal(0, 0.1, (7, 3)).astype(np.float32)
+    for fit_identity in (True, False):   # the field fitted (start widened 7 → 20), or kept as it starts
+        truth = replace(face(seed=45, yaw_deg=10.0), corrective=field)
+        start = as_float64(replace(perturbed(truth, seed=46), corrective=field * 0.5))
+        pixels = np.asarray(landmarks_2d(refiner.dense_arrays, truth, SIZE, SIZE), np.float64) \
+            + rng.normal(0, 1.0, (len(refiner.dense_arrays.neutral), 2))
+        cases.append((refiner.dense_arrays, start, pixels, replace(landmark_fit.DENSE_REFINE_SETTINGS, n_corrective=20,
+                      corrective_prior=300.0, fit_identity=fit_identity), None))
     for arrays, start, pixels, settings, weights in cases:
         kw = dict(weights=weights, identity_prior_mean=start.identity + 0.1)
         ref = reference_fit(arrays, start, pixels, SIZE, SIZE, settings, **kw)
         for given in (arrays, FitBasis.from_arrays(arrays)):
             fit = fit_landmarks(given, start, pixels, SIZE, SIZE, settings, **kw)
             assert fit.steps_accepted == ref.steps_accepted > 0
-            theta, want = (np.concatenate([f.params.identity, f.params.expression, f.params.rotation,
-                                           f.params.translation]) for f in (fit, ref))
+            theta, want = (np.concatenate([f.params.identity, f.params.expression, f.params.corrective.reshape(-1),
+                                           f.params.rotation, f.params.translation]) for f in (fit, ref))
             assert np.abs(theta - want).max() <= 1e-9 * np.abs(want).max()
             assert fit.rms_before_px == pytest.approx(ref.rms_before_px, rel=1e-12)
             assert fit.rms_after_px == pytest.approx(ref.rms_after_px, rel=1e-9)
@@ -410,3 +417,58 @@ def test_dense_share_falls_smoothly_with_yaw(face_model):
         assert (a.points, b.points) == (inside, outside)
         np.testing.assert_allclose(a.params.identity, b.params.identity, atol=0.02)
         np.testing.assert_allclose(a.params.rotation, b.params.rotation, atol=np.radians(0.1))
+
+
+def test_jacobian_with_corrective_unknowns_matches_finite_differences(dense):
+    p = replace(face(), corrective=np.random.default_rng(5).normal(0, 0.1, (7, 3)).astype(np.float32))
+    target = np.asarray(landmarks_2d(dense, p, SIZE, SIZE), np.float64) + 2.0
+    settings = LandmarkFitSettings(sigma_px=1.7, n_corrective=12, corrective_prior=30.0)
+    prob, ref, theta = problem(dense, p, target, np.ones(len(target)), settings)
+    assert len(theta) == 60 + 53 + 36 + 6
+    np.testing.assert_array_equal(theta[113:134], p.corrective.reshape(-1))   # start widened 7 → 12
+    assert not theta[134:149].any()
+    np.testing.assert_allclose(prob.prior[113:116], 30.0)
+    assert np.all(np.diff(prob.prior[113:149:3]) > 0)                       # eigenvalue-weighted
+    np.testing.assert_array_equal(prob.prior, ref.prior)
+    np.testing.assert_array_equal(prob.prior_mean, ref.prior_mean)
+    theta = theta + np.random.default_rng(6).normal(0, 0.02, theta.shape)
+    jac = prob.jacobian(prob.state(theta)).copy()
+    eps = 1e-6
+    fd = np.stack([(prob.residual(theta + eps * e) - prob.residual(theta - eps * e)) / (2 * eps)
+                   for e in np.eye(len(theta))], 1)
+    np.testing.assert_allclose(jac, fd, rtol=1e-5, atol=1e-5 * np.abs(fd).max())
+    np.testing.assert_allclose(jac, ref.jacobian(theta), rtol=1e-11, atol=1e-11 * np.abs(jac).max())
+
+
+def test_corrective_fit_recovers_a_field_the_model_cannot_make(face_model, dense):
+    """Points of a face with a corrective field: the fit with the field gets closer in 3-D than without,
+    and a start's field that is not fitted stays in the model points."""
+    truth = replace(face(3), corrective=np.random.default_rng(9).normal(0, 0.15, (20, 3)).astype(np.float32))
+    target = np.asarray(landmarks_2d(dense, truth, SIZE, SIZE), np.float64)
+    start = replace(truth, corrective=np.zeros((0, 3), np.float32))
+    region = face_model.arrays.subset(face_model.vertex_range("face"))
+
+    def error_mm(p):
+        a, b = mesh_model_space(region, p), mesh_model_space(region, truth)
+        return 10 * np.linalg.norm(procrustes_align(a, b) - b, axis=1).mean()
+
+    plain = fit_landmarks(dense, start, target, SIZE, SIZE, LandmarkFitSettings(sigma_px=1.0, steps=15))
+    corr = fit_landmarks(dense, start, target, SIZE, SIZE,
+                         LandmarkFitSettings(sigma_px=1.0, steps=15, n_corrective=20, corrective_prior=1.0))
+    assert corr.params.corrective.shape == (20, 3) and plain.params.corrective.shape == (0, 3)
+    assert error_mm(corr.params) < 0.8 * error_mm(plain.params)
+    kept = fit_landmarks(dense, truth, target, SIZE, SIZE, LandmarkFitSettings(steps=0))
+    assert kept.rms_before_px < 1e-3                       # the start's field is in the fitted points
+    np.testing.assert_array_equal(kept.params.corrective, truth.corrective)
+
+
+def test_refiner_fits_the_field_by_default_and_not_without_harmonics(face_model, monkeypatch):
+    from facemodel import model as model_module
+
+    assert LandmarkRefiner.from_model(face_model).dense_settings.n_corrective == 20
+    assert LandmarkRefiner.from_model(face_model, corrective_prior=0).settings.n_corrective == 0
+    no_field = model_module.FaceModel.__new__(model_module.FaceModel)     # Blender without scipy: no basis
+    no_field.__dict__.update(face_model.__dict__)
+    no_field.__dict__["arrays"] = replace(face_model.arrays, corrective_basis=np.zeros((face_model.n_vertices, 0),
+                                                                                      np.float32))
+    assert LandmarkRefiner.from_model(no_field).settings.n_corrective == 0

@@ -2,7 +2,6 @@
 
 import functools
 import http.server
-import json
 import threading
 import zipfile
 from pathlib import Path
@@ -85,46 +84,6 @@ def test_converter_matches_the_shipped_npz(model_path):
         assert list(arrays["material_names"]) == list(ref["material_names"])
     with pytest.raises(ConversionError, match="incomplete"):
         convert_folder(OBJ_SAMPLES, strict=True)
-
-
-# -- a miniature ICT-FaceKit download, to exercise archive → npz end to end ------------------
-
-def _write_obj(path: Path, verts: np.ndarray, faces: list[list[int]] | None = None) -> None:
-    lines = [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in verts]
-    if faces is not None:
-        lines += ["vt 0 0", "vt 1 0", "vt 1 1", "vt 0 1", "usemtl M_Face"]
-        lines += ["f " + " ".join(f"{v + 1}/{k + 1}" for k, v in enumerate(f)) for f in faces[:2]]
-        for name in ("M_BackHead", "M_GumsTongue", "M_Teeth", "M_ScleraLeft", "M_IrisLeft", "M_ScleraRight",
-                     "M_IrisRight", "M_LacrimalFluid", "M_EyeBlend", "M_EyeOcclusion", "M_EyeLashes"):
-            lines += [f"usemtl {name}", "f " + " ".join(f"{v + 1}/{k + 1}" for k, v in enumerate(faces[2]))]
-    path.write_text("\n".join(lines) + "\n")
-
-
-@pytest.fixture(scope="module")
-def mini_archive(tmp_path_factory, model_path) -> tuple[Path, dict]:
-    """A zip laid out like GitHub's ICT-FaceKit archive, with a 70-vertex model."""
-    root = tmp_path_factory.mktemp("mini")
-    folder = root / "ICT-FaceKit-master" / "FaceXModel"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    neutral = rng.normal(size=(70, 3)).round(4)
-    with np.load(model_path) as ref:
-        names = [str(n) for n in ref["expression_names"]]
-    _write_obj(folder / "generic_neutral_mesh.obj", neutral, [[0, 1, 2, 3], [3, 4, 5], [6, 7, 8]])
-    ident = rng.normal(size=(100, 70, 3)).round(4)
-    expr = rng.normal(size=(53, 70, 3)).round(4)
-    for i in range(100):
-        _write_obj(folder / f"identity{i:03d}.obj", neutral + ident[i])
-    for k, n in enumerate(names):
-        _write_obj(folder / f"{n}.obj", neutral + expr[k])
-    (folder / "vertex_indices.json").write_text(json.dumps(
-        {"expressions": names, "idx_to_landmark_verts": list(range(68))}))
-    (root / "ICT-FaceKit-master" / "LICENSE").write_text("MIT License (test)")
-    archive = root / "ICT-FaceKit-master.zip"
-    with zipfile.ZipFile(archive, "w") as zf:
-        for f in sorted((root / "ICT-FaceKit-master").rglob("*")):
-            zf.write(f, f.relative_to(root).as_posix())
-    return archive, {"neutral": neutral, "identity": ident, "expression": expr}
 
 
 def test_fetch_from_file_url(mini_archive, tmp_path):

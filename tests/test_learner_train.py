@@ -133,7 +133,8 @@ def test_onnx_export_matches_torch(tmp_path, straight_run):
     out = tmp_path / "model.onnx"
     assert main(["export", str(run_dir), "--out", str(out)]) == 0
     props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
-    assert props["facerig.layout_version"] == "1" and props["facerig.n_identity"] == "60"
+    assert props["facerig.layout_version"] == "2" and props["facerig.n_identity"] == "60"
+    assert props["facerig.n_corrective"] == "0"
     assert props["facerig.input_size"] == str(TINY_SIZE) and float(props["facerig.crop_scale"]) == 1.6
     assert "synthetic" in props["facerig.model_card"] and "facerig.crop_center_up" in props
     photos = _demo_crops(TINY_SIZE)

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from facemodel import ParamLayout
+from facemodel import LAYOUT_VERSION, ParamLayout
 from synth.corpus import (MANIFEST, CorpusError, CorpusWriter, key_specs, open_corpus, shard_name,
                           write_shard_file)
 
@@ -45,7 +45,7 @@ def test_round_trip(tmp_path):
     allv = c.load_all(["seeds", "images"])
     assert allv["seeds"].tolist() == [0, 1, 2, 3, 100, 101, 102, 103, 200, 201]
     m = json.loads((tmp_path / "c" / MANIFEST).read_text())
-    assert m["layout_version"] == 1 and m["counts"] == {"images": 10, "shards": 3, "requested": 10}
+    assert m["layout_version"] == LAYOUT_VERSION and m["counts"] == {"images": 10, "shards": 3, "requested": 10}
     assert m["generator"] == SETTINGS and len(m["shards"][0]["sha256"]) == 64
     with np.load(c.shard_paths[0], allow_pickle=False) as npz:  # plain np.savez, no pickles
         assert set(npz.files) == set(key_specs(S, LAYOUT))
