@@ -80,7 +80,7 @@ def _refine_property() -> Any:
     """The panel's and the operator's *Refine on landmarks* (one definition, one description)."""
     return BoolProperty(name="Refine on landmarks", default=True,
                         description="fit expression, pose and identity to the detected facial landmarks after "
-                                    "the network (≈ 30 ms; closer overlay on the photo)")
+                                    "the network (≈ 12 ms; closer overlay on the photo)")
 
 
 def _shape_key_names_property() -> Any:

@@ -14,6 +14,7 @@ import functools
 import logging
 import math
 import re
+import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,12 +94,47 @@ def _photo_header(path: Path) -> tuple[int, bytes | None]:
         with image.open(path) as im:
             icc = im.info.get("icc_profile") or None
             try:
-                value = int(im.getexif().get(0x0112, 1))
+                value = int(_exif(im, path).get(0x0112, 1))
             except Exception:  # noqa: BLE001 - a broken EXIF block must not make the photo unreadable
                 value = 1
     except Exception:  # noqa: BLE001 - what Pillow cannot open, OpenCV may still have decoded
         return 1, None
     return (value if 1 <= value <= 8 else 1), icc
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_METADATA_CHUNKS = frozenset({b"eXIf", b"iTXt", b"tEXt", b"zTXt"})   # where Pillow finds EXIF / XMP
+
+
+def _png_metadata_after_pixels(path: Path) -> bool:
+    """Whether a PNG keeps EXIF or text (XMP) chunks after its pixel data (IDAT), seen by walking the chunk
+    headers only; True also for anything unexpected, so that Pillow decides."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(8) != _PNG_SIGNATURE:
+                return True
+            pixels = False
+            while len(head := f.read(8)) == 8:
+                length, kind = struct.unpack(">I4s", head)
+                if kind == b"IEND":
+                    return False
+                if kind == b"IDAT":
+                    pixels = True
+                elif pixels and kind in _PNG_METADATA_CHUNKS:
+                    return True
+                f.seek(length + 4, 1)    # data and CRC
+    except OSError:
+        pass
+    return True
+
+
+def _exif(im: Any, path: Path) -> Any:
+    """``im.getexif()``, without decoding a PNG: Pillow's PNG ``getexif`` decodes every pixel to look for EXIF
+    after the image data (as long as OpenCV's decode of the photo again); when the chunk headers show none
+    there, the EXIF read from the header (``Image.getexif`` of the base class) is the same."""
+    if getattr(im, "format", None) == "PNG" and not _png_metadata_after_pixels(path):
+        return pillow_image().Image.getexif(im)
+    return im.getexif()
 
 
 def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:

@@ -28,10 +28,17 @@ _REFINERS: dict[str, "facemodel.landmark_fit.LandmarkRefiner"] = {}
 _LANDMARK_ARRAYS: dict[str, "facemodel.ModelArrays"] = {}
 _FACE_MODELS: dict[str, "facemodel.FaceModel"] = {}
 RECROP_PASSES = 2   # an unconfirmed face: crops re-placed on the network's own 68 points (docs/results.md, Detection)
+# onnxruntime threads of the pipeline's regressor. One photo is a batch of one (≈ 1 ms): a second thread gains
+# nothing, and onnxruntime's idle threads spin, taking the other core from MediaPipe and the landmark fit that
+# follow. The bench photo, separate processes at load ≈ 4: 29–30 ms with one thread, 32–51 ms with two (fit
+# 7.3–7.5 against 7.7–13.8 ms, FaceMesh on the crop 5.0–5.2 against 5.3–9.3 ms); outputs identical
+# (docs/performance.md).
+ONNX_THREADS = 1
 
 
 def get_regressor(model: Regressor | str | Path | None = None) -> Regressor:
-    """A cached :class:`Regressor` (sessions take ~50 ms to create; Blender calls repeatedly).
+    """A cached :class:`Regressor` on :data:`ONNX_THREADS` threads (sessions take ~50 ms to create; Blender
+    calls repeatedly).
 
     The cache is keyed by the file's modification time and size too, so a model rewritten in place
     (``facerig eval refine-gate --write`` adds its refinement limit) is read again, not served stale.
@@ -46,7 +53,7 @@ def get_regressor(model: Regressor | str | Path | None = None) -> Regressor:
         stamp = (0, 0)        # Regressor(path) raises the user-facing error for a missing file
     cached = _REGRESSORS.get(path)
     if cached is None or cached[0] != stamp:
-        _REGRESSORS[path] = (stamp, Regressor(path))
+        _REGRESSORS[path] = (stamp, Regressor(path, ONNX_THREADS))
     return _REGRESSORS[path][1]
 
 

@@ -3,8 +3,9 @@
 Why: the regressor's landmarks are ≈ 0.6 % NME less accurate than the MediaPipe FaceMesh
 points the add-on detects anyway (it underfits its teacher). A few Levenberg-damped
 Gauss-Newton steps of identity, expression, rotation and translation against those points,
-starting from the regressor's prediction, close that gap and more: ≈ 8–18 ms of numpy per face on the
-51 inner points, ≈ 20–27 ms on FaceMesh's 397 dense points (:class:`LandmarkRefiner`).
+starting from the regressor's prediction, close that gap and more: ≈ 3 ms of numpy per face on the
+51 inner points, ≈ 6–8 ms on FaceMesh's 397 dense points (:class:`LandmarkRefiner`; the numerics are
+:mod:`facemodel.landmark_solver`, docs/performance.md).
 
 The cost is the posterior of the fit, in pixels of the image the points are given in:
 
@@ -28,21 +29,20 @@ import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from functools import cached_property, lru_cache
 
 import numpy as np
 
 from .blas_threads import single_blas_thread
-from .camera import project
 from .formation import landmarks_2d
-from .geometry import euler_to_matrix
-from .harmonics import corrective_displacement, corrective_point_basis, corrective_prior_precision
+from .harmonics import corrective_displacement, corrective_prior_precision
 from .landmark_maps import MEDIAPIPE_SPREAD_MM, MEDIAPIPE_TO_68, MEDIAPIPE_TO_ICT
+from .landmark_solver import Block, FitBasis, Problem, State, minimise
 from .metrics import bbox_size, point_errors
 from .model import FaceModel, ModelArrays
 from .params import DEFAULT_N_CORRECTIVE, FaceParams
 
 log = logging.getLogger(__name__)
-_MAX_DAMPING_TRIES = 8
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class LandmarkFitSettings:
     """How hard the fit trusts the points; defaults measured on Helen (docs/research-log.md, "Refinement on
     detected landmarks")."""
 
-    steps: int = 10                 # Gauss-Newton iterations (each ≈ 1 ms for 51 points)
+    steps: int = 10                 # Gauss-Newton iterations (each ≈ 0.3 ms for 51 points, 0.6 for 397)
     sigma_px: float = 1.0           # landmark noise, pixels of the image the points are in
     identity_prior: float = 1.0     # precision of the identity prior (ICT's N(0, I) is 1)
     expression_prior: float = 0.0   # precision pulling expressions to their start (0 = free in [0, 1])
@@ -83,155 +83,47 @@ class LandmarkFit:
     points: str = ""                # which points the refiner fitted ("dense" / "inner 51")
 
 
-def _rotation_derivatives(rotation: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """R and (3, 3, 3) ∂R/∂(yaw, pitch, roll) for ``R = Rz(roll) Rx(pitch) Ry(yaw)``."""
-    yaw, pitch, roll = (float(v) for v in rotation)
-    cy, sy, cp, sp, cr, sr = np.cos(yaw), np.sin(yaw), np.cos(pitch), np.sin(pitch), np.cos(roll), np.sin(roll)
-    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-    rx = np.array([[1, 0, 0], [0, cp, -sp], [0, sp, cp]])
-    rz = np.array([[cr, -sr, 0], [sr, cr, 0], [0, 0, 1]])
-    dry = np.array([[-sy, 0, cy], [0, 0, 0], [-cy, 0, -sy]])
-    drx = np.array([[0, 0, 0], [0, -sp, -cp], [0, cp, -sp]])
-    drz = np.array([[-sr, -cr, 0], [cr, -sr, 0], [0, 0, 0]])
-    return rz @ rx @ ry, np.stack([rz @ rx @ dry, rz @ drx @ ry, drz @ rx @ ry])
+def fit_problem(basis: FitBasis, params: FaceParams, pixels: np.ndarray, width: float, height: float,
+                settings: LandmarkFitSettings, weights: np.ndarray,
+                identity_prior_mean: np.ndarray | None) -> tuple[Problem, list[Block]]:
+    """The cost of :func:`fit_landmarks` for one face: its unknowns (identity modes and the corrective field's
+    harmonics when the identity is fitted, the expressions in [0, 1], then pose) and their priors. A further
+    linear block is one more :class:`~facemodel.landmark_solver.Block` here and its basis in :class:`FitBasis`."""
+    ident = np.asarray(params.identity, np.float64)
+    expr = np.asarray(params.expression, np.float64)
+    blocks = []
+    origin = basis.neutral
+    if settings.fit_identity:
+        mean = None if identity_prior_mean is None else np.asarray(identity_prior_mean, np.float64)
+        blocks.append(Block("identity", ident, settings.identity_prior, mean))
+    else:
+        origin = origin + basis.offset("identity", ident)
+    blocks.append(Block("expression", expr, settings.expression_prior, expr, 0.0, 1.0))
+    n_corr = settings.n_corrective if settings.fit_identity else 0   # harmonics fitted
+    if n_corr:   # coefficients (harmonic, axis) row-major; the start's truncated or zero-padded to n_corr
+        start = np.asarray(params.with_corrective_modes(n_corr).corrective, np.float64).reshape(-1)
+        blocks.append(Block("corrective", start, corrective_prior_precision(
+            basis.arrays.corrective_eigenvalues, n_corr, settings.corrective_prior), start))
+    else:        # a field not fitted stays as it starts: part of the fixed model points
+        origin = origin + np.asarray(corrective_displacement(basis.arrays.corrective_basis,
+                                                             np.asarray(params.corrective, np.float64)), np.float64)
+    prob = Problem(basis, blocks, origin, np.asarray(params.camera, np.float64), float(width), float(height),
+                   pixels, weights, settings.sigma_px)
+    return prob, blocks
 
 
-class _Problem:
-    """The cost, its residuals and Jacobian for one face; unknowns θ = (α_id, β, c, rotation, t)."""
-
-    def __init__(self, arrays: ModelArrays, params: FaceParams, pixels: np.ndarray, width: float,
-                 height: float, weights: np.ndarray, settings: LandmarkFitSettings,
-                 identity_prior_mean: np.ndarray | None) -> None:
-        n = arrays.neutral.shape[0]
-        self.n = n
-        self.k = np.asarray(params.identity).shape[-1] if settings.fit_identity else 0
-        self.n_expr = np.asarray(params.expression).shape[-1]
-        self.n_corr = settings.n_corrective if settings.fit_identity else 0   # harmonics fitted
-        ident = np.asarray(params.identity, np.float64)
-        self.fixed_identity = ident
-        id_basis = np.asarray(arrays.identity_basis[: ident.shape[-1]], np.float64).reshape(-1, n, 3)
-        self.id_basis = id_basis
-        start_corr = np.asarray(params.corrective, np.float64)
-        # a field not fitted stays as it starts: part of the fixed model points
-        self.fixed_offset = np.asarray(corrective_displacement(arrays.corrective_basis, start_corr), np.float64) if self.n_corr == 0 \
-            else np.zeros((n, 3))
-        blocks = [id_basis[: self.k], np.asarray(arrays.expression_basis, np.float64).reshape(-1, n, 3)]
-        if self.n_corr:
-            blocks.append(corrective_point_basis(arrays.corrective_basis, self.n_corr))
-        self.basis = np.concatenate(blocks, 0)
-        self.n_lin = self.basis.shape[0]
-        self.neutral = np.asarray(arrays.neutral, np.float64)
-        self.camera = np.asarray(params.camera, np.float64)
-        self.width, self.height = float(width), float(height)
-        self.pixels = pixels
-        self.sqrt_w = np.sqrt(np.repeat(weights, 2)) / settings.sigma_px
-        prior = np.zeros(self.n_lin + 6)
-        prior[: self.k] = settings.identity_prior
-        prior[self.k: self.k + self.n_expr] = settings.expression_prior
-        corr = slice(self.k + self.n_expr, self.n_lin)
-        if self.n_corr:
-            prior[corr] = corrective_prior_precision(arrays.corrective_eigenvalues, self.n_corr,
-                                                     settings.corrective_prior)
-        self.prior = prior
-        mean = np.zeros_like(prior)
-        if self.k and identity_prior_mean is not None:
-            mean[: self.k] = np.asarray(identity_prior_mean, np.float64)[: self.k]
-        mean[self.k: self.k + self.n_expr] = np.asarray(params.expression, np.float64)
-        mean[corr] = self._corrective_start(params).reshape(-1)
-        self.prior_mean = mean
-
-    def _corrective_start(self, params: FaceParams) -> np.ndarray:
-        """(n_corr, 3) the start's coefficients, truncated or zero-padded to the harmonics fitted."""
-        return np.asarray(params.with_corrective_modes(self.n_corr).corrective, np.float64)
-
-    def pack(self, params: FaceParams) -> np.ndarray:
-        ident = np.asarray(params.identity, np.float64)[: self.k]
-        return np.concatenate([ident, np.asarray(params.expression, np.float64),
-                               self._corrective_start(params).reshape(-1),
-                               np.asarray(params.rotation, np.float64), np.asarray(params.translation, np.float64)])
-
-    def unpack(self, theta: np.ndarray, params: FaceParams) -> FaceParams:
-        """``params`` with the fitted unknowns of ``theta`` (same dtype; the rest untouched)."""
-        dt = np.asarray(params.expression).dtype
-        ident = np.asarray(params.identity, np.float64).copy()
-        ident[: self.k] = theta[: self.k]
-        out = replace(params, identity=ident.astype(dt), expression=theta[self.k: self.k + self.n_expr].astype(dt),
-                      rotation=theta[-6:-3].astype(dt), translation=theta[-3:].astype(dt))
-        if self.n_corr:
-            out = replace(out, corrective=theta[self.k + self.n_expr: self.n_lin].reshape(self.n_corr, 3).astype(dt))
-        return out
-
-    def clip(self, theta: np.ndarray) -> np.ndarray:
-        theta = theta.copy()
-        theta[self.k: self.k + self.n_expr] = np.clip(theta[self.k: self.k + self.n_expr], 0.0, 1.0)
-        return theta
-
-    def model_points(self, theta: np.ndarray) -> np.ndarray:
-        coeffs = theta[: self.n_lin]
-        pts = self.neutral + self.fixed_offset + np.tensordot(coeffs, self.basis, 1)
-        if self.k == 0:
-            pts = pts + np.tensordot(self.fixed_identity, self.id_basis, 1)
-        return pts
-
-    def camera_points(self, theta: np.ndarray) -> np.ndarray:
-        rot = euler_to_matrix(theta[-6:-3])
-        return self.model_points(theta) @ rot.T + theta[-3:]
-
-    def residual(self, theta: np.ndarray) -> np.ndarray:
-        pix = project(self.camera_points(theta), self.camera, self.width, self.height)
-        return (pix - self.pixels).reshape(-1) * self.sqrt_w
-
-    def cost(self, theta: np.ndarray) -> float:
-        r = self.residual(theta)
-        d = theta - self.prior_mean
-        return float(r @ r + d @ (self.prior * d))
-
-    def jacobian(self, theta: np.ndarray) -> np.ndarray:
-        """(2N, P) ∂residual/∂θ, exact."""
-        rot, d_rot = _rotation_derivatives(theta[-6:-3])
-        model = self.model_points(theta)
-        x = model @ rot.T + theta[-3:]
-        n = self.n
-        d_x = np.concatenate([self.basis @ rot.T,                           # coefficients
-                              np.einsum("nj,aij->ani", model, d_rot),       # Euler angles
-                              np.broadcast_to(np.eye(3)[:, None, :], (3, n, 3))], 0)   # translation
-        f = self.camera[0] * self.width
-        depth = np.maximum(-x[:, 2], 1e-6)
-        # u = cx + f x/d, v = cy − f y/d with d = −z:  ∂u/∂X = f/d (1, 0, x/d), ∂v/∂X = −f/d (0, 1, y/d)
-        du = (f / depth)[:, None] * np.stack([np.ones(n), np.zeros(n), x[:, 0] / depth], 1)
-        dv = -(f / depth)[:, None] * np.stack([np.zeros(n), np.ones(n), x[:, 1] / depth], 1)
-        jac = np.stack([np.einsum("pnj,nj->np", d_x, du), np.einsum("pnj,nj->np", d_x, dv)], 1)
-        return jac.reshape(2 * n, -1) * self.sqrt_w[:, None]
+def _minimise(prob: Problem, state: State, settings: LandmarkFitSettings) -> tuple[State, int]:
+    """Levenberg-damped Gauss-Newton from ``state`` (:func:`facemodel.landmark_solver.minimise`)."""
+    return minimise(prob, state, settings.steps, settings.damping)
 
 
-def _minimise(prob: _Problem, theta: np.ndarray, settings: LandmarkFitSettings) -> tuple[np.ndarray, int]:
-    """Levenberg-damped Gauss-Newton from ``theta``; a step is kept only if the cost falls."""
-    cost, lam, accepted = prob.cost(theta), settings.damping, 0
-    for _ in range(settings.steps):
-        jac = prob.jacobian(theta)
-        r = prob.residual(theta)
-        normal = jac.T @ jac + np.diag(prob.prior)
-        grad = jac.T @ r + prob.prior * (theta - prob.prior_mean)
-        diag = np.diag(normal) + 1e-9
-        for _try in range(_MAX_DAMPING_TRIES):
-            step = np.linalg.solve(normal + lam * np.diag(diag), -grad)
-            cand = prob.clip(theta + step)
-            cand_cost = prob.cost(cand)
-            if cand_cost < cost:
-                theta, cost, lam, accepted = cand, cand_cost, max(lam / 3.0, 1e-7), accepted + 1
-                break
-            lam *= 10.0
-        else:
-            break  # no damping makes progress: at a minimum (to numerical precision)
-    return theta, accepted
-
-
-def fit_landmarks(arrays: ModelArrays, params: FaceParams, pixels: np.ndarray, width: float, height: float,
-                  settings: LandmarkFitSettings = LandmarkFitSettings(), weights: np.ndarray | None = None,
-                  identity_prior_mean: np.ndarray | None = None) -> LandmarkFit:
+def fit_landmarks(arrays: ModelArrays | FitBasis, params: FaceParams, pixels: np.ndarray, width: float,
+                  height: float, settings: LandmarkFitSettings = LandmarkFitSettings(),
+                  weights: np.ndarray | None = None, identity_prior_mean: np.ndarray | None = None) -> LandmarkFit:
     """Refine one face's ``params`` so the ``arrays`` vertices project onto ``pixels`` (N, 2).
 
-    ``arrays`` is the vertex subset (``model.arrays.subset(indices)``) the points stand for;
+    ``arrays`` is the vertex subset (``model.arrays.subset(indices)``) the points stand for, or its
+    :class:`FitBasis` made once (``FitBasis.from_arrays``: saves ≈ 0.5 ms a call on the dense points);
     ``width`` × ``height`` the image the camera of ``params`` and the pixels refer to. Points
     with non-finite coordinates or zero ``weights`` are ignored. Raises ``ValueError`` for
     shapes that do not match or fewer than 6 usable points.
@@ -251,19 +143,22 @@ def fit_landmarks(arrays: ModelArrays, params: FaceParams, pixels: np.ndarray, w
         raise ValueError(f"need at least 6 usable points, got {int((w > 0).sum())}")
     pixels = np.where(finite[:, None], pixels, 0.0)
 
-    prob = _Problem(arrays, params, pixels, width, height, w, settings, identity_prior_mean)
-    theta = prob.clip(prob.pack(params))
-    w_sum = w.sum()
-
-    def mean_dist(th: np.ndarray) -> float:
-        r = (project(prob.camera_points(th), prob.camera, prob.width, prob.height) - pixels)
-        return float((np.linalg.norm(r, axis=1) * w).sum() / w_sum)
-
-    before = mean_dist(theta)
+    basis = arrays if isinstance(arrays, FitBasis) else FitBasis.from_arrays(arrays)
+    prob, blocks = fit_problem(basis, params, pixels, width, height, settings, w, identity_prior_mean)
+    start = prob.state(prob.clip(prob.pack(blocks, params.rotation, params.translation)))
     with single_blas_thread():   # ~120² solves: threads cost more than they save (blas_threads)
-        theta, accepted = _minimise(prob, theta, settings)
+        end, accepted = _minimise(prob, start, settings)
 
-    return LandmarkFit(prob.unpack(theta, params), before, mean_dist(theta), accepted)
+    fitted = prob.unpack(end.theta)
+    ident = np.asarray(params.identity, np.float64).copy()
+    if "identity" in fitted:
+        ident[: len(fitted["identity"])] = fitted["identity"]
+    dt = np.asarray(params.expression).dtype
+    out = replace(params, identity=ident.astype(dt), expression=fitted["expression"].astype(dt),
+                  rotation=fitted["rotation"].astype(dt), translation=fitted["translation"].astype(dt))
+    if "corrective" in fitted:
+        out = replace(out, corrective=fitted["corrective"].reshape(-1, 3).astype(dt))
+    return LandmarkFit(out, prob.mean_distance(start, w), prob.mean_distance(end, w), accepted)
 
 
 # Chosen on Helen (detector box, MediaPipe FaceMesh points) and on synthetic faces whose true
@@ -302,9 +197,13 @@ MAX_DISAGREEMENT = 0.08
 REFINE_GATE_KEY = "facerig.refine_max_disagreement"
 
 
+@lru_cache(maxsize=8)
 def dense_point_indices(limit_mm: float = DENSE_SPREAD_LIMIT_MM) -> np.ndarray:
-    """FaceMesh point indices the dense fit uses: those with a well-defined ICT vertex."""
-    return np.flatnonzero(np.asarray(MEDIAPIPE_SPREAD_MM) < limit_mm)
+    """FaceMesh point indices the dense fit uses: those with a well-defined ICT vertex (read-only; made once,
+    the refinement asks for them on every photo)."""
+    indices = np.flatnonzero(np.asarray(MEDIAPIPE_SPREAD_MM) < limit_mm)
+    indices.setflags(write=False)
+    return indices
 
 
 def refine_gate(metadata: Mapping[str, str]) -> float:
@@ -369,6 +268,18 @@ class LandmarkRefiner:
         return cls(model.arrays.subset(inner), model.arrays.subset(dense),
                    model.arrays.subset(np.concatenate([dense, inner])), settings, dense_settings)
 
+    @cached_property
+    def _fit_bases(self) -> dict[str, FitBasis]:
+        return {}
+
+    def fit_basis(self, name: str) -> FitBasis:
+        """The float64 :class:`FitBasis` of the vertex subset in field ``name`` (``arrays``,
+        ``dense_arrays``, ``blend_arrays``), made on first use and kept: the fit reads it every photo."""
+        basis = self._fit_bases.get(name)
+        if basis is None:
+            basis = self._fit_bases[name] = FitBasis.from_arrays(getattr(self, name))
+        return basis
+
     @staticmethod
     def inner_points(points: np.ndarray) -> np.ndarray:
         """The inner 51 of (68, 2) iBUG points or of (468, 2) FaceMesh points."""
@@ -394,6 +305,13 @@ class LandmarkRefiner:
         ``fit_identity=False`` keeps the identity (e.g. one aggregated from several photos);
         ``max_disagreement`` replaces this refiner's limit (the regressor's own, :func:`refine_gate`).
         """
+        # the gate's projection too: a small matmul that wakes OpenBLAS's pool leaves a thread spinning on the
+        # core MediaPipe needs next (with the corrective field's projection: 41 → 37 ms a photo; docs/performance.md)
+        with single_blas_thread():
+            return self._refine(params, points, image_size, fit_identity, max_disagreement)
+
+    def _refine(self, params: FaceParams, points: np.ndarray, image_size: int, fit_identity: bool,
+                max_disagreement: float | None) -> LandmarkFit:
         limit = self.max_disagreement if max_disagreement is None else float(max_disagreement)
         dist, fraction = self.disagreement(params, points, image_size)
         if not np.isfinite(fraction) or fraction > limit:
@@ -406,17 +324,17 @@ class LandmarkRefiner:
         dense_pts = points[dense_point_indices()] if weight > 0 else None
         weights = None
         if weight >= 1.0:
-            arrays, target, base, which = self.dense_arrays, dense_pts, self.dense_settings, "dense"
+            arrays, target, base, which = "dense_arrays", dense_pts, self.dense_settings, "dense"
         elif weight <= 0.0:
-            arrays, target, base, which = self.arrays, self.inner_points(points), self.settings, "inner 51"
+            arrays, target, base, which = "arrays", self.inner_points(points), self.settings, "inner 51"
         else:   # both sets, each at its own σ, the dense one's share falling with |yaw|
-            arrays, target, which = self.blend_arrays, np.concatenate([dense_pts, self.inner_points(points)]), \
+            arrays, target, which = "blend_arrays", np.concatenate([dense_pts, self.inner_points(points)]), \
                 f"dense {weight:.0%} + inner 51"
             weights = np.concatenate([np.full(len(dense_pts), weight / self.dense_settings.sigma_px ** 2),
                                       np.full(51, (1.0 - weight) / self.settings.sigma_px ** 2)])
             base = replace(self.dense_settings, sigma_px=1.0)
         settings = replace(base, sigma_px=base.sigma_px * scale, fit_identity=fit_identity and base.fit_identity)
-        fit = fit_landmarks(arrays, params, target, image_size, image_size, settings, weights=weights,
+        fit = fit_landmarks(self.fit_basis(arrays), params, target, image_size, image_size, settings, weights=weights,
                             identity_prior_mean=np.asarray(params.identity))
         return replace(fit, points=which)
 

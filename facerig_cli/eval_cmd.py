@@ -127,6 +127,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--photo", type=Path, help="photo for the end-to-end timings (default: the built-in astronaut)")
     b.add_argument("--runs", type=int_range(1, 100_000), default=200,
                    help="timed regressor runs (median reported; ≥ 200 for the record) [1…100000]")
+    b.add_argument("--photo-runs", type=int_range(1, 100_000), default=300,
+                   help="timed photo → params runs (median and per-stage medians reported; default 300) [1…100000]")
     b.add_argument("--corpus", type=Path, help="corpus for train_images_per_s_128 (a short training run)")
     b.add_argument("--only", nargs="*", help="measure only these keys (others are null with a reason)")
     b.set_defaults(func=cmd_bench)
@@ -241,10 +243,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from evaluation.bench import KEYS, run
 
     report = run(args.json, onnx_path=args.model, photo=args.photo, runs=args.runs, only=args.only,
-                 corpus=args.corpus)
+                 corpus=args.corpus, photo_runs=args.photo_runs)
     for k in KEYS:
         v = report[k]
         print(f"{k:24s} {v:.4g}" if v is not None else f"{k:24s} null ({report.get(k + '_reason', '')})")
+        detail = report.get(f"{k}_detail", {}) if k == "photo_to_params_ms" else {}
+        for stage in (s for s in detail if s.endswith("_ms")):
+            print(f"  {stage:22s} {detail[stage]:.3g}")
     return 0
 
 

@@ -124,12 +124,13 @@ def main() -> int:
                 r = reconstruct_photo(p, model=reg, face_model=face_model)
                 for k, v in r.timings.items():
                     split.setdefault(k, []).append(v)
-                after = r.timings["detect"] + r.timings["crop"] + r.timings["regress"] + r.timings["refine"]
+                after = sum(v for k, v in r.timings.items() if k not in ("model_load", "decode"))
                 split.setdefault("photo→params after decode", []).append(after)
             recons.append(r)
         print(f"\nphoto pipeline ({len(photos)} photos × {args.repeat}):")
-        for k in ("decode", "detect", "crop", "regress", "refine", "photo→params after decode"):
-            print(f"  {k:28s} {stats(split[k])}")
+        names = {"refine_landmarks": "FaceMesh on the crop", "refine": "landmark fit"}
+        for k in [k for k in split if k != "model_load"]:
+            print(f"  {names.get(k, k):28s} {stats(split[k])}")
         batch = np.stack([r.crop for r in recons] * 4)
         reg.predict(batch)
         t = time.perf_counter()

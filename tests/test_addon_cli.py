@@ -115,6 +115,40 @@ def test_batch_goes_on_past_a_bad_photo(tmp_path: Path, regressor_path: Path, ca
     assert "face 1 does not exist" in capsys.readouterr().err
 
 
+def test_workers_write_the_same_files(tmp_path: Path, regressor_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """--workers 2: the same .json files as one by one (timings aside), a bad photo reported and skipped,
+    exit code 2, the throughput line; mesh formats and --same-person are refused."""
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("hello")
+    photos = [ASTRONAUT, bad, GRACE]
+    runs = {}
+    for workers in ("1", "2"):
+        out = tmp_path / f"w{workers}"
+        assert main(["reconstruct", *map(str, photos), "-o", str(out), "--format", "json", "--workers", workers,
+                     "--model", str(regressor_path)]) == 2
+        captured = capsys.readouterr()
+        assert "bad.jpg: skipped: bad.jpg is not a readable image" in captured.err
+        assert captured.err.strip().splitlines()[-1] == "facerig: error: 1 of 3 photos failed: bad.jpg"
+        assert captured.out.count("→") == 2 and "2 photos in" in captured.out and "photos/s" in captured.out
+        assert captured.out.index(ASTRONAUT.name) < captured.out.index(GRACE.name)   # the photos' order
+        runs[workers] = {p.name: json.loads(p.read_text()) for p in sorted(out.iterdir())}
+    assert sorted(runs["2"]) == sorted([f"{ASTRONAUT.stem}.json", f"{GRACE.stem}.json"])
+    for name, doc in runs["1"].items():
+        other = runs["2"][name]
+        doc.pop("timings_ms"), other.pop("timings_ms")
+        assert doc == other
+    for extra in (["--format", "blend"], ["--same-person"]):
+        assert main(["reconstruct", str(ASTRONAUT), str(GRACE), "-o", str(tmp_path / "x"), "--workers", "2",
+                     *extra, "--model", str(regressor_path)]) == 2
+        assert "--workers" in capsys.readouterr().err
+    assert main(["reconstruct", str(GRACE), "-o", str(tmp_path / "y"), "--workers", "0", "--format", "json",
+                 "--model", str(regressor_path)]) == 2
+    assert "at least 1" in capsys.readouterr().err
+    assert main(["reconstruct", str(ASTRONAUT), str(GRACE), "-o", str(tmp_path / "z"), "--workers", "2", "--format",
+                 "json", "--model", str(tmp_path / "none.onnx")]) == 2
+    assert "regressor model not found" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_reconstruct_blend_and_demo(tmp_path: Path, regressor_path: Path) -> None:
     pytest.importorskip("bpy")

@@ -1,16 +1,20 @@
 """facemodel.landmark_fit: the MAP refinement of a prediction on detected 2-D landmarks."""
 
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import numpy as np
 import pytest
 
-from facemodel import FaceParams, blas_threads, landmark_fit
+from facemodel import FaceParams, blas_threads, landmark_fit, landmark_solver
+from facemodel.camera import project
 from facemodel.formation import landmarks_2d, mesh_model_space
-from facemodel.geometry import procrustes_align
+from facemodel.geometry import euler_to_matrix, procrustes_align
 from facemodel.landmark_fit import (MAX_DISAGREEMENT, REFINE_GATE_KEY, LandmarkFitSettings, LandmarkRefiner,
-                                   _Problem, fit_landmarks, refine_gate)
+                                   fit_landmarks, fit_problem, refine_gate)
 from facemodel.landmark_maps import MEDIAPIPE_SPREAD_MM, MEDIAPIPE_TO_68, MEDIAPIPE_TO_ICT
+from facemodel.landmark_solver import FitBasis, rotation_derivatives, symmetric
+
+from .landmark_fit_reference import ReferenceProblem, reference_fit
 
 SIZE = 128
 
@@ -44,17 +48,145 @@ def dense(face_model):
     return face_model.arrays.subset(face_model.vertex_range("face")[::40])
 
 
-def test_jacobian_matches_finite_differences(inner51):
+def as_float64(p: FaceParams) -> FaceParams:
+    """``p`` in float64, so fitted parameters can be compared beyond float32 rounding."""
+    return FaceParams(*(np.asarray(getattr(p, f.name), np.float64) for f in fields(p)))
+
+
+def problem(arrays, p: FaceParams, pixels: np.ndarray, weights: np.ndarray, settings: LandmarkFitSettings,
+            identity_mean: np.ndarray | None = None):
+    """The fast solver's problem and the straightforward reference's for the same fit, and the start θ."""
+    fast, blocks = fit_problem(FitBasis.from_arrays(arrays), p, pixels, SIZE, SIZE, settings, weights, identity_mean)
+    ref = ReferenceProblem(arrays, p, pixels, SIZE, SIZE, weights, settings, identity_mean)
+    return fast, ref, fast.pack(blocks, p.rotation, p.translation)
+
+
+def test_rotation_and_its_derivatives_written_out():
+    """The written-out R and ∂R/∂angle equal ``geometry.euler_to_matrix`` and its finite differences."""
+    for angles in (np.radians([25.0, 5.0, -3.0]), np.radians([-80.0, 40.0, 170.0]), np.zeros(3)):
+        rot = rotation_derivatives(angles)
+        np.testing.assert_allclose(rot[0], euler_to_matrix(angles), atol=1e-15)
+        np.testing.assert_array_equal(rotation_derivatives(angles, False)[0], rot[0])
+        for a in range(3):
+            e = np.eye(3)[a] * 1e-6
+            fd = (euler_to_matrix(angles + e) - euler_to_matrix(angles - e)) / 2e-6
+            np.testing.assert_allclose(rot[1 + a], fd, atol=1e-9)
+
+
+def test_jacobian_and_normal_equations_match_finite_differences(inner51):
+    """The solver's analytic Jacobian (per-point basis, pose columns) against central differences of its
+    residual, and its normal equations against the reference's JᵀJ + prior, Jᵀr + prior·(θ − mean)."""
     p = face()
     target = np.asarray(landmarks_2d(inner51, p, SIZE, SIZE), np.float64) + 3.0
-    prob = _Problem(inner51, p, target, SIZE, SIZE, np.linspace(0.5, 1.5, 51), LandmarkFitSettings(sigma_px=1.7),
-                    None)
-    theta = prob.pack(perturbed(p))
-    jac = prob.jacobian(theta)
-    eps = 1e-6
-    fd = np.stack([(prob.residual(theta + eps * e) - prob.residual(theta - eps * e)) / (2 * eps)
+    weights = np.linspace(0.5, 1.5, 51)
+    for settings, mean in ((LandmarkFitSettings(sigma_px=1.7, expression_prior=4.0), p.identity + 0.3),
+                           (LandmarkFitSettings(sigma_px=2.0, fit_identity=False), None)):
+        fast, ref, theta0 = problem(inner51, p, target, weights, settings, mean)
+        theta = fast.clip(theta0 + np.random.default_rng(0).normal(0, 0.05, theta0.shape))
+        state = fast.state(theta)
+        jac = fast.jacobian(state).copy()
+        eps = 1e-6
+        fd = np.stack([(fast.residual(theta + eps * e) - fast.residual(theta - eps * e)) / (2 * eps)
+                       for e in np.eye(len(theta))], 1)
+        np.testing.assert_allclose(jac, fd, rtol=1e-5, atol=1e-5 * np.abs(fd).max())
+        # the same residual, cost, Jacobian and normal equations as the reference
+        np.testing.assert_allclose(state.residual, ref.residual(theta), rtol=1e-12, atol=1e-12)
+        assert state.cost == pytest.approx(ref.cost(theta), rel=1e-12)
+        np.testing.assert_allclose(jac, ref.jacobian(theta), rtol=1e-11, atol=1e-11 * np.abs(jac).max())
+        normal, grad = fast.normal_equations(state)
+        ref_jac = ref.jacobian(theta)
+        np.testing.assert_allclose(symmetric(normal), ref_jac.T @ ref_jac + np.diag(ref.prior), rtol=1e-11,
+                                   atol=1e-11 * np.abs(normal).max())
+        np.testing.assert_allclose(grad, ref_jac.T @ ref.residual(theta) + ref.prior * (theta - ref.prior_mean),
+                                   rtol=1e-10, atol=1e-10 * np.abs(grad).max())
+
+
+def test_fast_fit_equals_the_straightforward_one(face_model, inner51, dense):
+    """The solver against the reference implementation of the same cost and damping (tests/
+    landmark_fit_reference.py) on several faces, point sets and settings: the same accepted steps and
+    parameters equal to float64 rounding (≤ 1e-9 relative), also from a prepared FitBasis."""
+    refiner = LandmarkRefiner.from_model(face_model)
+    rng = np.random.default_rng(7)
+    cases = []
+    for seed in range(3):
+        truth = face(seed=40 + seed, yaw_deg=(-35.0, 5.0, 50.0)[seed])
+        start = as_float64(perturbed(truth, seed=50 + seed))
+        for arrays, sigma in ((dense, 0.3), (refiner.dense_arrays, 3.0), (inner51, 2.0)):
+            n = arrays.neutral.shape[0]
+            pixels = np.asarray(landmarks_2d(arrays, truth, SIZE, SIZE), np.float64) + rng.normal(0, 1.5, (n, 2))
+            pixels[seed] = np.nan                                    # an ignored point
+            settings = LandmarkFitSettings(steps=12, sigma_px=sigma, expression_prior=(0.0, 25.0)[seed % 2],
+                                           fit_identity=seed != 2)
+            cases.append((arrays, start, pixels, settings, rng.uniform(0.2, 1.0, n) if seed == 1 else None))
+    field = np.random.default_rng(8).normal(0, 0.1, (7, 3)).astype(np.float32)
+    for fit_identity in (True, False):   # the field fitted (start widened 7 → 20), or kept as it starts
+        truth = replace(face(seed=45, yaw_deg=10.0), corrective=field)
+        start = as_float64(replace(perturbed(truth, seed=46), corrective=field * 0.5))
+        pixels = np.asarray(landmarks_2d(refiner.dense_arrays, truth, SIZE, SIZE), np.float64) \
+            + rng.normal(0, 1.0, (len(refiner.dense_arrays.neutral), 2))
+        cases.append((refiner.dense_arrays, start, pixels, replace(landmark_fit.DENSE_REFINE_SETTINGS, n_corrective=20,
+                      corrective_prior=300.0, fit_identity=fit_identity), None))
+    for arrays, start, pixels, settings, weights in cases:
+        kw = dict(weights=weights, identity_prior_mean=start.identity + 0.1)
+        ref = reference_fit(arrays, start, pixels, SIZE, SIZE, settings, **kw)
+        for given in (arrays, FitBasis.from_arrays(arrays)):
+            fit = fit_landmarks(given, start, pixels, SIZE, SIZE, settings, **kw)
+            assert fit.steps_accepted == ref.steps_accepted > 0
+            theta, want = (np.concatenate([f.params.identity, f.params.expression, f.params.corrective.reshape(-1),
+                                           f.params.rotation, f.params.translation]) for f in (fit, ref))
+            assert np.abs(theta - want).max() <= 1e-9 * np.abs(want).max()
+            assert fit.rms_before_px == pytest.approx(ref.rms_before_px, rel=1e-12)
+            assert fit.rms_after_px == pytest.approx(ref.rms_after_px, rel=1e-9)
+            np.testing.assert_array_equal(fit.params.sh, start.sh)
+
+
+def test_solver_takes_extra_linear_blocks(inner51):
+    """A further block of linear unknowns (how corrective shapes join the fit): its basis at the fitted
+    vertices in FitBasis, one Block more; the Jacobian stays exact and the fit recovers its coefficients."""
+    rng = np.random.default_rng(11)
+    base = FitBasis.from_arrays(inner51)
+    extra = rng.normal(0, 0.3, (4, 51, 3))                           # cm per unit coefficient
+    basis = FitBasis(base.neutral, {**base.bases, "extra": extra})
+    truth = face(seed=70)
+    true_extra = np.array([0.8, -0.5, 0.3, 1.2])
+    model = (base.neutral + base.offset("identity", truth.identity) + base.offset("expression", truth.expression)
+             + np.tensordot(true_extra, extra, 1))
+    camera = np.asarray(truth.camera, np.float64)
+    cam = model @ euler_to_matrix(np.asarray(truth.rotation, np.float64)).T + np.asarray(truth.translation, np.float64)
+    pixels = project(cam, camera, SIZE, SIZE)
+    start = perturbed(truth)
+    blocks = [landmark_solver.Block("identity", np.asarray(truth.identity, np.float64), 1e6, truth.identity),
+              landmark_solver.Block("expression", np.asarray(truth.expression, np.float64), 1e6, truth.expression, 0, 1),
+              landmark_solver.Block("extra", np.zeros(4), np.array([1e-6, 1e-6, 2e-6, 1e-6]))]   # one each
+    prob = landmark_solver.Problem(basis, blocks, basis.neutral, camera, SIZE, SIZE, pixels, np.ones(51), 0.1)
+    theta = prob.pack(blocks, start.rotation, start.translation)
+    jac = prob.jacobian(prob.state(theta)).copy()
+    fd = np.stack([(prob.residual(theta + 1e-6 * e) - prob.residual(theta - 1e-6 * e)) / 2e-6
                    for e in np.eye(len(theta))], 1)
     np.testing.assert_allclose(jac, fd, rtol=1e-5, atol=1e-5 * np.abs(fd).max())
+    end, accepted = landmark_solver.minimise(prob, prob.state(theta), 30, 1e-3)
+    fitted = prob.unpack(end.theta)
+    assert accepted > 0 and set(fitted) == {"identity", "expression", "extra", "rotation", "translation"}
+    np.testing.assert_allclose(fitted["extra"], true_extra, atol=0.02)
+    np.testing.assert_allclose(fitted["rotation"], truth.rotation, atol=1e-3)
+    with pytest.raises(ValueError, match="each block once"):
+        landmark_solver.Problem(basis, blocks + blocks[-1:], basis.neutral, camera, SIZE, SIZE, pixels, np.ones(51), 0.1)
+
+
+def test_fast_fit_without_scipy_lapack(inner51, monkeypatch):
+    """Blender's Python may lack scipy: numpy's syrk and LU solve then give the same fit."""
+    truth = face(seed=60, yaw_deg=-10.0)
+    start = as_float64(perturbed(truth, seed=61))
+    pixels = np.asarray(landmarks_2d(inner51, truth, SIZE, SIZE), np.float64) + 0.7
+    settings = LandmarkFitSettings(sigma_px=1.5, expression_prior=25.0)
+    with_scipy = fit_landmarks(inner51, start, pixels, SIZE, SIZE, settings)
+    monkeypatch.setattr(landmark_solver, "scipy_kernels", lambda: (None, None))
+    plain = fit_landmarks(inner51, start, pixels, SIZE, SIZE, settings)
+    want = reference_fit(inner51, start, pixels, SIZE, SIZE, settings)
+    for fit in (with_scipy, plain):
+        assert fit.steps_accepted == want.steps_accepted
+        np.testing.assert_allclose(fit.params.identity, want.params.identity, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(fit.params.rotation, want.params.rotation, rtol=0, atol=1e-11)
 
 
 def test_exact_points_bring_a_perturbed_start_back(dense):
@@ -80,7 +212,7 @@ def test_fit_lowers_the_map_cost_and_keeps_expressions_in_range(inner51):
     start = perturbed(truth, seed=7)
     settings = LandmarkFitSettings(steps=10, sigma_px=1.5)
     fit = fit_landmarks(inner51, start, pixels, SIZE, SIZE, settings)
-    prob = _Problem(inner51, start, pixels, SIZE, SIZE, np.ones(51), settings, None)
+    prob = ReferenceProblem(inner51, start, pixels, SIZE, SIZE, np.ones(51), settings, None)
     assert prob.cost(prob.pack(fit.params)) < prob.cost(prob.clip(prob.pack(start)))
     assert fit.rms_after_px < fit.rms_before_px
     assert fit.params.expression.min() >= 0.0 and fit.params.expression.max() <= 1.0
@@ -173,17 +305,23 @@ def test_refine_gate_from_model_metadata():
 
 
 def test_fit_runs_on_one_blas_thread_and_restores_the_count(inner51, monkeypatch):
-    """The solves run single-threaded (threads cost more than a 120² solve) and the caller's
-    thread count is back afterwards; the result does not depend on the thread count."""
+    """The solves run single-threaded (threads cost more than a 120² solve) — numpy's OpenBLAS and the
+    copy scipy bundles, whose LAPACK the solver calls — and the caller's thread counts are back
+    afterwards; the result does not depend on the thread count."""
     blas = blas_threads.numpy_openblas()
     if blas is None:
         pytest.skip("numpy here does not bundle OpenBLAS")
+    other = blas_threads.scipy_openblas()
     before = blas.get()
+    other_before = other.get() if other is not None else None
     seen: list[int] = []
+    seen_other: list[int] = []
     real_minimise = landmark_fit._minimise
 
     def spy(*args, **kwargs):
         seen.append(blas.get())
+        if other is not None:
+            seen_other.append(other.get())
         return real_minimise(*args, **kwargs)
 
     monkeypatch.setattr(landmark_fit, "_minimise", spy)
@@ -191,6 +329,8 @@ def test_fit_runs_on_one_blas_thread_and_restores_the_count(inner51, monkeypatch
     target = np.asarray(landmarks_2d(inner51, p, SIZE, SIZE), np.float64) + 1.5
     single = fit_landmarks(inner51, perturbed(p), target, SIZE, SIZE, LandmarkFitSettings(sigma_px=2.0))
     assert seen == [1] and blas.get() == before
+    if other is not None:
+        assert seen_other == [1] and other.get() == other_before
     monkeypatch.setattr(blas_threads, "numpy_openblas", lambda: None)   # a BLAS we cannot steer: no-op
     plain = fit_landmarks(inner51, perturbed(p), target, SIZE, SIZE, LandmarkFitSettings(sigma_px=2.0))
     assert seen == [1, before]
@@ -283,18 +423,21 @@ def test_jacobian_with_corrective_unknowns_matches_finite_differences(dense):
     p = replace(face(), corrective=np.random.default_rng(5).normal(0, 0.1, (7, 3)).astype(np.float32))
     target = np.asarray(landmarks_2d(dense, p, SIZE, SIZE), np.float64) + 2.0
     settings = LandmarkFitSettings(sigma_px=1.7, n_corrective=12, corrective_prior=30.0)
-    prob = _Problem(dense, p, target, SIZE, SIZE, np.ones(len(target)), settings, None)
-    theta = prob.pack(perturbed(p))
+    prob, ref, theta = problem(dense, p, target, np.ones(len(target)), settings)
     assert len(theta) == 60 + 53 + 36 + 6
     np.testing.assert_array_equal(theta[113:134], p.corrective.reshape(-1))   # start widened 7 → 12
     assert not theta[134:149].any()
     np.testing.assert_allclose(prob.prior[113:116], 30.0)
     assert np.all(np.diff(prob.prior[113:149:3]) > 0)                       # eigenvalue-weighted
-    jac = prob.jacobian(theta)
+    np.testing.assert_array_equal(prob.prior, ref.prior)
+    np.testing.assert_array_equal(prob.prior_mean, ref.prior_mean)
+    theta = theta + np.random.default_rng(6).normal(0, 0.02, theta.shape)
+    jac = prob.jacobian(prob.state(theta)).copy()
     eps = 1e-6
     fd = np.stack([(prob.residual(theta + eps * e) - prob.residual(theta - eps * e)) / (2 * eps)
                    for e in np.eye(len(theta))], 1)
     np.testing.assert_allclose(jac, fd, rtol=1e-5, atol=1e-5 * np.abs(fd).max())
+    np.testing.assert_allclose(jac, ref.jacobian(theta), rtol=1e-11, atol=1e-11 * np.abs(jac).max())
 
 
 def test_corrective_fit_recovers_a_field_the_model_cannot_make(face_model, dense):

@@ -73,6 +73,41 @@ def test_exif_orientation(tmp_path: Path, astronaut: np.ndarray) -> None:
     assert len(detect_faces(img)) == 1
 
 
+def test_png_orientation_read_without_decoding_twice(tmp_path: Path, astronaut: np.ndarray, monkeypatch) -> None:
+    """A PNG's EXIF orientation, in an eXIf chunk before or after the pixel data: the header read decodes no
+    pixels when nothing follows them (Pillow's PNG getexif would decode the whole image to look)."""
+    import struct
+
+    from PIL import Image, PngImagePlugin
+
+    raw = np.ascontiguousarray(np.rot90(astronaut[:, :400], 1))
+    im = Image.fromarray(raw)
+    exif = im.getexif()
+    exif[0x0112] = 6
+    im.save(tmp_path / "before.png", exif=exif)
+    data = (tmp_path / "before.png").read_bytes()
+    start = data.index(b"eXIf") - 4
+    length = struct.unpack(">I", data[start: start + 4])[0]
+    chunk = data[start: start + 12 + length]
+    moved = data[:start] + data[start + 12 + length:]
+    end = moved.index(b"IEND") - 4
+    (tmp_path / "after.png").write_bytes(moved[:end] + chunk + moved[end:])
+    plain = tmp_path / "plain.png"
+    Image.fromarray(raw).save(plain)
+    loads = []
+    real_load = PngImagePlugin.PngImageFile.load
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", lambda self: loads.append(1) or real_load(self))
+    for name in ("before.png", "after.png"):
+        img = photo.load_image(tmp_path / name)
+        assert img.shape == (512, 400, 3) and np.array_equal(img, astronaut[:, :400])
+    assert loads == [1]                              # only the PNG with EXIF after its pixels was decoded by Pillow
+    assert photo.load_image(plain).shape == (400, 512, 3) and loads == [1]
+    assert not photo._png_metadata_after_pixels(plain) and photo._png_metadata_after_pixels(tmp_path / "after.png")
+    bad = tmp_path / "truncated.png"
+    bad.write_bytes(plain.read_bytes()[:60])
+    assert photo._png_metadata_after_pixels(bad)     # unexpected: Pillow decides
+
+
 def test_phone_heic_and_avif(tmp_path: Path, astronaut: np.ndarray) -> None:
     """Phones save HEIC with the rotation in the file; AVIF is the web's newer format."""
     from PIL import Image
