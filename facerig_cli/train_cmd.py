@@ -200,7 +200,8 @@ def cmd_cnet_train(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     check_output_file(args.out, args.overwrite, "ONNX model")
-    from learner.export import export_onnx, resolve_checkpoint
+    from learner.checkpoint import resolve_checkpoint
+    from learner.export import export_onnx
 
     info = export_onnx(resolve_checkpoint(args.run, args.checkpoint), args.out)
     print(json.dumps(info))
