@@ -73,7 +73,7 @@ def _key(fcurves: Any, path: str, index: int, frames: np.ndarray, values: np.nda
 
 def _rotations(capture: Capture, prefix: str) -> np.ndarray | None:
     """(N, 3, 3) rig-space rotations from ``<prefix>Yaw/Pitch/Roll`` (missing angles are 0), or None."""
-    from .build_mesh import CAMERA_TO_WORLD
+    from .space import CAMERA_TO_WORLD
 
     names = [f"{prefix}{a}" for a in ("Yaw", "Pitch", "Roll")]
     if not any(n in capture.rotations for n in names):

@@ -96,7 +96,7 @@ def neutral_expression(rig: HeadRig) -> None:
 def apply_photo_pose(rig: HeadRig) -> None:
     """The photo's head pose on the neck and head bones (the rig object itself stays unrotated)."""
     from .armature import pose_head
-    from .build_mesh import world_rotation
+    from .space import world_rotation
 
     if rig.arm is not None:
         pose_head(rig.arm, world_rotation(photo_params(rig.head)))

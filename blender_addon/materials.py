@@ -19,7 +19,7 @@ import numpy as np
 from .fm import facemodel
 from .lashes import LASH_MATERIAL, lash_texture
 
-PACK_ON_SAVE = "facerig_pack_on_save"   # build_mesh.pack_generated_images packs these before a save
+PACK_ON_SAVE = "facerig_pack_on_save"   # export.pack_generated_images packs these before a save
 LASH_TEXTURE_SIZE = 512
 
 # Plain colours (linear) for the parts the photo cannot texture.

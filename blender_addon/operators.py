@@ -474,7 +474,7 @@ def face_model_available(context: Any) -> bool:
 @bpy.app.handlers.persistent
 def _pack_before_save(*_args: Any) -> None:
     """Generated textures are packed only on save (packing costs ~90 ms per image)."""
-    from .build_mesh import pack_generated_images
+    from .export import pack_generated_images
 
     pack_generated_images()
 

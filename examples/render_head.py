@@ -63,7 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def build_head(args: argparse.Namespace):
     """The photo through the ``facerig reconstruct`` path; returns the reconstruction and the build result."""
     from blender_addon.pipeline import reconstruct_photo
-    from facerig_cli.reconstruct_cmd import build_in_blender
+    from facerig_cli.reconstruct import build_in_blender
 
     recon = reconstruct_photo(args.photo, args.face)
     build_args = argparse.Namespace(face_model=None, texture_size=args.texture_size,

@@ -170,7 +170,7 @@ def test_failure_leaves_nothing_behind(face_model, built, monkeypatch: pytest.Mo
 
 def test_gltf_round_trip_keeps_shape_key_names(built, face_model, tmp_path: Path) -> None:
     from blender_addon.arkit import key_set
-    from blender_addon.build_mesh import export_scene
+    from blender_addon.export import export_scene
 
     export_scene(tmp_path / "face.glb")
     assert (tmp_path / "face.glb").stat().st_size > 1_000_000
@@ -197,7 +197,8 @@ def test_gltf_round_trip_keeps_shape_key_names(built, face_model, tmp_path: Path
 
 @pytest.mark.slow
 def test_fbx_and_obj_exports(face_model, regressor_path: Path, tmp_path: Path) -> None:
-    from blender_addon.build_mesh import BuildOptions, build_face, export_scene
+    from blender_addon.build_mesh import BuildOptions, build_face
+    from blender_addon.export import export_scene
     from blender_addon.pipeline import reconstruct_photo
 
     bpy.ops.wm.read_factory_settings(use_empty=True)

@@ -12,7 +12,7 @@ import pytest
 from blender_addon.testing import build_constant_regressor, plausible_params
 from facemodel import FaceParams
 from facerig_cli.main import main
-from facerig_cli.reconstruct_cmd import output_paths
+from facerig_cli.reconstruct import output_paths
 
 from .conftest import FACES
 

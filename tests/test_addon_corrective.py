@@ -43,7 +43,8 @@ def _model_vertices(face_model, polygons: np.ndarray) -> np.ndarray:
 
 def test_corrective_is_its_own_key_on_top_of_the_identity(built, face_model) -> None:
     from blender_addon.arkit import key_set
-    from blender_addon.build_mesh import CORRECTIVE_KEY, part_polygons, to_rig_space
+    from blender_addon.build_mesh import CORRECTIVE_KEY, part_polygons
+    from blender_addon.space import to_rig_space
 
     recon, result = built
     keys = result.mesh_object.data.shape_keys.key_blocks
@@ -71,7 +72,8 @@ def test_corrective_is_its_own_key_on_top_of_the_identity(built, face_model) -> 
 
 def test_gltf_and_fbx_carry_the_corrective_morph_target(built, face_model, tmp_path: Path) -> None:
     from blender_addon.arkit import key_set
-    from blender_addon.build_mesh import CORRECTIVE_KEY, export_scene
+    from blender_addon.build_mesh import CORRECTIVE_KEY
+    from blender_addon.export import export_scene
 
     export_scene(tmp_path / "face.glb")
     export_scene(tmp_path / "face.fbx")
