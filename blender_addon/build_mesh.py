@@ -31,17 +31,15 @@ import numpy as np
 from mathutils import Matrix
 
 from . import armature as rigging
-from .aggregate import SamePersonReconstruction
-from .arkit import KeySet, key_set
-from .fm import facemodel
 from .placement import free_offset, scene_obstacles
 from .rig import PARTS, TEETH_TUCK, TUCK_OPEN_CM, lip_gap_terms, part_polygons, rig_layout, teeth_tuck_offsets
 from .expression import apply_expression
 from .materials import head_materials, image_from_array
 from .render_setup import ensure_render_setup, object_centre
+from .rt import facemodel, load
 from .space import camera_matrix, rest_vertices, to_rig_space, world_rotation
-from .texture import bake_texture_views
 
+arkit, same_person, texture = load("arkit"), load("same_person"), load("texture")
 log = logging.getLogger(__name__)
 
 BACKGROUND_MAX_SIDE = 2048
@@ -233,7 +231,7 @@ def store_properties(target: Any, recon: Any, params: "facemodel.FaceParams") ->
     target[PROP_PREFIX + "refinement"] = json.dumps(getattr(recon, "refinement", None))
 
 
-def store_same_person(target: Any, same: SamePersonReconstruction) -> None:
+def store_same_person(target: Any, same: "same_person.SamePersonReconstruction") -> None:
     """Which photos made the head, how much each counted, which looked like someone else."""
     summary = same.summary()
     target[PROP_PREFIX + "same_person"] = json.dumps(summary)
@@ -246,8 +244,8 @@ def store_same_person(target: Any, same: SamePersonReconstruction) -> None:
 def bake_views(model: "facemodel.FaceModel", recon: Any, size: int, remove_lighting: bool = False) -> Any:
     """Every photo of the reconstruction blended by visibility (one photo: its plain bake); with
     ``remove_lighting`` each photo is divided by its own fitted lighting before they blend."""
-    photos = recon.photos if isinstance(recon, SamePersonReconstruction) else [recon]
-    return bake_texture_views(model, [(p.params, p.image) for p in photos], size, remove_lighting)
+    photos = recon.photos if isinstance(recon, same_person.SamePersonReconstruction) else [recon]
+    return texture.bake_texture_views(model, [(p.params, p.image) for p in photos], size, remove_lighting)
 
 
 def build_face(model: "facemodel.FaceModel", recon: Any, options: BuildOptions | None = None,
@@ -255,7 +253,7 @@ def build_face(model: "facemodel.FaceModel", recon: Any, options: BuildOptions |
     """Create the rigged, textured head (and camera) of ``recon`` in the current scene.
 
     ``recon`` is a :class:`pipeline.PhotoReconstruction` or, for several photos of one person, a
-    :class:`aggregate.SamePersonReconstruction`: aggregated identity, texture merged from every
+    :class:`runtime.same_person.SamePersonReconstruction`: aggregated identity, texture merged from every
     photo, pose/expression/camera of its primary (most frontal) photo.
     All-or-nothing: on any error every datablock made so far is removed and the error re-raised.
     """
@@ -264,7 +262,7 @@ def build_face(model: "facemodel.FaceModel", recon: Any, options: BuildOptions |
     progress = progress or (lambda f, m: None)
     created = _Created()
     timings: dict[str, float] = {}
-    same = recon if isinstance(recon, SamePersonReconstruction) else None
+    same = recon if isinstance(recon, same_person.SamePersonReconstruction) else None
     photo = same.primary if same is not None else recon
     params = photo.params
     try:
@@ -286,7 +284,7 @@ def build_face(model: "facemodel.FaceModel", recon: Any, options: BuildOptions |
         t = _timed(timings, "mesh", t)
 
         progress(0.2, "shape keys")
-        keys = key_set(model.expression_names, options.shape_key_names)
+        keys = arkit.key_set(model.expression_names, options.shape_key_names)
         deltas = to_rig_space(keys.displacements(model.expression_basis))   # (K, V, 3) m
         add_shape_keys(obj, keys.names, rig_rest[head_verts], deltas[:, head_verts])
         corrective = corrective_offsets(model, params)
@@ -379,7 +377,7 @@ def build_face(model: "facemodel.FaceModel", recon: Any, options: BuildOptions |
             store_same_person(obj, same)
         obj["facerig_texture_coverage"] = json.dumps(baked.coverage)
         obj["facerig_texture_lighting"] = "removed" if options.remove_lighting else "photo"
-        from .pipeline import overlay_error
+        overlay_error = load("pipeline").overlay_error
 
         if photo.face.confirmed:   # vs the detected landmarks (primary photo); an unconfirmed face has none
             obj["facerig_overlay_nme"] = overlay_error(model, photo)
@@ -391,7 +389,7 @@ def build_face(model: "facemodel.FaceModel", recon: Any, options: BuildOptions |
     return BuildResult(obj, arm, cam, coll, timings, {p: o for p, (o, _) in parts.items()}, notes)
 
 
-def add_part_keys(model: "facemodel.FaceModel", keys: KeySet, pobj: Any, part: str, rig_rest: np.ndarray,
+def add_part_keys(model: "facemodel.FaceModel", keys: "arkit.KeySet", pobj: Any, part: str, rig_rest: np.ndarray,
                   deltas: np.ndarray, verts: np.ndarray, motion: np.ndarray) -> None:
     """The head's keys that move this part (``motion``: each key's largest move of it; teeth: the jaw's,
     lashes: blinks, looks, …), plus the teeth's ``teethTuck`` (teeth out of sight behind closed lips)."""

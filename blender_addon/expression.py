@@ -14,8 +14,7 @@ from typing import Any
 import bpy
 import numpy as np
 
-from .arkit import key_set
-from .fm import facemodel
+from .rt import facemodel, load
 
 PROP_PREFIX = "facerig_"
 
@@ -80,7 +79,7 @@ def set_key_values(rig: HeadRig, values: dict[str, float]) -> None:
 def apply_expression(head: Any, ict_weights: np.ndarray) -> None:
     """Set the head's keys (and jaw) to ICT expression weights, mapped to the head's naming."""
     rig = find_head(head) or HeadRig(head, None)
-    keys = key_set(rig.ict_names, rig.naming)
+    keys = load("arkit").key_set(rig.ict_names, rig.naming)
     set_key_values(rig, dict(zip(keys.names, keys.values(ict_weights))))
 
 

@@ -98,13 +98,13 @@ class FACERIG_OT_import_capture(_HeadOperator, bpy.types.Operator):
 
     def execute(self, context: Any) -> set[str]:
         from .animation import apply_capture
-        from .arkit import read_live_link_csv
+        from .rt import load
 
         rig = _head(self, context)
         if rig is None:
             return {"CANCELLED"}
         try:
-            capture = read_live_link_csv(bpy.path.abspath(self.filepath), self.capture_fps or None, self.angles)
+            capture = load("arkit").read_live_link_csv(bpy.path.abspath(self.filepath), self.capture_fps or None, self.angles)
         except (OSError, ValueError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}

@@ -13,7 +13,7 @@ import math
 import numpy as np
 from mathutils import Matrix, Vector
 
-from .fm import facemodel
+from .rt import facemodel
 
 CM_TO_M = 0.01
 

@@ -2,7 +2,7 @@
 
 The contract (DEVELOPERS.md "ONNX regressor"): input ``image`` float32 (N, 3, S, S) RGB in [0, 1];
 output ``params`` float32 (N, P), the flat ``FaceParams`` vector; metadata ``facerig.input_size``
-and ``facerig.n_identity``. ``blender_addon.regressor.Regressor(onnx_path).predict(crops)`` is
+and ``facerig.n_identity``. ``runtime.regressor.Regressor(onnx_path).predict(crops)`` is
 the shipped runner; until it exists, :class:`OnnxRegressor` implements the same call so the
 harness's numbers keep their meaning when the add-on lands.
 """
@@ -60,7 +60,7 @@ class OnnxRegressor:
         self.session = ort.InferenceSession(str(self.onnx_path), opts, providers=["CPUExecutionProvider"])
         meta = self.session.get_modelmeta().custom_metadata_map
         self.metadata: dict[str, str] = dict(meta)
-        from blender_addon.regressor import RegressorError, check_digest
+        from runtime.regressor import RegressorError, check_digest
 
         check_digest(self.onnx_path, self.metadata, RegressorError)   # a damaged export measured as a bad model
         self.input_size = int(meta.get("facerig.input_size", 128))
@@ -78,9 +78,9 @@ class OnnxRegressor:
 def load_regressor(onnx_path: Path | str, threads: int = 1) -> Any:
     """The add-on's ``Regressor`` when available (what users run), otherwise :class:`OnnxRegressor`."""
     try:
-        from blender_addon.regressor import Regressor  # type: ignore[import-not-found]
+        from runtime.regressor import Regressor  # type: ignore[import-not-found]
     except ImportError:
-        log.debug("blender_addon.regressor not available; using evaluation.regressor.OnnxRegressor")
+        log.debug("runtime.regressor not available; using evaluation.regressor.OnnxRegressor")
         return OnnxRegressor(Path(onnx_path), threads)
     if not Path(onnx_path).is_file():
         raise FileNotFoundError(f"regressor model {onnx_path} does not exist; train and export one or pass --model")

@@ -62,7 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def build_head(args: argparse.Namespace):
     """The photo through the ``facerig reconstruct`` path; returns the reconstruction and the build result."""
-    from blender_addon.pipeline import reconstruct_photo
+    from runtime.pipeline import reconstruct_photo
     from facerig_cli.reconstruct import build_in_blender
 
     recon = reconstruct_photo(args.photo, args.face)
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     import bpy
     import cv2
 
-    from blender_addon.pipeline import load_face_model
+    from runtime.pipeline import load_face_model
 
     t = time.perf_counter()
     recon, result = build_head(args)

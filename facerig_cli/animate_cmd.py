@@ -36,7 +36,7 @@ def cmd_animate(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise ValueError(f"Blender's bpy module is needed for facerig animate ({exc})") from None
     from blender_addon.animation import apply_capture
-    from blender_addon.arkit import read_live_link_csv
+    from runtime.arkit import read_live_link_csv
     from blender_addon.export import EXPORT_FORMATS
     from blender_addon.expression import heads_in
 

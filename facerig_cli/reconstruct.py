@@ -25,9 +25,9 @@ ALL_FORMATS = BLENDER_FORMATS + (".json",)
 
 def expand_photo_args(paths: list[Path]) -> list[Path]:
     """The photos a command line names: files as given, folders as the photos directly in them
-    (``blender_addon.formats.PHOTO_SUFFIXES``, sorted by name)."""
-    from blender_addon.formats import PHOTO_SUFFIXES, photos_in
-    from blender_addon.photo import PhotoNotFoundError
+    (``runtime.formats.PHOTO_SUFFIXES``, sorted by name)."""
+    from runtime.formats import PHOTO_SUFFIXES, photos_in
+    from runtime.photo import PhotoNotFoundError
 
     photos: list[Path] = []
     for path in paths:
@@ -71,7 +71,7 @@ def _check_format(path: Path) -> None:
 
 def reconstruct_to_file(photo: Path | np.ndarray, out: Path, args: argparse.Namespace, source: str = "") -> dict[str, Any]:
     """Run the photo pipeline (and Blender for mesh formats) for one photo; returns timings."""
-    from blender_addon.pipeline import reconstruct_photo
+    from runtime.pipeline import reconstruct_photo
 
     recon = reconstruct_photo(photo, args.face, args.model, refine=not args.no_refine,
                               face_model=str(args.face_model) if args.face_model else None)
@@ -92,8 +92,8 @@ def reconstruct_to_file(photo: Path | np.ndarray, out: Path, args: argparse.Name
 def _expression_names(params: Any, args: argparse.Namespace) -> dict[str, Any]:
     """The JSON's expression under both namings: ``params.expression`` is ICT's order; ``expression_ict``
     and ``expression_arkit`` name each weight (ARKit's 52, ``tongueOut`` null: ICT has no such shape)."""
-    from blender_addon.arkit import expression_record
-    from blender_addon.pipeline import load_face_model
+    from runtime.arkit import expression_record
+    from runtime.pipeline import load_face_model
 
     model = load_face_model(str(args.face_model) if args.face_model else None)
     return expression_record(model.expression_names, params.expression)
@@ -131,7 +131,7 @@ def build_in_blender(recon: Any, args: argparse.Namespace, name: str | None = No
     except ImportError as exc:
         raise ValueError(f"Blender's bpy module is needed for mesh formats ({exc}); .json works without") from None
     from blender_addon.build_mesh import BuildOptions, build_face
-    from blender_addon.pipeline import load_face_model
+    from runtime.pipeline import load_face_model
 
     bpy.ops.wm.read_factory_settings(use_empty=True)
     model = load_face_model(str(args.face_model) if args.face_model else None)
@@ -146,8 +146,8 @@ def build_in_blender(recon: Any, args: argparse.Namespace, name: str | None = No
 
 def reconstruct_same_person_to_file(photos: list[Path], out: Path, args: argparse.Namespace) -> dict[str, Any]:
     """All photos → one head (or its params as .json); returns timings and the reconstruction."""
-    from blender_addon.aggregate import reconstruct_same_person
-    from blender_addon.pipeline import load_face_model
+    from runtime.same_person import reconstruct_same_person
+    from runtime.pipeline import load_face_model
 
     model = load_face_model(str(args.face_model) if args.face_model else None)
     same = reconstruct_same_person(photos, args.face, args.model, args.cnet, model, refine=not args.no_refine)
@@ -176,7 +176,7 @@ def check_outputs(outs: list[Path], overwrite: bool) -> None:
 def check_models(args: argparse.Namespace, mesh_output: bool) -> None:
     """The regressor, and the face model where it is used, loaded and matched before any photo is read:
     a damaged file or a face model with other modes is one line now, not a shape error per photo."""
-    from blender_addon.pipeline import get_regressor, load_face_model
+    from runtime.pipeline import get_regressor, load_face_model
 
     regressor = get_regressor(args.model)
     if args.face_model or mesh_output or args.same_person or not args.no_refine:

@@ -99,7 +99,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     check_outputs(outs, args.overwrite)
     check_batch_options(args, tuple(o.suffix.lower() for o in outs))
     if len(args.photos) == 1:   # one photo: a bad one is refused before the models load (a batch skips it)
-        from blender_addon.photo import check_photo
+        from runtime.photo import check_photo
 
         check_photo(args.photos[0])
     check_models(args, any(o.suffix.lower() in BLENDER_FORMATS for o in outs))

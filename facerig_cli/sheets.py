@@ -114,8 +114,8 @@ def write_image(path: Path, rgb: np.ndarray) -> Path:
 
 def render_sheet(recon: Any, result: Any, panel: int = 384) -> np.ndarray:
     """photo | overlay | shaded front | textured front | shaded 3/4 | textured 3/4 (numpy raster)."""
-    from blender_addon.pipeline import load_face_model
-    from blender_addon.texture import posed_geometry
+    from runtime.pipeline import load_face_model
+    from runtime.texture import posed_geometry
 
     model = load_face_model(None)
     params = recon.params

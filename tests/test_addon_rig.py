@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from blender_addon.arkit import (ARKIT_NAMES, MISSING_IN_ICT, ROTATION_COLUMNS, CaptureError, expression_record,
+from runtime.arkit import (ARKIT_NAMES, MISSING_IN_ICT, ROTATION_COLUMNS, CaptureError, expression_record,
                                  key_set, read_live_link_csv)
 from blender_addon.placement import Obstacle, free_offset
-from blender_addon.testing import build_constant_regressor, plausible_params
+from runtime.testing import build_constant_regressor, plausible_params
 
 from .conftest import FACES
 
@@ -118,7 +118,7 @@ def scene_heads(face_model, tmp_path_factory: pytest.TempPathFactory):
     """Three heads built into Blender's default scene (with its cube): ARKit names; ICT names and no teeth."""
     bpy = pytest.importorskip("bpy")
     from blender_addon.build_mesh import BuildOptions, build_face
-    from blender_addon.pipeline import reconstruct_photo
+    from runtime.pipeline import reconstruct_photo
 
     regressor = build_constant_regressor(tmp_path_factory.mktemp("onnx") / "constant.onnx",
                                          plausible_params(face_model, rotation=(0.3, 0.1, -0.05)))
@@ -275,7 +275,7 @@ def test_photo_expression_sculpt_copy_and_panel(scene_heads, face_model) -> None
     import bpy
 
     import blender_addon
-    from blender_addon.arkit import key_set
+    from runtime.arkit import key_set
 
     recon, results = scene_heads
     r = results[0]

@@ -160,7 +160,7 @@ def test_removing_the_true_lighting_recovers_the_albedo(clean_corpus, face_model
     """The add-on's *Remove lighting* fits SH lighting to the pixels and divides its shading out: with
     the true geometry, a clean render's face texture comes close to its albedo (up to one gain per
     channel; the light's colour is kept on purpose, so a coloured lamp leaves a little)."""
-    from blender_addon import texture
+    from runtime import texture
     from facemodel.albedo import vertex_albedo
     from facemodel.lighting import srgb_decode
 

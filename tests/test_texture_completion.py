@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from blender_addon import completion, lashes, texture
-from blender_addon.pipeline import reconstruct_photo
+from runtime import completion, lashes, texture
+from runtime.pipeline import reconstruct_photo
 
 from .conftest import FACES
 

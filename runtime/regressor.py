@@ -18,12 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from .fm import facemodel
+from .fm import MODELS_DIR, facemodel
 
 log = logging.getLogger(__name__)
 
 MODEL_FILENAME = "facerig_regressor.onnx"
-DEFAULT_MODEL_PATH = Path(__file__).resolve().parent / "models" / MODEL_FILENAME
+DEFAULT_MODEL_PATH = MODELS_DIR / MODEL_FILENAME
 ENV_VAR = "FACERIG_REGRESSOR"
 INPUT_NAME = "image"
 OUTPUT_NAME = "params"
