@@ -80,10 +80,10 @@ def _onnx(onnx_path: Path | None) -> Path:
 
 def bench_regressor(onnx_path: Path | None, runs: int) -> float:
     """Median ms of one batch-1 prediction with a 1-thread onnxruntime session."""
-    from .regressor import load_regressor, regressor_input_size
+    from .regressor import load_regressor
 
     reg = load_regressor(_onnx(onnx_path), threads=1)
-    s = regressor_input_size(reg)
+    s = reg.input_size
     crop = np.random.default_rng(0).integers(0, 256, (1, s, s, 3), dtype=np.uint8)
     return median_ms(lambda: reg.predict(crop), max(runs, 1))
 

@@ -67,13 +67,13 @@ class FacerigLandmarker:
                  ) -> None:
         from .contour import CONTOURS, ContourLandmarks
         from .pose import face_model
-        from .regressor import load_regressor, regressor_input_size
+        from .regressor import load_regressor
 
         if contour not in CONTOURS:
             raise ValueError(f"--contour must be one of {', '.join(CONTOURS)}")
         self.contour = contour
         self.regressor = load_regressor(onnx_path)
-        self.size = regressor_input_size(self.regressor)
+        self.size = self.regressor.input_size
         self.projector = ContourLandmarks(face_model(model_path))   # shared with the annotation yaw
 
     def regress(self, image: np.ndarray, crop_box: Box) -> FaceParams | None:

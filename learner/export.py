@@ -14,6 +14,7 @@ import torch
 from facemodel import LICENSE, ParamLayout, file_digest
 from facemodel.crop import CROP_CENTER_UP, CROP_SCALE
 from facemodel.outputs import atomic_output
+from runtime.regressor import run_onnx
 
 from .checkpoint import load_network
 from .config import Config
@@ -136,12 +137,3 @@ def export_onnx(checkpoint: Path | str, out: Path | str, verify: bool = True) ->
     return info
 
 
-def run_onnx(path: Path | str, images: np.ndarray, threads: int = 1) -> np.ndarray:
-    """Run the exported model with onnxruntime on float32 images (N, 3, S, S)."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    return sess.run(["params"], {"image": np.ascontiguousarray(images, np.float32)})[0]

@@ -43,7 +43,7 @@ from .losses import FaceLoss
 from .network import FaceRegressor, OutputStats, build_network
 from .onnx_import import freeze_batchnorm
 from .plots import plot_curves, read_log, write_csvs
-from .runtime import configure_runtime
+from .cpu_tuning import configure_runtime
 
 log = logging.getLogger(__name__)
 BEST_METRIC = "val/vertex_mm_aligned@balanced"
