@@ -208,6 +208,8 @@ class FACERIG_OT_reconstruct(bpy.types.Operator):
     remove_lighting: _remove_lighting_property()  # type: ignore[valid-type]
     build_armature: BoolProperty(name="Build armature", default=True)  # type: ignore[valid-type]
     add_camera: BoolProperty(name="Add camera", default=True)  # type: ignore[valid-type]
+    # The panel's options again (FaceRigSettings), as this operator's own: Blender declares properties per class,
+    # and a headless call (`bpy.ops.facerig.reconstruct(...)`) sets them here without a panel.
     refine: _refine_property()  # type: ignore[valid-type]
     shape_key_names: _shape_key_names_property()  # type: ignore[valid-type]
     teeth: BoolProperty(name="Teeth", default=True, description="off: a toothless head")  # type: ignore[valid-type]

@@ -144,15 +144,11 @@ def _evaluated(obj) -> np.ndarray:
     """Evaluated vertex positions in the rig object's space (world minus the rig's place)."""
     import bpy
 
+    from blender_addon.render_setup import evaluated_world_vertices
+
     bpy.context.view_layer.update()
-    ev = obj.evaluated_get(bpy.context.evaluated_depsgraph_get())
-    me = ev.to_mesh()
-    co = np.empty(len(me.vertices) * 3, np.float32)
-    me.vertices.foreach_get("co", co)
-    ev.to_mesh_clear()
-    m = np.array(obj.matrix_world)
     rig = obj.parent if obj.parent is not None else obj
-    return (co.reshape(-1, 3) @ m[:3, :3].T + m[:3, 3]) - np.array(rig.matrix_world)[:3, 3]
+    return evaluated_world_vertices(obj) - np.array(rig.matrix_world)[:3, 3]
 
 
 def test_heads_side_by_side_and_out_of_the_cube(scene_heads) -> None:
