@@ -87,12 +87,17 @@ class BootstrapSettings:
 
 # -- step 1–2: reconstruct and filter ------------------------------------------------------------------
 def reconstruct(model_onnx: Path, images: np.ndarray, batch: int = 256) -> np.ndarray:
-    """(N, P) parameter vectors of uint8 crops (N, S, S, 3) by the ONNX regressor, as the runtime runs it
-    (:class:`runtime.regressor.Regressor`: the same preprocessing and contract checks as the add-on)."""
+    """(N, P) parameter vectors of uint8 crops (N, S, S, 3) by the ONNX regressor, run by the runtime
+    (:class:`runtime.regressor.Regressor`: the add-on's session and contract checks).
+
+    The crops are scaled here as x / 255, as the learner's own ``predict`` and every bootstrap run so far did;
+    the runtime's ``network_input`` multiplies by 1 / 255, one float32 ulp away on 126 of the 256 byte values
+    (parameters up to 6e-5 apart on the 2,048 test renders), which would move a documented run's seed filter."""
     from runtime.regressor import Regressor
 
     regressor = Regressor(model_onnx, threads=2)
-    return np.concatenate([regressor.predict_vectors(images[i:i + batch]) for i in range(0, len(images), batch)])
+    return np.concatenate([regressor.predict_vectors(images[i:i + batch].astype(np.float32) / 255.0)
+                           for i in range(0, len(images), batch)])
 
 
 def seed_scores(face_model: FaceModel, params: np.ndarray, layout: ParamLayout, detector_lm: np.ndarray,
