@@ -11,7 +11,7 @@ overlays the photo. Units are metres (the model's centimetres × 0.01; projectio
 The head is five objects sharing one material list (slot = ICT material, ``model.material_names``):
 the skin (with mouth, sockets and eye overlays; its vertex indices up to the teeth are ICT's), the two
 eyeballs (parented to the eye bones), the teeth and the lashes (parented to the head bone). Shape
-keys are ARKit's names by default (:mod:`arkit`); the parts' keys follow the head's by drivers and the
+keys are ARKit's names by default (:mod:`runtime.arkit`); the parts' keys follow the head's by drivers and the
 jaw bone drives ``jawOpen``.
 
 Mesh data is written with ``foreach_set`` (``from_pydata`` would take ~10× longer). Writing the scene to a
@@ -252,7 +252,7 @@ def build_face(model: "facemodel.FaceModel", recon: Any, options: BuildOptions |
                context: Any = None, progress: ProgressFn | None = None) -> BuildResult:
     """Create the rigged, textured head (and camera) of ``recon`` in the current scene.
 
-    ``recon`` is a :class:`pipeline.PhotoReconstruction` or, for several photos of one person, a
+    ``recon`` is a :class:`runtime.pipeline.PhotoReconstruction` or, for several photos of one person, a
     :class:`runtime.same_person.SamePersonReconstruction`: aggregated identity, texture merged from every
     photo, pose/expression/camera of its primary (most frontal) photo.
     All-or-nothing: on any error every datablock made so far is removed and the error re-raised.

@@ -3,7 +3,7 @@
 The driver (the ``facerig`` process) stays what it is for local rendering: the only writer of the
 corpus folder (:class:`synth.corpus.CorpusWriter`, its lock and manifest). Ray only replaces the
 worker processes: one actor per CPU of the cluster, each holding a Blender scene
-(:class:`synth.render.ShardRenderer`), renders whole shards — ``shard k`` is a pure function of the
+(:class:`synth.shards.ShardRenderer`), renders whole shards — ``shard k`` is a pure function of the
 settings and k — and returns the arrays to the driver, which writes them with the same
 :func:`synth.corpus.write_shard_file` as a local worker. Hence:
 

@@ -239,7 +239,7 @@ def perturbed(params: FaceParams, rng: np.random.Generator, p: Perturbation, new
 
 # -- the renderer (lives in a render worker) ------------------------------------------------------
 class ViewShardRenderer(ShardRenderer):
-    """A :class:`synth.render.ShardRenderer` whose faces are views of reconstructions instead of
+    """A :class:`synth.shards.ShardRenderer` whose faces are views of reconstructions instead of
     samples from the prior (see the module docstring)."""
 
     def __init__(self, settings: Any, scratch_parent: Path | None = None) -> None:
