@@ -1,8 +1,8 @@
 """facerig Blender extension: one photo → a rigged, textured ICT-FaceKit head with ARKit shape keys.
 
-Importable without Blender: the photo pipeline (``photo``, ``detect``, ``regressor``,
-``pipeline``, ``texture``, ``rig``) needs only numpy, OpenCV, onnxruntime and MediaPipe; bpy is
-imported by ``build_mesh``, ``operators`` and ``ui``, which :func:`register` loads lazily.
+The bpy edge of facerig: the photo pipeline it calls is the bpy-free ``runtime`` package (vendored inside
+the extension, found through ``rt``); bpy is imported by ``build_mesh``, ``operators`` and ``ui``, which
+:func:`register` loads lazily, so this package (and ``rig``) import without Blender.
 """
 
 from __future__ import annotations

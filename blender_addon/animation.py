@@ -20,11 +20,12 @@ import bpy
 import numpy as np
 from mathutils import Matrix
 
-from .arkit import Capture, key_set
 from .armature import JAW_ANGLE_PROP, bone_basis_rotation
 from .expression import HeadRig, neutral_expression
-from .fm import facemodel
+from .rt import facemodel, load
 from .rig import split_rotation
+
+arkit = load("arkit")
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +72,9 @@ def _key(fcurves: Any, path: str, index: int, frames: np.ndarray, values: np.nda
     fc.update()
 
 
-def _rotations(capture: Capture, prefix: str) -> np.ndarray | None:
+def _rotations(capture: "arkit.Capture", prefix: str) -> np.ndarray | None:
     """(N, 3, 3) rig-space rotations from ``<prefix>Yaw/Pitch/Roll`` (missing angles are 0), or None."""
-    from .build_mesh import CAMERA_TO_WORLD
+    from .space import CAMERA_TO_WORLD
 
     names = [f"{prefix}{a}" for a in ("Yaw", "Pitch", "Roll")]
     if not any(n in capture.rotations for n in names):
@@ -92,7 +93,7 @@ def _key_bone_rotations(fcurves: Any, pose_bone: Any, frames: np.ndarray, rotati
         _key(fcurves, f'pose.bones["{pose_bone.name}"].rotation_quaternion', i, frames, quats[:, i])
 
 
-def apply_capture(rig: HeadRig, capture: Capture, scene: Any, start_frame: int | None = None,
+def apply_capture(rig: HeadRig, capture: "arkit.Capture", scene: Any, start_frame: int | None = None,
                   head_rotation: bool = True, eye_rotation: bool = True) -> AnimationReport:
     """Key ``capture`` onto the head at the scene's frame rate, from ``start_frame`` (default the scene's
     first frame); the photo expression is set to neutral first so keys the capture lacks rest at 0."""
@@ -100,7 +101,7 @@ def apply_capture(rig: HeadRig, capture: Capture, scene: Any, start_frame: int |
     offsets, sampled = capture.resample(fps)
     start = scene.frame_start if start_frame is None else int(start_frame)
     frames = (start + offsets).astype(np.float64)
-    keys = key_set(rig.ict_names, rig.naming)
+    keys = arkit.key_set(rig.ict_names, rig.naming)
     neutral_expression(rig)
     report = AnimationReport((start, int(frames[-1])), fps, capture.capture_fps)
     shape_curves = _fcurves(rig.head.data.shape_keys, f"{rig.head.name}_capture")

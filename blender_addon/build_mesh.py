@@ -1,8 +1,8 @@
 """Blender side: a reconstruction → head mesh and parts, shape keys, armature, textured material, camera.
 
-World convention: camera space (y up, looking down −z, DEVELOPERS.md) is turned into Blender's
-Z-up world by one fixed rotation ``CAMERA_TO_WORLD`` (+90° about X), applied to the mesh data and
-the camera alike, so a frontal head stands upright facing −Y (Blender's front view) in *rig space*.
+World convention (:mod:`space`): camera space (y up, looking down −z, DEVELOPERS.md) is turned into
+Blender's Z-up world by one fixed rotation ``CAMERA_TO_WORLD`` (+90° about X), applied to the mesh data
+and the camera alike, so a frontal head stands upright facing −Y (Blender's front view) in *rig space*.
 The rig object carries only the head's place in the scene (identity rotation; heads are put side
 by side, :mod:`placement`); the photo's pose is on the neck and head bones (:func:`armature.pose_head`),
 and the camera is placed so that its view reproduces ``facemodel.camera.project`` exactly and the mesh
@@ -11,40 +11,37 @@ overlays the photo. Units are metres (the model's centimetres × 0.01; projectio
 The head is five objects sharing one material list (slot = ICT material, ``model.material_names``):
 the skin (with mouth, sockets and eye overlays; its vertex indices up to the teeth are ICT's), the two
 eyeballs (parented to the eye bones), the teeth and the lashes (parented to the head bone). Shape
-keys are ARKit's names by default (:mod:`arkit`); the parts' keys follow the head's by drivers and the
+keys are ARKit's names by default (:mod:`runtime.arkit`); the parts' keys follow the head's by drivers and the
 jaw bone drives ``jawOpen``.
 
-Mesh data is written with ``foreach_set`` (``from_pydata`` would take ~10× longer).
+Mesh data is written with ``foreach_set`` (``from_pydata`` would take ~10× longer). Writing the scene to a
+file is :mod:`export`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import bpy
 import numpy as np
-from mathutils import Matrix, Vector
+from mathutils import Matrix
 
 from . import armature as rigging
-from .aggregate import SamePersonReconstruction
-from .arkit import KeySet, key_set
-from .fm import facemodel
 from .placement import free_offset, scene_obstacles
 from .rig import PARTS, TEETH_TUCK, TUCK_OPEN_CM, lip_gap_terms, part_polygons, rig_layout, teeth_tuck_offsets
 from .expression import apply_expression
-from .materials import PACK_ON_SAVE, head_materials, image_from_array
+from .materials import head_materials, image_from_array
 from .render_setup import ensure_render_setup, object_centre
-from .texture import bake_texture_views
+from .rt import facemodel, load
+from .space import camera_matrix, rest_vertices, to_rig_space, world_rotation
 
+arkit, same_person, texture = load("arkit"), load("same_person"), load("texture")
 log = logging.getLogger(__name__)
 
-CM_TO_M = 0.01
-CAMERA_TO_WORLD = Matrix.Rotation(math.pi / 2, 4, "X")
 BACKGROUND_MAX_SIDE = 2048
 PROP_PREFIX = "facerig_"
 
@@ -109,38 +106,6 @@ def _timed(timings: dict[str, float], key: str, t0: float) -> float:
     now = time.perf_counter()
     timings[key] = timings.get(key, 0.0) + (now - t0) * 1e3
     return now
-
-
-def rest_vertices(model: "facemodel.FaceModel", params: "facemodel.FaceParams") -> np.ndarray:
-    """Identity applied, no expression, model space (cm): the shape-key basis."""
-    ident = np.asarray(params.identity, np.float32)
-    n = ident.shape[-1]
-    return model.neutral + (ident @ model.identity_basis[:n].reshape(n, -1)).reshape(model.neutral.shape)
-
-
-def to_rig_space(vectors_cm: np.ndarray) -> np.ndarray:
-    """Model-space cm (y up, face +z) → rig space m (z up, face −y): ``CAMERA_TO_WORLD`` (+90° about X,
-    i.e. (x, y, z) → (x, −z, y), done as that exact axis swap) and × 0.01."""
-    v = np.asarray(vectors_cm, np.float32)
-    out = np.empty(v.shape, np.float32)
-    np.multiply(v[..., 0], CM_TO_M, out=out[..., 0])
-    np.multiply(v[..., 2], -CM_TO_M, out=out[..., 1])
-    np.multiply(v[..., 1], CM_TO_M, out=out[..., 2])
-    return out
-
-
-def world_rotation(params: "facemodel.FaceParams") -> np.ndarray:
-    """The photo's head rotation in rig space (3×3): ``C · R(rotation) · C⁻¹``."""
-    c = np.array(CAMERA_TO_WORLD.to_3x3(), np.float64)
-    return c @ facemodel.geometry.euler_to_matrix(np.asarray(params.rotation, np.float64)) @ c.T
-
-
-def camera_matrix(params: "facemodel.FaceParams", face_offset: np.ndarray | None = None) -> Matrix:
-    """The photo camera for a face posed as ``world = R_world · x + face_offset`` (x in rig space, m)."""
-    t = np.asarray(params.translation, np.float64) * CM_TO_M
-    c = np.array(CAMERA_TO_WORLD.to_3x3(), np.float64)
-    offset = np.zeros(3) if face_offset is None else np.asarray(face_offset, np.float64)
-    return Matrix.Translation(Vector(offset - c @ t)) @ CAMERA_TO_WORLD
 
 
 def build_mesh_data(model: "facemodel.FaceModel", vertices_m: np.ndarray, name: str,
@@ -217,16 +182,6 @@ def add_corrective_key(obj: Any, basis_m: np.ndarray, offsets_m: np.ndarray,
     return kb
 
 
-def pack_generated_images() -> int:
-    """Pack facerig's in-memory images (call before saving; the add-on does it in save_pre)."""
-    count = 0
-    for img in bpy.data.images:
-        if img.get(PACK_ON_SAVE) and img.packed_file is None:
-            img.pack()
-            count += 1
-    return count
-
-
 def _photo_image(created: _Created, name: str, photo: np.ndarray) -> Any:
     import cv2
 
@@ -276,7 +231,7 @@ def store_properties(target: Any, recon: Any, params: "facemodel.FaceParams") ->
     target[PROP_PREFIX + "refinement"] = json.dumps(getattr(recon, "refinement", None))
 
 
-def store_same_person(target: Any, same: SamePersonReconstruction) -> None:
+def store_same_person(target: Any, same: "same_person.SamePersonReconstruction") -> None:
     """Which photos made the head, how much each counted, which looked like someone else."""
     summary = same.summary()
     target[PROP_PREFIX + "same_person"] = json.dumps(summary)
@@ -289,16 +244,16 @@ def store_same_person(target: Any, same: SamePersonReconstruction) -> None:
 def bake_views(model: "facemodel.FaceModel", recon: Any, size: int, remove_lighting: bool = False) -> Any:
     """Every photo of the reconstruction blended by visibility (one photo: its plain bake); with
     ``remove_lighting`` each photo is divided by its own fitted lighting before they blend."""
-    photos = recon.photos if isinstance(recon, SamePersonReconstruction) else [recon]
-    return bake_texture_views(model, [(p.params, p.image) for p in photos], size, remove_lighting)
+    photos = recon.photos if isinstance(recon, same_person.SamePersonReconstruction) else [recon]
+    return texture.bake_texture_views(model, [(p.params, p.image) for p in photos], size, remove_lighting)
 
 
 def build_face(model: "facemodel.FaceModel", recon: Any, options: BuildOptions | None = None,
                context: Any = None, progress: ProgressFn | None = None) -> BuildResult:
     """Create the rigged, textured head (and camera) of ``recon`` in the current scene.
 
-    ``recon`` is a :class:`pipeline.PhotoReconstruction` or, for several photos of one person, a
-    :class:`aggregate.SamePersonReconstruction`: aggregated identity, texture merged from every
+    ``recon`` is a :class:`runtime.pipeline.PhotoReconstruction` or, for several photos of one person, a
+    :class:`runtime.same_person.SamePersonReconstruction`: aggregated identity, texture merged from every
     photo, pose/expression/camera of its primary (most frontal) photo.
     All-or-nothing: on any error every datablock made so far is removed and the error re-raised.
     """
@@ -307,7 +262,7 @@ def build_face(model: "facemodel.FaceModel", recon: Any, options: BuildOptions |
     progress = progress or (lambda f, m: None)
     created = _Created()
     timings: dict[str, float] = {}
-    same = recon if isinstance(recon, SamePersonReconstruction) else None
+    same = recon if isinstance(recon, same_person.SamePersonReconstruction) else None
     photo = same.primary if same is not None else recon
     params = photo.params
     try:
@@ -329,7 +284,7 @@ def build_face(model: "facemodel.FaceModel", recon: Any, options: BuildOptions |
         t = _timed(timings, "mesh", t)
 
         progress(0.2, "shape keys")
-        keys = key_set(model.expression_names, options.shape_key_names)
+        keys = arkit.key_set(model.expression_names, options.shape_key_names)
         deltas = to_rig_space(keys.displacements(model.expression_basis))   # (K, V, 3) m
         add_shape_keys(obj, keys.names, rig_rest[head_verts], deltas[:, head_verts])
         corrective = corrective_offsets(model, params)
@@ -422,7 +377,7 @@ def build_face(model: "facemodel.FaceModel", recon: Any, options: BuildOptions |
             store_same_person(obj, same)
         obj["facerig_texture_coverage"] = json.dumps(baked.coverage)
         obj["facerig_texture_lighting"] = "removed" if options.remove_lighting else "photo"
-        from .pipeline import overlay_error
+        overlay_error = load("pipeline").overlay_error
 
         if photo.face.confirmed:   # vs the detected landmarks (primary photo); an unconfirmed face has none
             obj["facerig_overlay_nme"] = overlay_error(model, photo)
@@ -434,7 +389,7 @@ def build_face(model: "facemodel.FaceModel", recon: Any, options: BuildOptions |
     return BuildResult(obj, arm, cam, coll, timings, {p: o for p, (o, _) in parts.items()}, notes)
 
 
-def add_part_keys(model: "facemodel.FaceModel", keys: KeySet, pobj: Any, part: str, rig_rest: np.ndarray,
+def add_part_keys(model: "facemodel.FaceModel", keys: "arkit.KeySet", pobj: Any, part: str, rig_rest: np.ndarray,
                   deltas: np.ndarray, verts: np.ndarray, motion: np.ndarray) -> None:
     """The head's keys that move this part (``motion``: each key's largest move of it; teeth: the jaw's,
     lashes: blinks, looks, …), plus the teeth's ``teethTuck`` (teeth out of sight behind closed lips)."""
@@ -473,63 +428,3 @@ def link_part_keys(pobj: Any, head: Any, lip_gaps: list[dict[str, float]]) -> No
                                 f"max(0.0, min(1.0, 1.0 - {opening} / {TUCK_OPEN_CM}))", gaps)
 
 
-EXPORT_FORMATS = (".blend", ".glb", ".gltf", ".fbx", ".obj")
-# Per-target normals are 4/5 of the glTF export's time (the exporter reads 53 × 100k corner normals through
-# Python lists) and 60 % of the file; viewers shade the moved vertices with the base normals instead, which
-# the small facial displacements barely show (docs/addon-look.md, "glTF export time").
-GLTF_MORPH_NORMALS = False
-
-
-def _save_images_beside(path: "Any") -> None:
-    """OBJ/MTL reference texture files: write facerig's images as PNGs into ``<name>_textures/`` and
-    point the images at them, unpacked — Blender's OBJ writer names a packed image by its bare file
-    name (or a path relative to nothing), so the .mtl would miss the folder. A packed image's PNG bytes
-    are written as they are (no re-encoding); the images are packed again when a .blend is saved."""
-    folder = path.parent / f"{path.stem}_textures"
-    folder.mkdir(parents=True, exist_ok=True)
-    for img in bpy.data.images:
-        if img.get(PACK_ON_SAVE):
-            target = folder / f"{bpy.path.clean_name(img.name)}.png"
-            img.file_format = "PNG"
-            if img.packed_file is not None:
-                target.write_bytes(img.packed_file.data)
-                img.unpack(method="REMOVE")
-                img.filepath_raw = str(target)
-            else:
-                img.filepath_raw = str(target)
-                img.save()
-
-
-def export_scene(path: "str | Any", objects: list[Any] | None = None) -> None:
-    """Write the current scene (or ``objects``) by extension; glTF keeps shape-key names as morph targets."""
-    from pathlib import Path
-
-    path = Path(path)
-    ext = path.suffix.lower()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if ext != ".obj":  # exporters embed packed images; unpacked generated ones may be dropped
-        pack_generated_images()
-    if ext == ".blend":
-        bpy.ops.wm.save_as_mainfile(filepath=str(path), compress=True)
-        return
-    if objects is not None:
-        for obj in bpy.context.view_layer.objects:
-            obj.select_set(obj in objects)
-    selected = objects is not None
-    if ext in (".glb", ".gltf"):
-        bpy.ops.export_scene.gltf(filepath=str(path), export_format="GLB" if ext == ".glb" else "GLTF_SEPARATE",
-                                  use_selection=selected, export_morph=True, export_skins=True,
-                                  export_cameras=True, export_yup=True, export_apply=False,
-                                  export_morph_normal=GLTF_MORPH_NORMALS)
-    elif ext == ".fbx":
-        # No lights, as glTF (its export_lights is off): the render rig is the .blend's; and Blender 5.0's own
-        # FBX importer fails on any FBX light ('CyclesLightSettings' has no 'cast_shadow').
-        bpy.ops.export_scene.fbx(filepath=str(path), use_selection=selected, add_leaf_bones=False,
-                                 path_mode="COPY", embed_textures=True, bake_anim=False,
-                                 object_types={"ARMATURE", "CAMERA", "EMPTY", "MESH", "OTHER"})
-    elif ext == ".obj":
-        _save_images_beside(path)
-        bpy.ops.wm.obj_export(filepath=str(path), export_selected_objects=selected, export_materials=True,
-                              path_mode="RELATIVE", forward_axis="NEGATIVE_Z", up_axis="Y")
-    else:
-        raise ValueError(f"cannot write {path.name}: use one of {', '.join(EXPORT_FORMATS)} or .json")

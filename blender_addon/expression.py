@@ -14,8 +14,7 @@ from typing import Any
 import bpy
 import numpy as np
 
-from .arkit import key_set
-from .fm import facemodel
+from .rt import facemodel, load
 
 PROP_PREFIX = "facerig_"
 
@@ -80,7 +79,7 @@ def set_key_values(rig: HeadRig, values: dict[str, float]) -> None:
 def apply_expression(head: Any, ict_weights: np.ndarray) -> None:
     """Set the head's keys (and jaw) to ICT expression weights, mapped to the head's naming."""
     rig = find_head(head) or HeadRig(head, None)
-    keys = key_set(rig.ict_names, rig.naming)
+    keys = load("arkit").key_set(rig.ict_names, rig.naming)
     set_key_values(rig, dict(zip(keys.names, keys.values(ict_weights))))
 
 
@@ -96,7 +95,7 @@ def neutral_expression(rig: HeadRig) -> None:
 def apply_photo_pose(rig: HeadRig) -> None:
     """The photo's head pose on the neck and head bones (the rig object itself stays unrotated)."""
     from .armature import pose_head
-    from .build_mesh import world_rotation
+    from .space import world_rotation
 
     if rig.arm is not None:
         pose_head(rig.arm, world_rotation(photo_params(rig.head)))

@@ -13,7 +13,7 @@ import shutil
 from importlib import import_module
 from pathlib import Path
 
-from .fm import facemodel
+from .rt import facemodel
 
 ICT_URL = "https://github.com/ICT-VGL/ICT-FaceKit"
 MISSING_MODEL_HELP = ("no face model (ICT-FaceKit, MIT) yet: in Edit › Preferences › Add-ons › facerig press "

@@ -16,10 +16,12 @@ from typing import Any
 import bpy
 import numpy as np
 
-from .fm import facemodel
-from .lashes import LASH_MATERIAL, lash_texture
+from .rt import facemodel, load
 
-PACK_ON_SAVE = "facerig_pack_on_save"   # build_mesh.pack_generated_images packs these before a save
+lashes = load("lashes")
+LASH_MATERIAL = lashes.LASH_MATERIAL
+
+PACK_ON_SAVE = "facerig_pack_on_save"   # export.pack_generated_images packs these before a save
 LASH_TEXTURE_SIZE = 512
 
 # Plain colours (linear) for the parts the photo cannot texture.
@@ -104,7 +106,7 @@ def head_materials(created: Any, prefix: str, model: "facemodel.FaceModel", imag
     made here. ``iris_srgb`` colours the iris materials' base (their textures carry it too).
     """
     iris = linear_from_srgb(iris_srgb)
-    lash_image = image_from_array(created, f"{prefix}_{LASH_MATERIAL}", lash_texture(model, LASH_TEXTURE_SIZE))
+    lash_image = image_from_array(created, f"{prefix}_{LASH_MATERIAL}", lashes.lash_texture(model, LASH_TEXTURE_SIZE))
     out = {}
     for name in model.material_names:
         colour = iris if name.startswith("M_Iris") else MATERIAL_COLOURS.get(name, (0.8, 0.8, 0.8))

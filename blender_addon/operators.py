@@ -4,7 +4,7 @@
 the command line share. It is one undo step (``UNDO`` option) and all-or-nothing: errors
 become Blender reports and :func:`build_mesh.build_face` removes whatever it had created.
 More photos of the same person (``extra_filepaths=[{"name": path}, ...]``, or the panel's
-list) make it build one head from all of them (:func:`aggregate.reconstruct_same_person`).
+list) make it build one head from all of them (:func:`runtime.same_person.reconstruct_same_person`).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from bpy.props import BoolProperty, CollectionProperty, EnumProperty, IntPropert
 
 from .face_model_setup import (ICT_URL, MISSING_MODEL_HELP, convert_module, install_face_model,
                                needs_online_access)
-from .fm import facemodel
-from .formats import file_browser_glob
-from .limits import MAX_TEXTURE_SIZE
+from .rt import facemodel, load
+
+formats, limits = load("formats"), load("limits")
 
 log = logging.getLogger(__name__)
 
@@ -174,13 +174,12 @@ class FACERIG_OT_detect_faces(bpy.types.Operator):
     bl_options = {"REGISTER"}
 
     def execute(self, context: Any) -> set[str]:
-        from .detect import detect_faces
-        from .photo import load_image
+        detect, photo = load("detect"), load("photo")
 
         settings = context.scene.facerig
         path = bpy.path.abspath(settings.filepath)
         try:
-            faces = detect_faces(load_image(path), unconfirmed=True)
+            faces = detect.detect_faces(photo.load_image(path), unconfirmed=True)
         except (OSError, ValueError, RuntimeError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
@@ -204,11 +203,13 @@ class FACERIG_OT_reconstruct(bpy.types.Operator):
     filepath: StringProperty(name="Photo", subtype="FILE_PATH", options={"SKIP_SAVE"})  # type: ignore[valid-type]
     face_index: IntProperty(name="Face", default=-1, min=-1,  # type: ignore[valid-type]
                             description="0 = largest face; -1 = the panel's choice (largest by default)")
-    texture_size: IntProperty(name="Texture size", default=0, min=0, max=MAX_TEXTURE_SIZE,  # type: ignore[valid-type]
+    texture_size: IntProperty(name="Texture size", default=0, min=0, max=limits.MAX_TEXTURE_SIZE,  # type: ignore[valid-type]
                               description="0 = the panel's setting; at most 4096 (and what the memory allows)")
     remove_lighting: _remove_lighting_property()  # type: ignore[valid-type]
     build_armature: BoolProperty(name="Build armature", default=True)  # type: ignore[valid-type]
     add_camera: BoolProperty(name="Add camera", default=True)  # type: ignore[valid-type]
+    # The panel's options again (FaceRigSettings), as this operator's own: Blender declares properties per class,
+    # and a headless call (`bpy.ops.facerig.reconstruct(...)`) sets them here without a panel.
     refine: _refine_property()  # type: ignore[valid-type]
     shape_key_names: _shape_key_names_property()  # type: ignore[valid-type]
     teeth: BoolProperty(name="Teeth", default=True, description="off: a toothless head")  # type: ignore[valid-type]
@@ -234,10 +235,8 @@ class FACERIG_OT_reconstruct(bpy.types.Operator):
         return self.execute(context)
 
     def execute(self, context: Any) -> set[str]:
-        from .aggregate import reconstruct_same_person
         from .build_mesh import BuildOptions, build_face
-        from .limits import check_texture_size
-        from .pipeline import get_regressor, load_face_model, photo_warnings, reconstruct_photo
+        pipeline, same_person = load("pipeline"), load("same_person")
 
         path = bpy.path.abspath(self.filepath or context.scene.facerig.filepath)
         if not path:
@@ -249,19 +248,19 @@ class FACERIG_OT_reconstruct(bpy.types.Operator):
         wm.progress_begin(0, 100)
         t0 = time.perf_counter()
         try:
-            texture_size = check_texture_size(self.texture_size or int(context.scene.facerig.texture_size))
+            texture_size = limits.check_texture_size(self.texture_size or int(context.scene.facerig.texture_size))
             regressor_path, face_model_path = _resolve_paths(context, self.model_path)
             wm.progress_update(5)
-            model = load_face_model(face_model_path)
-            model.check_layout(get_regressor(regressor_path).layout)
+            model = pipeline.load_face_model(face_model_path)
+            model.check_layout(pipeline.get_regressor(regressor_path).layout)
             if len(paths) > 1:   # the face choice is the main photo's; the others use their largest face
-                recon = reconstruct_same_person(paths, [face_index] + [None] * (len(paths) - 1), regressor_path,
+                recon = same_person.reconstruct_same_person(paths, [face_index] + [None] * (len(paths) - 1), regressor_path,
                                                 _resolve_cnet(context, self.cnet_path), model, refine=self.refine)
                 for warning in recon.warnings:
                     self.report({"WARNING"}, warning)
             else:
                 faces = _DETECTED["faces"] if _DETECTED["path"] == path and _DETECTED["faces"] else None
-                recon = reconstruct_photo(path, face_index, regressor_path, faces=faces, refine=self.refine,
+                recon = pipeline.reconstruct_photo(path, face_index, regressor_path, faces=faces, refine=self.refine,
                                           face_model=model)
             wm.progress_update(30)
             options = BuildOptions(texture_size=texture_size,
@@ -279,7 +278,7 @@ class FACERIG_OT_reconstruct(bpy.types.Operator):
             return {"CANCELLED"}
         finally:
             wm.progress_end()
-        for warning in photo_warnings(recon):
+        for warning in pipeline.photo_warnings(recon):
             self.report({"WARNING"}, warning)
         for note in result.notes:
             self.report({"INFO"}, note)
@@ -315,7 +314,7 @@ class FACERIG_OT_extra_photo_add(bpy.types.Operator):
     directory: StringProperty(subtype="DIR_PATH", options={"HIDDEN", "SKIP_SAVE"})  # type: ignore[valid-type]
     files: CollectionProperty(type=bpy.types.OperatorFileListElement,  # type: ignore[valid-type]
                               options={"HIDDEN", "SKIP_SAVE"})
-    filter_glob: StringProperty(default=file_browser_glob(),  # type: ignore[valid-type]
+    filter_glob: StringProperty(default=formats.file_browser_glob(),  # type: ignore[valid-type]
                                 options={"HIDDEN", "SKIP_SAVE"})  # Blender's image filter hides HEIC
     filter_folder: BoolProperty(default=True, options={"HIDDEN", "SKIP_SAVE"})  # type: ignore[valid-type]
 
@@ -474,7 +473,7 @@ def face_model_available(context: Any) -> bool:
 @bpy.app.handlers.persistent
 def _pack_before_save(*_args: Any) -> None:
     """Generated textures are packed only on save (packing costs ~90 ms per image)."""
-    from .build_mesh import pack_generated_images
+    from .export import pack_generated_images
 
     pack_generated_images()
 

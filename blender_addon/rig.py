@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .fm import facemodel
+from .rt import facemodel
 
 BONES = ("root", "neck", "head", "jaw", "eye.L", "eye.R")
 DEFORM_BONES = ("root", "neck", "head")

@@ -10,6 +10,7 @@ from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, St
 
 from .expression import (apply_photo_expression, apply_photo_pose, find_head, neutral_expression,
                          rest_head_pose, sculpt_copy)
+from .ui import SidebarPanel
 
 
 def _head(op: Any, context: Any) -> Any:
@@ -98,13 +99,13 @@ class FACERIG_OT_import_capture(_HeadOperator, bpy.types.Operator):
 
     def execute(self, context: Any) -> set[str]:
         from .animation import apply_capture
-        from .arkit import read_live_link_csv
+        from .rt import load
 
         rig = _head(self, context)
         if rig is None:
             return {"CANCELLED"}
         try:
-            capture = read_live_link_csv(bpy.path.abspath(self.filepath), self.capture_fps or None, self.angles)
+            capture = load("arkit").read_live_link_csv(bpy.path.abspath(self.filepath), self.capture_fps or None, self.angles)
         except (OSError, ValueError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
@@ -114,12 +115,9 @@ class FACERIG_OT_import_capture(_HeadOperator, bpy.types.Operator):
         return {"FINISHED"}
 
 
-class VIEW3D_PT_facerig_rig(bpy.types.Panel):
+class VIEW3D_PT_facerig_rig(SidebarPanel, bpy.types.Panel):
     bl_label = "Head Rig"
     bl_idname = "VIEW3D_PT_facerig_rig"
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = "Face"
 
     @classmethod
     def poll(cls, context: Any) -> bool:

@@ -44,12 +44,18 @@ def draw_same_person_info(layout: Any, obj: Any) -> None:
         box.label(text=f"{bpy.path.basename(source)}: a different person?", icon="ERROR")
 
 
-class VIEW3D_PT_facerig(bpy.types.Panel):
-    bl_label = "Face from Photo"
-    bl_idname = "VIEW3D_PT_facerig"
+class SidebarPanel:
+    """Where facerig's panels live (a mix-in, as Blender's own panels share these): the 3D View's sidebar,
+    tab "Face"."""
+
     bl_space_type = "VIEW_3D"
     bl_region_type = "UI"
     bl_category = "Face"
+
+
+class VIEW3D_PT_facerig(SidebarPanel, bpy.types.Panel):
+    bl_label = "Face from Photo"
+    bl_idname = "VIEW3D_PT_facerig"
 
     def draw(self, context: Any) -> None:
         layout = self.layout

@@ -80,17 +80,17 @@ def _onnx(onnx_path: Path | None) -> Path:
 
 def bench_regressor(onnx_path: Path | None, runs: int) -> float:
     """Median ms of one batch-1 prediction with a 1-thread onnxruntime session."""
-    from .regressor import load_regressor, regressor_input_size
+    from .regressor import load_regressor
 
     reg = load_regressor(_onnx(onnx_path), threads=1)
-    s = regressor_input_size(reg)
+    s = reg.input_size
     crop = np.random.default_rng(0).integers(0, 256, (1, s, s, 3), dtype=np.uint8)
     return median_ms(lambda: reg.predict(crop), max(runs, 1))
 
 
 def bench_photo_to_params(onnx_path: Path | None, photo: Path, runs: int = PHOTO_RUNS
                           ) -> tuple[float, dict[str, Any]]:
-    """Median ms of decode + detect + crop + regress + refine (``blender_addon.pipeline.reconstruct_photo``).
+    """Median ms of decode + detect + crop + regress + refine (``runtime.pipeline.reconstruct_photo``).
 
     The detail holds the pipeline's own per-stage medians (:data:`PHOTO_STAGES` says what each is), so a
     slow total can be attributed, and the process CPU time per photo (all threads; less disturbed than
@@ -102,8 +102,8 @@ def bench_photo_to_params(onnx_path: Path | None, photo: Path, runs: int = PHOTO
                    "process_cpu_ms": float(statistics.median(cpu[-runs:])), "stages": PHOTO_STAGES}
 
 
-PHOTO_STAGES = {"decode_ms": "file → upright sRGB pixels (blender_addon.photo.load_image)",
-                "detect_ms": "face detector + FaceMesh on each detected face (blender_addon.detect.detect_faces)",
+PHOTO_STAGES = {"decode_ms": "file → upright sRGB pixels (runtime.photo.load_image)",
+                "detect_ms": "face detector + FaceMesh on each detected face (runtime.detect.detect_faces)",
                 "crop_ms": "canonical crop resampled to the network's input",
                 "regress_ms": "the ONNX regressor on the crop",
                 "refine_landmarks_ms": "FaceMesh again, on the canonical crop (the points the fit uses)",
@@ -114,9 +114,9 @@ def _time_reconstruct(onnx_path: Path | None, photo: Path | np.ndarray, runs: in
                       cpu: list[float] | None = None) -> tuple[float, dict[str, float]]:
     """(median ms of ``reconstruct_photo``, the pipeline's own per-stage medians)."""
     try:
-        from blender_addon.pipeline import get_regressor, reconstruct_photo
+        from runtime.pipeline import get_regressor, reconstruct_photo
     except ImportError as exc:
-        raise Unavailable(f"blender_addon.pipeline not available ({exc})") from None
+        raise Unavailable(f"runtime.pipeline not available ({exc})") from None
     model = get_regressor(_onnx(onnx_path))  # loaded once: the add-on keeps the session
     return median_ms_with_stages(lambda: reconstruct_photo(photo, model=model), runs, warmup, cpu)
 
@@ -155,9 +155,9 @@ def bench_small_face(onnx_path: Path | None, photo: Path, runs: int = SMALL_FACE
     try:
         import cv2
 
-        from blender_addon.photo import PhotoError
+        from runtime.photo import PhotoError
     except ImportError as exc:
-        raise Unavailable(f"blender_addon.photo not available ({exc})") from None
+        raise Unavailable(f"runtime.photo not available ({exc})") from None
     image = _read_bgr(photo)
     h = int(round(image.shape[0] * SMALL_FACE_PHOTO_WIDTH / image.shape[1]))
     small = cv2.resize(image, (SMALL_FACE_PHOTO_WIDTH, h), interpolation=cv2.INTER_AREA)[:, :, ::-1]
@@ -179,9 +179,9 @@ def bench_phone_heic(onnx_path: Path | None, photo: Path, runs: int = PHONE_RUNS
     try:
         import cv2
 
-        from blender_addon.photo import heif_supported, pillow_image
+        from runtime.photo import heif_supported, pillow_image
     except ImportError as exc:
-        raise Unavailable(f"blender_addon.photo not available ({exc})") from None
+        raise Unavailable(f"runtime.photo not available ({exc})") from None
     if not heif_supported():
         raise Unavailable("pillow-heif is not installed")
     image = _read_bgr(photo)
@@ -205,10 +205,10 @@ def bench_same_person(onnx_path: Path | None, photo: Path, runs: int = SAME_PERS
     try:
         import cv2
 
-        from blender_addon.aggregate import reconstruct_same_person
-        from blender_addon.pipeline import get_regressor
+        from runtime.same_person import reconstruct_same_person
+        from runtime.pipeline import get_regressor
     except ImportError as exc:
-        raise Unavailable(f"blender_addon.aggregate not available ({exc})") from None
+        raise Unavailable(f"runtime.same_person not available ({exc})") from None
     model = get_regressor(_onnx(onnx_path))
     image = _read_bgr(photo)
     small = cv2.resize(image, None, fx=0.8, fy=0.8, interpolation=cv2.INTER_AREA)

@@ -3,7 +3,7 @@
 Why: the regressor is trained up to ±90° yaw, but a face reaches it only through the detector. The
 full-range detector boxes nearly every face; FaceMesh, which confirms a box and gives the landmarks the
 crop is placed on, fails on most profiles. Faces it cannot confirm are reconstructed from the box alone
-(``blender_addon.detect.detect_faces(…, unconfirmed=True)``, crop re-placed on the network's own points).
+(``runtime.detect.detect_faces(…, unconfirmed=True)``, crop re-placed on the network's own points).
 This measures both: how many faces are found confirmed only (as before) and with unconfirmed faces (as
 now), and how well the newly found ones reconstruct against the same network on their exact crop.
 
@@ -63,9 +63,9 @@ def run(corpus_dir: Path, json_path: Path, onnx_path: Path | str | None = None, 
     """Detect every render (confirmed only, then with unconfirmed faces) and write the JSON report."""
     from tqdm import tqdm
 
-    from blender_addon.detect import detect_faces
-    from blender_addon.photo import crop_square
-    from blender_addon.pipeline import get_regressor, reconstruct_photo
+    from runtime.detect import detect_faces
+    from runtime.photo import crop_square
+    from runtime.pipeline import get_regressor, reconstruct_photo
     from synth.corpus import open_corpus
 
     corpus = open_corpus(corpus_dir)

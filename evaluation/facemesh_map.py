@@ -60,7 +60,7 @@ def votes_for_face(model: FaceModel, params: FaceParams, points: np.ndarray, siz
 def collect_votes(photos: Sequence[Path], model: FaceModel, onnx_path: Path | str | None = None,
                   progress: bool = True) -> tuple[np.ndarray, dict[str, str]]:
     """((N, 468) votes, {photo: why skipped}) over single-face photos whose inner fit was not gated out."""
-    from blender_addon.pipeline import get_refiner, get_regressor
+    from runtime.pipeline import get_refiner, get_regressor
 
     from .refinement_inputs import refinement_inputs
 

@@ -164,12 +164,12 @@ def run(images_dir: Path, json_path: Path, onnx_path: Path | None = None, model_
         box_mode: str = "gt", limit: int | None = None, plot: bool = True, progress: bool = True,
         refine: bool = False) -> dict[str, Any]:
     """Crop, predict plain and mirrored (``refine``: then refine both), write ``json_path`` (and ``<stem>.png``)."""
-    from .regressor import default_onnx_path, load_regressor, regressor_input_size
+    from .regressor import default_onnx_path, load_regressor
 
     onnx_path = onnx_path or default_onnx_path()
     regressor = load_regressor(onnx_path)
     model = FaceModel.load(model_path)
-    crops = collect_crops(images_dir, box_mode, regressor_input_size(regressor), limit, progress, fit_crops=refine)
+    crops = collect_crops(images_dir, box_mode, regressor.input_size, limit, progress, fit_crops=refine)
     mirrored = np.ascontiguousarray(crops.images[:, :, ::-1])
     unrefined = None
     if refine:

@@ -1,7 +1,7 @@
 """Photo I/O, square crops and detection for the harness: exactly the add-on's photo pipeline.
 
-The harness measures what users run, so it calls ``blender_addon.photo`` and
-``blender_addon.detect`` (numpy/OpenCV/MediaPipe; no bpy) rather than a copy of them.
+The harness measures what users run, so it calls ``runtime.photo`` and
+``runtime.detect`` (numpy/OpenCV/MediaPipe; no bpy) rather than a copy of them.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from blender_addon import detect as addon_detect
-from blender_addon import photo as addon_photo
+from runtime import detect as addon_detect
+from runtime import photo as addon_photo
 from facemodel.crop import points_from_crop
 
 log = logging.getLogger(__name__)

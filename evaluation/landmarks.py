@@ -16,9 +16,8 @@ from __future__ import annotations
 import csv
 import logging
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -28,6 +27,7 @@ from facemodel.crop import canonical_crop_box, points_to_crop
 from facemodel.outputs import atomic_open, write_json
 
 from .imaging import Box, box_iou, detect_faces, load_image, points_box
+from .landmark_results import NME_KEYS, ImageResult, Landmarker, Prediction
 from .pose import annotation_yaw_deg
 from .pts import LabelledImage, list_labelled_images
 
@@ -37,49 +37,7 @@ METHODS = ("facerig", "mediapipe")
 BOX_MODES = ("gt", "detect")
 DEFAULT_CONTOUR = "march"  # best measured on Helen; see evaluation/contour.py
 MIN_DETECTION_IOU = 0.3
-NME_KEYS = ("nme_bbox_68", "nme_bbox_51", "nme_io_68", "nme_io_51")
 FAILURE_THRESHOLD = 8.0  # % bbox NME above which an image counts as a failure in "failure_rate_8"
-
-
-@dataclass
-class Prediction:
-    """One method's output for one face, photo pixels."""
-
-    points68: np.ndarray                       # (68, 2), the reported variant
-    rotation: np.ndarray                       # (3,) yaw, pitch, roll radians
-    crop_box: Box
-    variants: dict[str, np.ndarray] = field(default_factory=dict)  # contour → (68, 2)
-
-
-class Landmarker(Protocol):
-    name: str
-
-    def predict(self, image: np.ndarray, crop_box: Box, ref_box: Box) -> Prediction | None:
-        """68 points of the face that ``crop_box`` frames and ``ref_box`` outlines, or None."""
-
-
-@dataclass
-class ImageResult:
-    name: str
-    gt: np.ndarray
-    prediction: Prediction | None
-    error: str = ""
-    box: Box | None = None
-    annotation_yaw_deg: float = math.nan   # from the labelled points, the same for every method
-
-    @property
-    def ok(self) -> bool:
-        return self.prediction is not None
-
-    @property
-    def yaw_deg(self) -> float:
-        return float(np.degrees(self.prediction.rotation[0])) if self.prediction is not None else math.nan
-
-    def nmes(self, points: np.ndarray | None = None) -> dict[str, float]:
-        pts = points if points is not None else (self.prediction.points68 if self.prediction else None)
-        if pts is None:
-            return {k: math.nan for k in NME_KEYS}
-        return {k: float(v) for k, v in metrics.landmark_nmes(pts, self.gt).items()}
 
 
 # -- predictors ---------------------------------------------------------------------------------------
@@ -109,13 +67,13 @@ class FacerigLandmarker:
                  ) -> None:
         from .contour import CONTOURS, ContourLandmarks
         from .pose import face_model
-        from .regressor import load_regressor, regressor_input_size
+        from .regressor import load_regressor
 
         if contour not in CONTOURS:
             raise ValueError(f"--contour must be one of {', '.join(CONTOURS)}")
         self.contour = contour
         self.regressor = load_regressor(onnx_path)
-        self.size = regressor_input_size(self.regressor)
+        self.size = self.regressor.input_size
         self.projector = ContourLandmarks(face_model(model_path))   # shared with the annotation yaw
 
     def regress(self, image: np.ndarray, crop_box: Box) -> FaceParams | None:

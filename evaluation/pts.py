@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from blender_addon.formats import PHOTO_SUFFIXES as IMAGE_SUFFIXES, photos_in
+from runtime.formats import PHOTO_SUFFIXES as IMAGE_SUFFIXES, photos_in
 from facemodel.outputs import atomic_write_text
 
 log = logging.getLogger(__name__)

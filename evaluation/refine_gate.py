@@ -52,7 +52,7 @@ def list_photos(folders: Sequence[Path], every: int = 1) -> list[Path]:
 def disagreements(photos: Sequence[Path], onnx_path: Path | str, face_model: str | None = None,
                   progress: bool = True) -> tuple[np.ndarray, dict[str, str]]:
     """(fractions of the face size, {photo: why skipped}): network ↔ FaceMesh inner points per photo."""
-    from blender_addon.pipeline import get_refiner, get_regressor
+    from runtime.pipeline import get_refiner, get_regressor
 
     from .refinement_inputs import refinement_inputs
 
@@ -104,7 +104,7 @@ def run(folders: Sequence[Path], json_path: Path | str, onnx_path: Path | str | 
         face_model: str | None = None, every: int = 1, write: bool = False, progress: bool = True
         ) -> dict[str, Any]:
     """Measure, recommend, optionally write; the report goes to ``json_path``."""
-    from blender_addon.regressor import resolve_regressor_path
+    from runtime.regressor import resolve_regressor_path
 
     model_path = resolve_regressor_path(onnx_path)
     photos = list_photos(folders, every)

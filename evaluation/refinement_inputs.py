@@ -28,9 +28,9 @@ def refinement_inputs(photos: Sequence[Path], regressor: Any, skipped: dict[str,
                       desc: str = "photos") -> Iterator[RefinementInput]:
     """The usable photos in order; the others go to ``skipped`` (path → why: unreadable, no face or
     several faces, FaceMesh lost the face in the canonical crop)."""
-    from blender_addon.detect import detect_faces, facemesh_on_crop
-    from blender_addon.photo import PhotoError, load_image
-    from blender_addon.pipeline import reconstruct_photo
+    from runtime.detect import detect_faces, facemesh_on_crop
+    from runtime.photo import PhotoError, load_image
+    from runtime.pipeline import reconstruct_photo
     from facemodel.crop import points_to_crop
 
     for path in tqdm(photos, desc=desc, unit="photo", disable=not progress):

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from facemodel import metrics
 from facemodel.outputs import atomic_output
 
-if TYPE_CHECKING:
-    from .landmarks import ImageResult
-    from .pts import LabelledImage
+from .landmark_results import ImageResult
+from .pts import LabelledImage
 
 CED_MAX = 10.0   # % bbox NME shown on the cumulative error curve
 N_WORST = 16
@@ -39,7 +38,7 @@ def _save(plt: Any, fig: Any, path: Path | str, dpi: int) -> Path:
     return Path(path)
 
 
-def landmark_figure(results: Sequence["ImageResult"], items: Sequence["LabelledImage"], path: Path,
+def landmark_figure(results: Sequence[ImageResult], items: Sequence[LabelledImage], path: Path,
                     title: str = "") -> Path:
     """Cumulative error curve (bbox NME-68 and -51) beside the 16 worst faces with both point sets.
 

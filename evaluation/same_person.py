@@ -6,7 +6,7 @@ face-region vertex distance, mm; the C-Net's Table 5 measure) of
 
 * ``network``: the regressor's identities, C-Net weighted (the same-person path without refinement);
 * ``refined``: each view's identity refined on its FaceMesh points first, then weighted the same way
-  (the same-person path as shipped, ``blender_addon.aggregate.reconstruct_same_person``);
+  (the same-person path as shipped, ``runtime.same_person.reconstruct_same_person``);
 
 and the single-view means of both. FaceMesh is out of its domain on renders (its 51-point NME there is
 about twice its photo error), so its points are blended with the exact projections of the vertices
@@ -136,8 +136,8 @@ def run(corpus_dir: Path, json_path: Path, onnx_path: Path | None = None, cnet_p
         model_path: str | None = None, scales: Sequence[float] = DEFAULT_SCALES, max_sets: int | None = None,
         progress: bool = True) -> dict[str, Any]:
     """Measure and write the JSON report (see the module docstring)."""
-    from blender_addon.aggregate import NO_CNET, cnet_for
-    from blender_addon.pipeline import get_regressor
+    from runtime.same_person import NO_CNET, cnet_for
+    from runtime.pipeline import get_regressor
 
     if any(not 0.0 <= s <= 10.0 for s in scales):
         raise ValueError(f"scales must lie in [0, 10], got {list(scales)}")

@@ -62,11 +62,11 @@ def run(corpus_dir: Path, json_path: Path, onnx_path: Path | None = None, model_
     """Predict every corpus image with the ONNX regressor and write the report (+ ``<stem>.png``)."""
     from synth.corpus import open_corpus
 
-    from .regressor import default_onnx_path, load_regressor, regressor_input_size
+    from .regressor import default_onnx_path, load_regressor
 
     corpus = open_corpus(corpus_dir)
     regressor = load_regressor(onnx_path or default_onnx_path())
-    size = regressor_input_size(regressor)
+    size = regressor.input_size
     model = FaceModel.load(model_path)
     gt_layout: ParamLayout = corpus.layout
     cols: dict[str, list[np.ndarray]] = {k: [] for k in METRIC_KEYS + ATTRIBUTION_KEYS}

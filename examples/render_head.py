@@ -62,8 +62,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def build_head(args: argparse.Namespace):
     """The photo through the ``facerig reconstruct`` path; returns the reconstruction and the build result."""
-    from blender_addon.pipeline import reconstruct_photo
-    from facerig_cli.reconstruct_cmd import build_in_blender
+    from runtime.pipeline import reconstruct_photo
+    from facerig_cli.reconstruct import build_in_blender
 
     recon = reconstruct_photo(args.photo, args.face)
     build_args = argparse.Namespace(face_model=None, texture_size=args.texture_size,
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     import bpy
     import cv2
 
-    from blender_addon.pipeline import load_face_model
+    from runtime.pipeline import load_face_model
 
     t = time.perf_counter()
     recon, result = build_head(args)

@@ -1,7 +1,7 @@
 """One identity from several photos of one person (Deep3DFaceRecon's C-Net aggregation, eq. 7).
 
 Each photo k gives identity coefficients α_k and a positive confidence c_k per coefficient (the
-C-Net, ``learner/aggregate.py``); the person's identity is the element-wise confidence-weighted
+C-Net, ``learner/cnet.py``); the person's identity is the element-wise confidence-weighted
 mean α = Σ_k c_k ⊙ α_k / Σ_k c_k. Equal confidences give plain averaging; one confidence per
 photo (``(K, 1)``) gives the global-score variant.
 
@@ -52,7 +52,7 @@ def identity_rms_mm(model: "FaceModel", a: np.ndarray, b: np.ndarray) -> np.ndar
 
 def identity_shape_error_mm(model: "FaceModel", a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Mean vertex distance (mm) over the face region between identity shapes ``a`` (…, n) and ``b``
-    (…, n): the error the C-Net is trained and reported on (``learner.aggregate.ShapeError``)."""
+    (…, n): the error the C-Net is trained and reported on (``learner.cnet.ShapeError``)."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     n = max(a.shape[-1], b.shape[-1])
     d = (_pad_modes(a, n) - _pad_modes(b, n)).astype(np.float32)

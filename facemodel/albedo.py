@@ -23,15 +23,13 @@ built once on the neutral mesh from the 68 landmarks and the ICT materials.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from .mesh import FaceMesh
 from .params import ALBEDO_NAMES
 from .xp import namespace
-
-if TYPE_CHECKING:
-    from .model import FaceModel
 
 SKIN_DARK = np.array([0.07, 0.042, 0.030])
 SKIN_LIGHT = np.array([0.68, 0.47, 0.38])
@@ -85,7 +83,7 @@ def _inside(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
     return crosses.sum(1) % 2 == 1
 
 
-def region_weights(model: "FaceModel") -> dict[str, np.ndarray]:
+def region_weights(model: FaceMesh) -> dict[str, np.ndarray]:
     """Soft (V,) weights for lips, brows and eye region on the frontal skin."""
     v = model.neutral.astype(np.float64)
     lm = v[model.landmarks68]
@@ -115,7 +113,7 @@ IRIS_RADIUS = 0.6    # cm from the optical axis
 PUPIL_RADIUS = 0.22
 
 
-def eye_disc_coordinates(model: "FaceModel") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def eye_disc_coordinates(model: FaceMesh) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Eye vertices (iris and sclera shells of both eyes), their radius from the eye's optical
     axis (cm, neutral face) and whether they are on the front of the eye.
 
@@ -134,7 +132,7 @@ def eye_disc_coordinates(model: "FaceModel") -> tuple[np.ndarray, np.ndarray, np
     return np.concatenate(out_idx), np.concatenate(out_r), np.concatenate(out_front)
 
 
-def _iris_and_pupil(model: "FaceModel") -> tuple[np.ndarray, np.ndarray]:
+def _iris_and_pupil(model: FaceMesh) -> tuple[np.ndarray, np.ndarray]:
     """Masks of the visible iris disc and the pupil on each eyeball (radius from the optical axis)."""
     idx, r, front = eye_disc_coordinates(model)
     iris = np.zeros(model.n_vertices, bool)
@@ -144,7 +142,7 @@ def _iris_and_pupil(model: "FaceModel") -> tuple[np.ndarray, np.ndarray]:
     return iris, pupil
 
 
-def albedo_tables(model: "FaceModel") -> tuple[np.ndarray, np.ndarray]:
+def albedo_tables(model: FaceMesh) -> tuple[np.ndarray, np.ndarray]:
     """Per-vertex log-albedo base (V, 3) and parameter axes (7, V, 3), float32."""
     n_v = model.n_vertices
     names = model.material_names

@@ -44,19 +44,18 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .model import FaceModel
+from .mesh import FaceMesh, cache_dir
 
 log = logging.getLogger(__name__)
 
 DEFAULT_K = 20                 # harmonics per axis (60 coefficients)
 K_MAX = 64                     # the most a layout may carry
 FALLOFF_CM = 1.0               # how far off the region the field fades (Gaussian σ)
-REGION = "face"                # facemodel.model.VERTEX_RANGES key of the domain
+REGION = "face"                # facemodel.mesh.VERTEX_RANGES key of the domain
 _METHOD_VERSION = 1            # bump when the discretisation changes: invalidates caches
 _SIGN_TOL = 1e-6
 CACHE_SUBDIR = "harmonics"
@@ -81,7 +80,7 @@ class Harmonics:
         return self.basis[self.region].astype(np.float64)
 
 
-def _triangles(model: "FaceModel", region: np.ndarray) -> np.ndarray:
+def _triangles(model: FaceMesh, region: np.ndarray) -> np.ndarray:
     from .geometry import triangulate
 
     inside = np.zeros(model.n_vertices + 1, bool)
@@ -143,7 +142,7 @@ def _fix_signs(phi: np.ndarray, mass: np.ndarray, coords: np.ndarray) -> np.ndar
     return phi
 
 
-def compute_harmonics(model: "FaceModel", k: int = DEFAULT_K) -> Harmonics:
+def compute_harmonics(model: FaceMesh, k: int = DEFAULT_K) -> Harmonics:
     """Solve ``L φ = λ M φ`` on the face region (module docstring) for its ``k`` smoothest modes."""
     import scipy.sparse as sp
     import scipy.sparse.linalg as sla
@@ -177,7 +176,7 @@ def compute_harmonics(model: "FaceModel", k: int = DEFAULT_K) -> Harmonics:
     return Harmonics(basis.astype(np.float32), vals.astype(np.float64), region, mass)
 
 
-def extend_to_model(model: "FaceModel", region: np.ndarray, phi: np.ndarray) -> np.ndarray:
+def extend_to_model(model: FaceMesh, region: np.ndarray, phi: np.ndarray) -> np.ndarray:
     """(V, K): ``phi`` on the region, elsewhere the nearest region vertex's value faded with distance."""
     from scipy.spatial import cKDTree
 
@@ -231,7 +230,7 @@ def corrective_prior_precision(eigenvalues: np.ndarray, n_corrective: int, stren
 
 
 # -- cache ----------------------------------------------------------------------------------------------
-def mesh_key(model: "FaceModel", k: int) -> str:
+def mesh_key(model: FaceMesh, k: int) -> str:
     """Hash of what the basis depends on: the neutral mesh, its polygons, K and the method's version."""
     h = hashlib.sha256()
     for arr in (np.ascontiguousarray(model.neutral, np.float32), np.ascontiguousarray(model.faces, np.int32)):
@@ -240,12 +239,10 @@ def mesh_key(model: "FaceModel", k: int) -> str:
     return h.hexdigest()[:20]
 
 
-def cache_path(model: "FaceModel", k: int = DEFAULT_K) -> Path:
+def cache_path(model: FaceMesh, k: int = DEFAULT_K) -> Path:
     """Where the basis is cached: facerig's user cache (where ``facerig model fetch`` puts the model, so
     for the default install next to it), keyed by :func:`mesh_key`. A model elsewhere (``$FACERIG_FACE_MODEL``)
     is never written beside: its folder may be shared or read-only."""
-    from .model import cache_dir
-
     return cache_dir() / CACHE_SUBDIR / f"harmonics-{mesh_key(model, k)}.npz"
 
 
@@ -258,7 +255,7 @@ def add_search_dir(folder: Path) -> None:
         _SEARCH_DIRS.append(folder)
 
 
-def _read(path: Path, model: "FaceModel", k: int) -> Harmonics | None:
+def _read(path: Path, model: FaceMesh, k: int) -> Harmonics | None:
     try:
         with np.load(path, allow_pickle=False) as z:
             h = Harmonics(z["basis"].astype(np.float32), z["eigenvalues"].astype(np.float64),
@@ -269,7 +266,7 @@ def _read(path: Path, model: "FaceModel", k: int) -> Harmonics | None:
     return h if h.basis.shape == (model.n_vertices, k) else None
 
 
-def load_harmonics(model: "FaceModel", k: int = DEFAULT_K) -> Harmonics:
+def load_harmonics(model: FaceMesh, k: int = DEFAULT_K) -> Harmonics:
     """The model's harmonics from the cache or a bundled folder, else computed (≈ 0.5 s) and cached."""
     path = cache_path(model, k)
     for candidate in [path] + [folder / path.name for folder in _SEARCH_DIRS]:
@@ -284,7 +281,7 @@ def load_harmonics(model: "FaceModel", k: int = DEFAULT_K) -> Harmonics:
     return h
 
 
-def save_harmonics(model: "FaceModel", folder: Path, k: int = DEFAULT_K) -> Path:
+def save_harmonics(model: FaceMesh, folder: Path, k: int = DEFAULT_K) -> Path:
     """Write the model's basis, compressed, as ``folder/harmonics-<mesh_key>.npz`` for :func:`add_search_dir`
     (``facerig model harmonics --bundle blender_addon/models``)."""
     from .outputs import atomic_output

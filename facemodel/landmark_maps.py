@@ -1,7 +1,7 @@
 """Index maps from other landmark schemes: FaceMesh → the iBUG/Multi-PIE 68 points, FaceMesh → ICT vertices.
 
 ``MEDIAPIPE_TO_68``: one MediaPipe FaceMesh (468-point) vertex per iBUG point. Shared by the
-add-on's detector (``blender_addon.detect``: the 68 points define the canonical crop box) and the
+runtime's detector (``runtime.detect``: the 68 points define the canonical crop box) and the
 MediaPipe peer baseline (``evaluation.mediapipe_baseline``), so both use one documented table.
 It was derived from MediaPipe's published semantic connection sets and ICT-FaceKit's own
 Multi-PIE-68 vertices on a mean FaceMesh shape of non-test photos; no 68-point annotation of any

@@ -326,3 +326,28 @@ def _variant_meshes(face: "ModelArrays", variants: Mapping[str, "FaceParams"]) -
 def _face_arrays(model: "FaceModel") -> "ModelArrays":
     """The model restricted to the face region (vertices 0–9408), where every vertex error is taken."""
     return model.arrays.subset(model.vertex_range("face"))
+
+
+def identity_mode_report(model: "FaceModel", ks: tuple[int, ...] = (20, 40, 60, 80, 100)) -> list[dict[str, float]]:
+    """How much face-region geometry the leading k identity modes capture (justifies n_identity).
+
+    Coefficients are independent N(0, 1), so the vertex-space variance is Σ‖B_i‖²: ``cum_var``
+    is the share of the first k modes, ``trunc_rms_mm`` the RMS vertex error of dropping the rest,
+    ``fit_rms_mm`` the RMS error left after the best least-squares fit with k modes (the modes
+    are not orthogonal, so the others can partly absorb the dropped ones).
+    """
+    face = model.vertex_range("face")
+    b = model.identity_basis[:, face].reshape(model.n_identity, -1).astype(np.float64)
+    energy = (b * b).sum(1)
+    out = []
+    for k in ks:
+        rest = b[k:]
+        if k < len(b) and k > 0:
+            q, _ = np.linalg.qr(b[:k].T)
+            resid = rest.T - q @ (q.T @ rest.T)
+            fit = np.sqrt((resid ** 2).sum() / len(face)) * 10
+        else:
+            fit = 0.0 if k >= len(b) else np.sqrt(energy.sum() / len(face)) * 10
+        out.append({"k": k, "cum_var": float(energy[:k].sum() / energy.sum()),
+                    "trunc_rms_mm": float(np.sqrt(energy[k:].sum() / len(face)) * 10), "fit_rms_mm": float(fit)})
+    return out

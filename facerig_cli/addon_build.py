@@ -1,10 +1,10 @@
 """``facerig addon build``: one installable Blender extension zip per desktop platform.
 
-Each zip holds the add-on, the vendored ``facemodel`` package, the ONNX models and the wheels of
-exactly the distributions the add-on imports at run time (found by importing the photo pipeline in
-a subprocess), downloaded for that platform and Blender's Python by ``pip download``. Blender
+Each zip holds the add-on, the vendored ``facemodel`` and ``runtime`` packages, the ONNX models and the
+wheels of exactly the distributions the add-on imports at run time (found by importing the photo runtime
+in a subprocess), downloaded for that platform and Blender's Python by ``pip download``. Blender
 unpacks the wheels itself; it never resolves their dependencies, so the zip may leave out what
-MediaPipe declares but the add-on never imports (``blender_addon/mediapipe_solutions.py``) and may
+MediaPipe declares but the add-on never imports (``runtime/mediapipe_solutions.py``) and may
 take OpenCV from the headless wheel. The zips are reproducible: sorted entries, fixed times and
 permissions. blender_addon/README.md ("Building the extension") gives the reasons, docs/results.md
 ("The extension zips") the sizes.
@@ -75,11 +75,13 @@ ZIP_SUBSTITUTES = {"opencv-contrib-python": "opencv-python-headless"}
 # with it as with 1.31.1 (regressors: max difference 1e-6, C-Nets 3e-3; measured 2026-12-05 on Linux).
 PLATFORM_VERSIONS = {("macos-x64", "onnxruntime"): "1.23.2"}
 ADDON_FILES_EXCLUDE = {"__pycache__"}
+VENDORED = ("facemodel", "runtime")   # packages the add-on imports, copied into it
 
 _PROBE = r"""
 import json, sys, importlib.metadata as md
 import numpy as np
-from blender_addon import pipeline, detect, regressor, photo, texture, rig, aggregate  # noqa: F401
+from runtime import pipeline, detect, regressor, photo, texture, same_person  # noqa: F401
+from blender_addon import rig  # noqa: F401
 import facemodel.convert  # noqa: F401  (the preferences' Download Face Model button)
 import onnxruntime  # noqa: F401
 detect.detect_faces(np.full((96, 96, 3), 128, np.uint8))
@@ -102,7 +104,7 @@ def runtime_distributions() -> dict[str, str]:
     res = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, cwd=ROOT,
                          env={**os.environ, "GLOG_minloglevel": "3"})
     if res.returncode != 0:
-        raise RuntimeError(f"could not import the photo pipeline to list its wheels:\n{res.stderr[-2000:]}")
+        raise RuntimeError(f"could not import the photo runtime to list its wheels:\n{res.stderr[-2000:]}")
     found = json.loads(res.stdout.strip().splitlines()[-1])
     dists = {canonicalize_name(d): v for d, v in found.items()}
     dists = {ZIP_SUBSTITUTES.get(d, d): v for d, v in dists.items() if d not in BLENDER_PROVIDES}
@@ -206,7 +208,8 @@ def write_zip(out: Path, entries: list[ZipEntry]) -> Path:
 
 
 def addon_entries() -> list[ZipEntry]:
-    """The add-on's own files, ``facemodel`` (vendored: extensions must not touch sys.path) and the licence."""
+    """The add-on's own files, ``facemodel`` and ``runtime`` (vendored inside the add-on package: extensions must
+    not touch sys.path; ``blender_addon/rt.py`` and ``runtime/fm.py`` find them there) and the licence."""
     src = ROOT / "blender_addon"
     entries = []
     for f in sorted(src.rglob("*")):
@@ -215,8 +218,9 @@ def addon_entries() -> list[ZipEntry]:
                 or rel.as_posix() == "blender_manifest.toml":
             continue
         entries.append(ZipEntry(rel.as_posix(), f))
-    for f in sorted((ROOT / "facemodel").rglob("*.py")):
-        entries.append(ZipEntry(("facemodel" / f.relative_to(ROOT / "facemodel")).as_posix(), f))
+    for package in VENDORED:
+        for f in sorted((ROOT / package).rglob("*.py")):
+            entries.append(ZipEntry((package / f.relative_to(ROOT / package)).as_posix(), f))
     entries.append(ZipEntry("LICENSE", ROOT / "LICENSE"))
     return entries
 

@@ -36,11 +36,11 @@ def cmd_animate(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise ValueError(f"Blender's bpy module is needed for facerig animate ({exc})") from None
     from blender_addon.animation import apply_capture
-    from blender_addon.arkit import read_live_link_csv
-    from blender_addon.build_mesh import EXPORT_FORMATS
+    from runtime.arkit import read_live_link_csv
+    from blender_addon.export import EXPORT_FORMATS
     from blender_addon.expression import heads_in
 
-    from .reconstruct_cmd import export_atomically
+    from .reconstruct import export_atomically
 
     if not args.head.is_file():
         raise FileNotFoundError(f"head file not found: {args.head}")

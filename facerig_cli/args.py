@@ -67,7 +67,7 @@ def add_overwrite(parser: argparse.ArgumentParser, what: str = "output files") -
 
 def texture_size(text: str) -> int:
     """``--texture-size``: within limits.MIN/MAX_TEXTURE_SIZE and what the memory available allows."""
-    from blender_addon.limits import LimitError, check_texture_size
+    from runtime.limits import LimitError, check_texture_size
 
     value = int_range(None, None)(text)
     try:

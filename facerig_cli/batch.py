@@ -35,11 +35,11 @@ class Outcome:
 
 
 def reconstruct_one(photo: Path, out: Path, args: argparse.Namespace, catch: bool = True) -> Outcome:
-    """One photo through :func:`reconstruct_cmd.reconstruct_to_file`; with ``catch`` a ``PhotoError`` (this
+    """One photo through :func:`reconstruct.reconstruct_to_file`; with ``catch`` a ``PhotoError`` (this
     photo's problem) becomes the outcome's ``error`` instead of propagating."""
-    from blender_addon.photo import PhotoError
+    from runtime.photo import PhotoError
 
-    from .reconstruct_cmd import reconstruct_to_file
+    from .reconstruct import reconstruct_to_file
 
     t = time.perf_counter()
     try:
@@ -54,7 +54,7 @@ def reconstruct_one(photo: Path, out: Path, args: argparse.Namespace, catch: boo
 
 def _worker_regressor(model: Any) -> Any:
     """The regressor a worker uses (the pipeline's: one onnxruntime thread, the workers fill the cores)."""
-    from blender_addon.pipeline import get_regressor
+    from runtime.pipeline import get_regressor
 
     return get_regressor(model)
 

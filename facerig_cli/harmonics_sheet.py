@@ -18,8 +18,7 @@ from facemodel.harmonics import corrective_displacement, corrective_prior_weight
 from facemodel.outputs import atomic_output
 from facemodel.priors import PoseRange, sample_params
 
-from .model_preview import with_pose
-from .raster import draw_mesh, headlight
+from .sheets import draw_mesh, headlight, with_pose
 
 log = logging.getLogger(__name__)
 TILE = 160

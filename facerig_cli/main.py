@@ -30,9 +30,9 @@ COMMAND_MODULES = (
 USER_ERRORS = (
     "facerig_cli.errors:CommandError",
     "facemodel.outputs:OutputError",
-    "facemodel.model:FaceModelError",
+    "facemodel.mesh:FaceModelError",
     "synth.corpus:CorpusError",
-    "synth.render:RenderError",
+    "synth.shards:RenderError",
     "synth.views:ReconstructionError",
     "learner.photo_corpus:PhotoCorpusError",
     "learner.devices:DistributedError",

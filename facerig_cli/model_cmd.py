@@ -82,7 +82,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def cmd_preview(args: argparse.Namespace) -> int:
     from facemodel.outputs import check_output_file
 
-    from .model_preview import write_contact_sheet
+    from .sheets import write_contact_sheet
 
     check_output_file(args.out, overwrite=True, what="contact sheet")
     print(f"contact sheet written to {write_contact_sheet(args.out, args.count, args.seed, args.model)}")

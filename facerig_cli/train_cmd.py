@@ -112,9 +112,9 @@ def execution_from_args(args: argparse.Namespace):  # noqa: ANN201 — lazy impo
 
 def cmd_train(args: argparse.Namespace) -> int:
     check_output_dir(args.out, "run folder")   # before torch loads: a bad --out is refused at once
-    from learner.runtime import tune_malloc
+    from learner.cpu_tuning import tune_malloc
 
-    tune_malloc()  # before the corpora are loaded (see learner/runtime.py)
+    tune_malloc()  # before the corpora are loaded (see learner/cpu_tuning.py)
     from learner.config import Config
     from learner.train import train
 
@@ -156,10 +156,10 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     if not args.init.is_file():
         raise FileNotFoundError(f"--init model not found: {args.init}")
     check_output_dir(args.out, "bootstrap folder")
-    from learner.runtime import tune_malloc
+    from learner.cpu_tuning import tune_malloc
 
     tune_malloc()
-    from learner.bootstrap import Bootstrap, BootstrapSettings
+    from bootstrap.loop import Bootstrap, BootstrapSettings
     from learner.config import Config
 
     settings = BootstrapSettings(
@@ -185,11 +185,11 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
 
 def cmd_cnet_train(args: argparse.Namespace) -> int:
     check_output_dir(args.out, "C-Net folder")
-    from learner.runtime import configure_runtime, tune_malloc
+    from learner.cpu_tuning import configure_runtime, tune_malloc
 
     tune_malloc()
     configure_runtime(2)
-    from learner.aggregate import CNetConfig, train_cnet
+    from learner.cnet import CNetConfig, train_cnet
 
     report = train_cnet(args.train, args.test, args.regressor, args.out, CNetConfig(steps=args.steps),
                         device=execution_from_args(args).device)
@@ -200,7 +200,8 @@ def cmd_cnet_train(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     check_output_file(args.out, args.overwrite, "ONNX model")
-    from learner.export import export_onnx, resolve_checkpoint
+    from learner.checkpoint import resolve_checkpoint
+    from learner.export import export_onnx
 
     info = export_onnx(resolve_checkpoint(args.run, args.checkpoint), args.out)
     print(json.dumps(info))

@@ -1,4 +1,5 @@
-"""Checkpoints: atomic writes, ``weights_only`` loads, and a checksum that catches silent damage.
+"""Checkpoints: atomic writes, ``weights_only`` loads, a checksum that catches silent damage, and the
+trained network read back from one (:func:`load_network`, for export and evaluation).
 
 A checkpoint is a plain dict of tensors and JSON types (``torch.load(weights_only=True)`` can read
 it without executing code). torch's zip container detects truncation but not a flipped byte in
@@ -15,6 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from facemodel import ParamLayout
+
+from .config import Config
+from .network import FaceRegressor, build_network
 
 FORMAT = "facerig-learner-checkpoint"
 VERSION = 1
@@ -138,3 +144,26 @@ def load_checkpoint(path: Path | str) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {path} is corrupted (checksum mismatch); "
                               "delete it or resume from an older copy")
     return state
+
+
+def resolve_checkpoint(run_or_file: Path | str, which: str = "best") -> Path:
+    """A checkpoint file, or ``best.pt`` (falling back to ``last.pt``) of a run directory."""
+    p = Path(run_or_file)
+    if p.is_file():
+        return p
+    if not p.is_dir():
+        raise FileNotFoundError(f"run or checkpoint not found: {p}")
+    for name in ((f"{which}.pt", "last.pt") if which == "best" else (f"{which}.pt",)):
+        if (p / name).is_file():
+            return p / name
+    raise FileNotFoundError(f"{p} has no {which}.pt or last.pt checkpoint; train first")
+
+def load_network(checkpoint: Path | str) -> tuple[FaceRegressor, dict[str, Any]]:
+    """The trained network in eval mode, and the checkpoint dict."""
+    state = load_checkpoint(checkpoint)
+    cfg = Config.from_dict(state["config"])
+    net = build_network(cfg.network)
+    net.load_state_dict(state["model"])
+    if net.layout != ParamLayout.from_dict(state["layout"]):
+        raise ValueError(f"checkpoint {checkpoint}: layout does not match its network configuration")
+    return net.eval(), state

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 # Identity modes the network predicts. Measured on the ICT face region (vertices 0–9408, see
-# ``learner.evaluate.identity_mode_report``): the first 60 of 100 unit-variance modes carry
+# ``facemodel.metrics.identity_mode_report``): the first 60 of 100 unit-variance modes carry
 # 98.8 % of the face-region vertex variance; the best least-squares fit with 60 modes leaves
 # 0.60 mm RMS of a random identity unexplained (40 modes: 0.93 mm, 80: 0.36 mm). One pixel of a
 # 128² canonical crop is ≈ 2.3 mm on the face, so modes past 60 (each < 0.1 mm RMS per σ) are

@@ -12,38 +12,14 @@ import numpy as np
 import torch
 
 from facemodel import FaceModel, FaceParams, ParamLayout
-from facemodel.metrics import (YAW_BINS, balanced_mean, nme_bbox, rotation_error_deg, sample_errors,
-                               yaw_bin_masks)
+from facemodel.metrics import (YAW_BINS, balanced_mean, identity_mode_report, nme_bbox, rotation_error_deg,
+                               sample_errors, yaw_bin_masks)
 
 # The metric definitions live in facemodel.metrics (shared with ``facerig eval``), so training
-# logs and evaluation reports compute the same numbers; re-exported here for convenience.
+# logs and evaluation reports compute the same numbers; re-exported here for convenience (also
+# ``identity_mode_report``, which the model card and the choice of n_identity use).
 __all__ = ["YAW_BINS", "evaluate_checkpoint", "evaluate_synthetic", "flatten_metrics", "identity_mode_report",
            "nme_bbox", "per_sample_errors", "predict", "rotation_error_deg", "summarize", "yaw_bin_masks"]
-
-
-def identity_mode_report(model: FaceModel, ks: tuple[int, ...] = (20, 40, 60, 80, 100)) -> list[dict[str, float]]:
-    """How much face-region geometry the leading k identity modes capture (justifies n_identity).
-
-    Coefficients are independent N(0, 1), so the vertex-space variance is Σ‖B_i‖²: ``cum_var``
-    is the share of the first k modes, ``trunc_rms_mm`` the RMS vertex error of dropping the rest,
-    ``fit_rms_mm`` the RMS error left after the best least-squares fit with k modes (the modes
-    are not orthogonal, so the others can partly absorb the dropped ones).
-    """
-    face = model.vertex_range("face")
-    b = model.identity_basis[:, face].reshape(model.n_identity, -1).astype(np.float64)
-    energy = (b * b).sum(1)
-    out = []
-    for k in ks:
-        rest = b[k:]
-        if k < len(b) and k > 0:
-            q, _ = np.linalg.qr(b[:k].T)
-            resid = rest.T - q @ (q.T @ rest.T)
-            fit = np.sqrt((resid ** 2).sum() / len(face)) * 10
-        else:
-            fit = 0.0 if k >= len(b) else np.sqrt(energy.sum() / len(face)) * 10
-        out.append({"k": k, "cum_var": float(energy[:k].sum() / energy.sum()),
-                    "trunc_rms_mm": float(np.sqrt(energy[k:].sum() / len(face)) * 10), "fit_rms_mm": float(fit)})
-    return out
 
 
 @torch.no_grad()
@@ -116,7 +92,7 @@ def evaluate_checkpoint(checkpoint: Any, corpora: list[Any], max_images: int | N
                         face_model: FaceModel | None = None) -> dict[str, Any]:
     """Metrics of a trained checkpoint on whole corpora (e.g. a held-out test render)."""
     from .data import load_corpora
-    from .export import load_network
+    from .checkpoint import load_network
 
     net, state = load_network(checkpoint)
     data = load_corpora(corpora)

@@ -14,44 +14,19 @@ import torch
 from facemodel import LICENSE, ParamLayout, file_digest
 from facemodel.crop import CROP_CENTER_UP, CROP_SCALE
 from facemodel.outputs import atomic_output
+from runtime.regressor import run_onnx
 
-from .checkpoint import load_checkpoint
+from .checkpoint import load_network
 from .config import Config
-from .network import FaceRegressor, build_network
 
 log = logging.getLogger(__name__)
 OPSET = 17
 
 
-def resolve_checkpoint(run_or_file: Path | str, which: str = "best") -> Path:
-    """A checkpoint file, or ``best.pt`` (falling back to ``last.pt``) of a run directory."""
-    p = Path(run_or_file)
-    if p.is_file():
-        return p
-    if not p.is_dir():
-        raise FileNotFoundError(f"run or checkpoint not found: {p}")
-    for name in ((f"{which}.pt", "last.pt") if which == "best" else (f"{which}.pt",)):
-        if (p / name).is_file():
-            return p / name
-    raise FileNotFoundError(f"{p} has no {which}.pt or last.pt checkpoint; train first")
-
-
-def load_network(checkpoint: Path | str) -> tuple[FaceRegressor, dict[str, Any]]:
-    """The trained network in eval mode, and the checkpoint dict."""
-    state = load_checkpoint(checkpoint)
-    cfg = Config.from_dict(state["config"])
-    net = build_network(cfg.network)
-    net.load_state_dict(state["model"])
-    if net.layout != ParamLayout.from_dict(state["layout"]):
-        raise ValueError(f"checkpoint {checkpoint}: layout does not match its network configuration")
-    return net.eval(), state
-
-
 def _identity_share(n_identity: int) -> str:
     """'98.8 %' of face-region vertex variance carried by the first modes (needs the face model)."""
     from facemodel import FaceModel, FaceModelError
-
-    from .evaluate import identity_mode_report
+    from facemodel.metrics import identity_mode_report
 
     try:
         row = identity_mode_report(FaceModel.load(), (n_identity,))[0]
@@ -162,12 +137,3 @@ def export_onnx(checkpoint: Path | str, out: Path | str, verify: bool = True) ->
     return info
 
 
-def run_onnx(path: Path | str, images: np.ndarray, threads: int = 1) -> np.ndarray:
-    """Run the exported model with onnxruntime on float32 images (N, 3, S, S)."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    return sess.run(["params"], {"image": np.ascontiguousarray(images, np.float32)})[0]

@@ -84,7 +84,7 @@ def to_batch(item: dict[str, torch.Tensor], device: torch.device) -> Batch:
 def _worker_init(_: int) -> None:
     import signal
 
-    from .runtime import tune_malloc
+    from .cpu_tuning import tune_malloc
 
     tune_malloc()   # inherited through fork anyway; explicit for other start methods
     torch.set_num_threads(1)

@@ -67,7 +67,7 @@ def is_photo_corpus(path: Path | str) -> bool:
 
 def list_photos(folders: Sequence[Path | str]) -> list[Path]:
     """All image files of the folders (not recursive), sorted, so shard contents are stable."""
-    from blender_addon.formats import PHOTO_SUFFIXES, photos_in
+    from runtime.formats import PHOTO_SUFFIXES, photos_in
 
     files: list[Path] = []
     for folder in folders:
@@ -82,8 +82,8 @@ def list_photos(folders: Sequence[Path | str]) -> list[Path]:
 
 def crop_photo(path: Path, size: int) -> tuple[np.ndarray, np.ndarray] | str:
     """(crop, 68 landmarks in crop pixels) of the largest face, or the reason it was skipped."""
-    from blender_addon.detect import detect_faces
-    from blender_addon.photo import PhotoError, crop_square, load_image
+    from runtime.detect import detect_faces
+    from runtime.photo import PhotoError, crop_square, load_image
 
     try:
         image = load_image(path)

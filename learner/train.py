@@ -12,6 +12,11 @@ loader worker processes (:mod:`learner.loader`) and several ranks under ``torchr
 the log, plots and checkpoints). With the defaults — CPU, one process, no workers — the steps are
 exactly those of a plain run. The run folder is locked while a trainer works in it, and every
 checkpoint save keeps the one before as ``prev.pt``.
+
+Why one module of ~600 lines: it is one job, the :class:`Trainer`, whose setup, resume, step, validation
+and reporting all read and write the same state (network, optimiser, data order, step, distributed
+context); split into files, that state would travel between them as arguments. The parts with a job of
+their own already live beside it (losses, data, loader, devices, checkpoint, evaluate, plots).
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ from .losses import FaceLoss
 from .network import FaceRegressor, OutputStats, build_network
 from .onnx_import import freeze_batchnorm
 from .plots import plot_curves, read_log, write_csvs
-from .runtime import configure_runtime
+from .cpu_tuning import configure_runtime
 
 log = logging.getLogger(__name__)
 BEST_METRIC = "val/vertex_mm_aligned@balanced"

@@ -31,8 +31,8 @@ log = logging.getLogger("bench")
 
 
 def bench_model(tmp: Path, face_model) -> tuple[Path, str]:  # noqa: ANN001
-    from blender_addon.regressor import DEFAULT_MODEL_PATH
-    from blender_addon.testing import build_constant_regressor, plausible_params, regressor_metadata
+    from runtime.regressor import DEFAULT_MODEL_PATH
+    from runtime.testing import build_constant_regressor, plausible_params, regressor_metadata
 
     if DEFAULT_MODEL_PATH.is_file():
         return DEFAULT_MODEL_PATH, "trained (shipped)"
@@ -69,8 +69,8 @@ def detector_choice(photos: list[Path], repeat: int) -> None:
     """FaceDetection vs FaceMesh alone vs the two-stage pipeline actually used."""
     from mediapipe.python.solutions import face_detection, face_mesh
 
-    from blender_addon.detect import detect_faces
-    from blender_addon.photo import load_image
+    from runtime.detect import detect_faces
+    from runtime.photo import load_image
 
     fd = face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5)
     fm = face_mesh.FaceMesh(static_image_mode=True, max_num_faces=5, refine_landmarks=False)
@@ -104,7 +104,7 @@ def main() -> int:
     photos = args.photos or sorted(DEMO.glob("*.*"))
 
     import blender_addon.operators  # noqa: F401 - imports bpy
-    from blender_addon.pipeline import get_regressor, reconstruct_photo
+    from runtime.pipeline import get_regressor, reconstruct_photo
     from facemodel import FaceModel
 
     face_model = FaceModel.load()

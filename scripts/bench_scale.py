@@ -46,7 +46,7 @@ def bench_loader(corpus: Path, max_workers: int, seconds: float, batch: int = 64
     from learner.config import Config
     from learner.data import BatchOrder, load_corpora, split_indices
     from learner.loader import StepBatches, iterate_steps
-    from learner.runtime import tune_malloc
+    from learner.cpu_tuning import tune_malloc
 
     tune_malloc()
     torch.set_num_threads(1)

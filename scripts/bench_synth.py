@@ -82,9 +82,9 @@ def _stage_worker(settings, n_images: int, warmup: int, rss_every: int, conn) ->
 def run_stage_process(settings, n_images: int, warmup: int = 3, rss_every: int = 0) -> dict:
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
-    from synth.render import _thread_env
+    from synth.workers import thread_env
 
-    with _thread_env():
+    with thread_env():
         p = ctx.Process(target=_stage_worker, args=(settings, n_images, warmup, rss_every, child))
         p.start()
     out = parent.recv()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from learner.runtime import configure_runtime  # noqa: E402
+from learner.cpu_tuning import configure_runtime  # noqa: E402
 
 configure_runtime(2)
 

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     from blender_addon.armature import bone_basis_rotation, rest_pose
     from blender_addon.build_mesh import BuildOptions, build_face
     from blender_addon.expression import apply_photo_expression, find_head, neutral_expression, set_key_values
-    from blender_addon.pipeline import load_face_model, reconstruct_photo
+    from runtime.pipeline import load_face_model, reconstruct_photo
 
     bpy.ops.wm.read_factory_settings(use_empty=True)
     model = load_face_model(None)

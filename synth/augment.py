@@ -16,7 +16,7 @@ Order (a camera-like pipeline):
 2. **occluders** painted over everything: ``cutout`` rectangles as in MobileFace (random colour
    or noise fill) and ``shape`` occluders (ellipses, polygons, bars) — landmarks under them are
    reported in ``occluded``; the face ``masks`` exclude occluded pixels. Landmark
-   ``visibility`` itself is self-occlusion only (see :func:`synth.render.landmark_visibility`).
+   ``visibility`` itself is self-occlusion only (see :func:`synth.labels.landmark_visibility`).
 3. **blur** (Gaussian or linear motion), 4. **colour jitter** (brightness, contrast,
    saturation, per-channel gain — this departs from the SH/albedo labels, hence recorded),
    5. **noise** (Gaussian sensor noise), 6. **JPEG** re-encoding at random quality.

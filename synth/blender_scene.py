@@ -49,7 +49,7 @@ class SceneSettings:
     supersample: int = 1        # render at size·k and area-downsample: cheap anti-aliasing
     workbench_aa: str = "OFF"   # scene.display.render_aa: OFF, FXAA, 5, 8, 11, 16, 32
     cycles_samples: int = 8
-    backface_culling: bool = True  # safe only for closed meshes (see synth.render.draw_polygons)
+    backface_culling: bool = True  # safe only for closed meshes (see synth.labels.draw_polygons)
 
 
 @dataclass

@@ -3,7 +3,7 @@
 The driver (the ``facerig`` process) stays what it is for local rendering: the only writer of the
 corpus folder (:class:`synth.corpus.CorpusWriter`, its lock and manifest). Ray only replaces the
 worker processes: one actor per CPU of the cluster, each holding a Blender scene
-(:class:`synth.render.ShardRenderer`), renders whole shards — ``shard k`` is a pure function of the
+(:class:`synth.shards.ShardRenderer`), renders whole shards — ``shard k`` is a pure function of the
 settings and k — and returns the arrays to the driver, which writes them with the same
 :func:`synth.corpus.write_shard_file` as a local worker. Hence:
 
@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .corpus import CorpusWriter, write_shard_file
-from .render import THREAD_ENV, RenderError, RenderSettings, ShardFeeder
+from .shards import RenderError, RenderSettings, ShardFeeder, make_renderer
+from .workers import THREAD_ENV
 
 log = logging.getLogger(__name__)
 MAX_LOST_ACTORS = 8          # actors lost (and replaced) in one run before it gives up
@@ -139,14 +140,7 @@ class ShardWorker:
     def __init__(self, settings: RenderSettings, files: dict[str, bytes]) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="facerig-ray-"))
         self.settings = _materialise(settings, files, self.root)
-        if self.settings.views is not None:
-            from .views import ViewShardRenderer
-
-            self.renderer: Any = ViewShardRenderer(self.settings, scratch_parent=self.root)
-        else:
-            from .render import ShardRenderer
-
-            self.renderer = ShardRenderer(self.settings, scratch_parent=self.root)
+        self.renderer = make_renderer(self.settings, scratch_parent=self.root)
 
     def ready(self) -> int:
         return os.getpid()

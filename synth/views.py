@@ -41,7 +41,8 @@ from facemodel.lighting import radiance, srgb_decode
 from facemodel.lighting_fit import fit_face_lighting
 from facemodel.priors import sample_sh
 
-from .render import ShardRenderer, image_rngs, image_seed, landmark_visibility, neck_opening_visible
+from .labels import image_rngs, image_seed, landmark_visibility, neck_opening_visible
+from .shards import ShardRenderer
 
 log = logging.getLogger(__name__)
 RECON_KIND = "reconstructions"
@@ -118,6 +119,15 @@ class ViewSettings:
         if d["delight_light"] == "network":   # what corpora did before the key: they still resume
             del d["delight_light"]
         return d
+
+    def generator_entry(self) -> dict[str, Any]:
+        """These settings in a corpus manifest's generator settings, with the reconstructions' digest."""
+        return {**self.to_dict(), "source_sha256": read_reconstructions(self.source)[1]["sha256"]}
+
+    @property
+    def renderer(self) -> type["ViewShardRenderer"]:
+        """The shard renderer of these views (:func:`synth.shards.make_renderer` asks for it)."""
+        return ViewShardRenderer
 
 
 # -- reconstructions on disk -----------------------------------------------------------------------
@@ -229,7 +239,7 @@ def perturbed(params: FaceParams, rng: np.random.Generator, p: Perturbation, new
 
 # -- the renderer (lives in a render worker) ------------------------------------------------------
 class ViewShardRenderer(ShardRenderer):
-    """A :class:`synth.render.ShardRenderer` whose faces are views of reconstructions instead of
+    """A :class:`synth.shards.ShardRenderer` whose faces are views of reconstructions instead of
     samples from the prior (see the module docstring)."""
 
     def __init__(self, settings: Any, scratch_parent: Path | None = None) -> None:

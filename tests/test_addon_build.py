@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from blender_addon.testing import build_constant_regressor, plausible_params
+from runtime.testing import build_constant_regressor, plausible_params
 
 from .conftest import FACES
 
@@ -27,7 +27,7 @@ def regressor_path(face_model, tmp_path_factory: pytest.TempPathFactory) -> Path
 @pytest.fixture(scope="module")
 def built(face_model, regressor_path: Path):
     from blender_addon.build_mesh import BuildOptions, build_face
-    from blender_addon.pipeline import reconstruct_photo
+    from runtime.pipeline import reconstruct_photo
 
     bpy.ops.wm.read_factory_settings(use_empty=True)
     recon = reconstruct_photo(ASTRONAUT, model=regressor_path)
@@ -50,7 +50,7 @@ def _evaluated_world(obj) -> np.ndarray:
 
 
 def test_mesh_and_shape_keys(built, face_model) -> None:
-    from blender_addon.arkit import ARKIT_NAMES, key_set
+    from runtime.arkit import ARKIT_NAMES, key_set
 
     recon, result = built
     obj = result.mesh_object
@@ -169,8 +169,8 @@ def test_failure_leaves_nothing_behind(face_model, built, monkeypatch: pytest.Mo
 
 
 def test_gltf_round_trip_keeps_shape_key_names(built, face_model, tmp_path: Path) -> None:
-    from blender_addon.arkit import key_set
-    from blender_addon.build_mesh import export_scene
+    from runtime.arkit import key_set
+    from blender_addon.export import export_scene
 
     export_scene(tmp_path / "face.glb")
     assert (tmp_path / "face.glb").stat().st_size > 1_000_000
@@ -197,8 +197,9 @@ def test_gltf_round_trip_keeps_shape_key_names(built, face_model, tmp_path: Path
 
 @pytest.mark.slow
 def test_fbx_and_obj_exports(face_model, regressor_path: Path, tmp_path: Path) -> None:
-    from blender_addon.build_mesh import BuildOptions, build_face, export_scene
-    from blender_addon.pipeline import reconstruct_photo
+    from blender_addon.build_mesh import BuildOptions, build_face
+    from blender_addon.export import export_scene
+    from runtime.pipeline import reconstruct_photo
 
     bpy.ops.wm.read_factory_settings(use_empty=True)
     recon = reconstruct_photo(ASTRONAUT, model=regressor_path)
@@ -222,7 +223,7 @@ def test_face_without_detected_landmarks_builds(face_model, monkeypatch: pytest.
     """A real photo FaceMesh cannot read (a singer behind a microphone; here FaceMesh is kept from finding
     it in the network-placed crop too): the head is built from the network alone, and the object says so —
     refinement skipped, no overlay error against landmarks it does not have."""
-    import blender_addon.pipeline as pipeline
+    import runtime.pipeline as pipeline
     from blender_addon.build_mesh import BuildOptions, build_face
 
     bpy.ops.wm.read_factory_settings(use_empty=True)

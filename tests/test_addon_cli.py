@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from blender_addon.testing import build_constant_regressor, plausible_params
+from runtime.testing import build_constant_regressor, plausible_params
 from facemodel import FaceParams
 from facerig_cli.main import main
-from facerig_cli.reconstruct_cmd import output_paths
+from facerig_cli.reconstruct import output_paths
 
 from .conftest import FACES
 

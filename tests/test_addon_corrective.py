@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from blender_addon.testing import build_constant_regressor, plausible_params
+from runtime.testing import build_constant_regressor, plausible_params
 
 from .conftest import FACES
 
@@ -19,7 +19,7 @@ ASTRONAUT = FACES / "demo" / "astronaut_eileen_collins_nasa.png"
 @pytest.fixture(scope="module")
 def built(face_model, tmp_path_factory: pytest.TempPathFactory):
     from blender_addon.build_mesh import BuildOptions, build_face
-    from blender_addon.pipeline import reconstruct_photo
+    from runtime.pipeline import reconstruct_photo
 
     params = plausible_params(face_model, rotation=(0.2, 0.05, 0.0)).with_corrective_modes(20)
     params.corrective = np.random.default_rng(3).normal(0, 0.15, (20, 3)).astype(np.float32)
@@ -42,8 +42,9 @@ def _model_vertices(face_model, polygons: np.ndarray) -> np.ndarray:
 
 
 def test_corrective_is_its_own_key_on_top_of_the_identity(built, face_model) -> None:
-    from blender_addon.arkit import key_set
-    from blender_addon.build_mesh import CORRECTIVE_KEY, part_polygons, to_rig_space
+    from runtime.arkit import key_set
+    from blender_addon.build_mesh import CORRECTIVE_KEY, part_polygons
+    from blender_addon.space import to_rig_space
 
     recon, result = built
     keys = result.mesh_object.data.shape_keys.key_blocks
@@ -70,8 +71,9 @@ def test_corrective_is_its_own_key_on_top_of_the_identity(built, face_model) -> 
 
 
 def test_gltf_and_fbx_carry_the_corrective_morph_target(built, face_model, tmp_path: Path) -> None:
-    from blender_addon.arkit import key_set
-    from blender_addon.build_mesh import CORRECTIVE_KEY, export_scene
+    from runtime.arkit import key_set
+    from blender_addon.build_mesh import CORRECTIVE_KEY
+    from blender_addon.export import export_scene
 
     export_scene(tmp_path / "face.glb")
     export_scene(tmp_path / "face.fbx")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from blender_addon.testing import build_constant_regressor, plausible_params
+from runtime.testing import build_constant_regressor, plausible_params
 
 from .conftest import FACES
 
@@ -62,7 +62,8 @@ def test_zip_layout(extension_zip: Path) -> None:
     with zipfile.ZipFile(extension_zip) as zf:
         names = set(zf.namelist())
         manifest = tomllib.loads(zf.read("blender_manifest.toml").decode())
-    assert {"__init__.py", "pipeline.py", "build_mesh.py", "facemodel/__init__.py", "facemodel/camera.py"} <= names
+    assert {"__init__.py", "build_mesh.py", "rt.py", "runtime/__init__.py", "runtime/pipeline.py", "runtime/fm.py",
+            "facemodel/__init__.py", "facemodel/camera.py"} <= names
     assert not any("__pycache__" in n for n in names)
     assert manifest["id"] == "facerig" and manifest["platforms"] == ["linux-x64"]
     wheels = manifest["wheels"]
@@ -97,7 +98,7 @@ def test_install_in_bpy_only_env_and_reconstruct(extension_zip: Path, face_model
     script.write_text(SCRIPT)
     from PIL import Image
 
-    from blender_addon.photo import pillow_image
+    from runtime.photo import pillow_image
 
     pillow_image()                                      # registers the HEIF writer for this process
     phone_photo = tmp_path / "IMG_0001.HEIC"            # a phone's format: read by the bundled pillow-heif

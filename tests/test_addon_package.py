@@ -57,7 +57,7 @@ def test_mediapipe_face_solutions_without_the_rest_of_mediapipe() -> None:
     works afterwards for anyone who asks for it (here, where its dependencies are installed)."""
     script = r"""
 import sys
-from blender_addon.mediapipe_solutions import legacy_face_solutions
+from runtime.mediapipe_solutions import legacy_face_solutions
 detection, mesh = legacy_face_solutions()
 assert detection.FaceDetection and mesh.FaceMesh
 left_out = sorted(m for m in ("matplotlib", "sounddevice", "attr", "cffi", "jax") if m in sys.modules)
@@ -93,7 +93,7 @@ def test_each_zip_has_its_platforms_wheels(extension_zips: dict[str, Path], dist
             names = set(zf.namelist())
         wheels = [w.removeprefix("./") for w in manifest["wheels"]]
         assert sorted(w for w in names if w.startswith("wheels/")) == sorted(wheels)
-        assert {"__init__.py", "operators.py", "mediapipe_solutions.py", "facemodel/convert.py",
+        assert {"__init__.py", "operators.py", "runtime/mediapipe_solutions.py", "facemodel/convert.py",
                 "models/facerig_regressor.onnx", "LICENSE"} <= names
         for wheel in wheels:
             assert blender_ext.blender_platform_compatible_with_wheel_platform_from_filepath(platform, wheel), wheel

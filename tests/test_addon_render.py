@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from blender_addon import completion
+from runtime import completion
 
 from .conftest import FACES, ROOT
 
@@ -30,7 +30,7 @@ def _example():
 @pytest.fixture(scope="module")
 def head(face_model):
     from blender_addon.build_mesh import BuildOptions, build_face
-    from blender_addon.pipeline import reconstruct_photo
+    from runtime.pipeline import reconstruct_photo
 
     bpy.ops.wm.read_factory_settings(use_empty=True)
     recon = reconstruct_photo(ASTRONAUT)

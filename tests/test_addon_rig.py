@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from blender_addon.arkit import (ARKIT_NAMES, MISSING_IN_ICT, ROTATION_COLUMNS, CaptureError, expression_record,
+from runtime.arkit import (ARKIT_NAMES, MISSING_IN_ICT, ROTATION_COLUMNS, CaptureError, expression_record,
                                  key_set, read_live_link_csv)
 from blender_addon.placement import Obstacle, free_offset
-from blender_addon.testing import build_constant_regressor, plausible_params
+from runtime.testing import build_constant_regressor, plausible_params
 
 from .conftest import FACES
 
@@ -118,7 +118,7 @@ def scene_heads(face_model, tmp_path_factory: pytest.TempPathFactory):
     """Three heads built into Blender's default scene (with its cube): ARKit names; ICT names and no teeth."""
     bpy = pytest.importorskip("bpy")
     from blender_addon.build_mesh import BuildOptions, build_face
-    from blender_addon.pipeline import reconstruct_photo
+    from runtime.pipeline import reconstruct_photo
 
     regressor = build_constant_regressor(tmp_path_factory.mktemp("onnx") / "constant.onnx",
                                          plausible_params(face_model, rotation=(0.3, 0.1, -0.05)))
@@ -144,15 +144,11 @@ def _evaluated(obj) -> np.ndarray:
     """Evaluated vertex positions in the rig object's space (world minus the rig's place)."""
     import bpy
 
+    from blender_addon.render_setup import evaluated_world_vertices
+
     bpy.context.view_layer.update()
-    ev = obj.evaluated_get(bpy.context.evaluated_depsgraph_get())
-    me = ev.to_mesh()
-    co = np.empty(len(me.vertices) * 3, np.float32)
-    me.vertices.foreach_get("co", co)
-    ev.to_mesh_clear()
-    m = np.array(obj.matrix_world)
     rig = obj.parent if obj.parent is not None else obj
-    return (co.reshape(-1, 3) @ m[:3, :3].T + m[:3, 3]) - np.array(rig.matrix_world)[:3, 3]
+    return evaluated_world_vertices(obj) - np.array(rig.matrix_world)[:3, 3]
 
 
 def test_heads_side_by_side_and_out_of_the_cube(scene_heads) -> None:
@@ -275,7 +271,7 @@ def test_photo_expression_sculpt_copy_and_panel(scene_heads, face_model) -> None
     import bpy
 
     import blender_addon
-    from blender_addon.arkit import key_set
+    from runtime.arkit import key_set
 
     recon, results = scene_heads
     r = results[0]

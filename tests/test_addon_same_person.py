@@ -19,10 +19,10 @@ import cv2
 import numpy as np
 import pytest
 
-from blender_addon.aggregate import (DEFAULT_CNET_PATH, FALLBACK_THRESHOLD_MM, NO_CNET, ConfidenceNet,
+from runtime.same_person import (DEFAULT_CNET_PATH, FALLBACK_THRESHOLD_MM, NO_CNET, ConfidenceNet,
                                      ConfidenceNetError, SamePersonError, get_cnet, reconstruct_same_person,
                                      resolve_cnet_path)
-from blender_addon.pipeline import FaceIndexError, get_regressor, refine_reconstruction
+from runtime.pipeline import FaceIndexError, get_regressor, refine_reconstruction
 from facemodel.aggregation import aggregate_identity, identity_rms_mm
 
 from .conftest import FACES
@@ -109,7 +109,7 @@ def test_aggregate_module_imports_without_bpy_or_torch() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, blender_addon.aggregate; bad = [m for m in ('bpy', 'torch') if m in sys.modules]; "
+    code = ("import sys, runtime.same_person; bad = [m for m in ('bpy', 'torch') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
@@ -165,7 +165,7 @@ def test_different_person_is_farthest_and_flagging_warns(grace_copies: list[Path
     d = reconstruct_same_person(grace_copies[:3] + [LUCIANO], cnet=cut, model=face_model).distances_mm
     assert int(np.argmax(d)) == 3, d
     mid = _standin_cnet(tmp_path / "mid.onnx", threshold=f"{(d[3] + d[:3].max()) / 2:.6f}")
-    with caplog.at_level(logging.WARNING, logger="blender_addon.aggregate"):
+    with caplog.at_level(logging.WARNING, logger="runtime.same_person"):
         same = reconstruct_same_person(grace_copies[:3] + [LUCIANO], cnet=mid, model=face_model)
     assert same.outliers.tolist() == [False, False, False, True], same.distances_mm
     assert same.primary.source != str(LUCIANO)                # a flagged photo never sets the pose
@@ -185,11 +185,11 @@ def test_photos_whose_points_are_not_trusted_are_fitted_once(tmp_path: Path, mis
     on upright photos, so the regressor's limit skips the refinement. The second pass (pose and expression
     for the person's shape) does not try those points again: one warning per photo, the network's pose
     and expression kept, the shape in both the photo and the crop params."""
-    from blender_addon.testing import build_constant_regressor, plausible_params
+    from runtime.testing import build_constant_regressor, plausible_params
 
     const = build_constant_regressor(tmp_path / "constant.onnx", plausible_params(face_model, n_identity=60,
                                                                                      rotation=(0.0, 0.0, 0.5)))
-    with caplog.at_level(logging.WARNING, logger="blender_addon.pipeline"):
+    with caplog.at_level(logging.WARNING, logger="runtime.pipeline"):
         same = reconstruct_same_person([GRACE, LUCIANO], regressor=const, cnet=missing, model=face_model)
     assert sum("refinement skipped" in r.getMessage() for r in caplog.records) == 2, caplog.text
     for photo in same.photos:
@@ -221,7 +221,7 @@ def test_photos_without_a_face_are_skipped(tmp_path: Path, missing: Path, face_m
     grey = _write(tmp_path / "grey.png", np.full((240, 240, 3), 128, np.uint8))
     broken = tmp_path / "broken.jpg"
     broken.write_text("not a photo")
-    with caplog.at_level(logging.WARNING, logger="blender_addon.aggregate"):
+    with caplog.at_level(logging.WARNING, logger="runtime.same_person"):
         same = reconstruct_same_person([grey, GRACE, broken], cnet=missing, model=face_model)
     assert same.sources == [str(GRACE)] and same.primary_index == 0
     assert [s.source for s in same.skipped] == [str(grey), str(broken)]
@@ -249,7 +249,7 @@ def test_cnet_path_resolution_and_fallback(tmp_path: Path, monkeypatch: pytest.M
         resolve_cnet_path()
     with pytest.raises(FileNotFoundError, match="(from argument)"):
         resolve_cnet_path(tmp_path / "explicit.onnx")
-    with caplog.at_level(logging.WARNING, logger="blender_addon.aggregate"):
+    with caplog.at_level(logging.WARNING, logger="runtime.same_person"):
         assert get_cnet() is None
         same = reconstruct_same_person([GRACE, BRYAN], model=face_model)      # $FACERIG_CNET → missing
     assert same.cnet_version == NO_CNET and same.threshold_mm == FALLBACK_THRESHOLD_MM
@@ -292,7 +292,7 @@ def test_cnet_contract_errors(tmp_path: Path, caplog: pytest.LogCaptureFixture) 
         ConfidenceNet(_standin_cnet(tmp_path / "mode.onnx", mode="pairwise"))
     with pytest.raises(ConfidenceNetError, match="is not a number"):
         ConfidenceNet(_standin_cnet(tmp_path / "thr.onnx", threshold="wide"))
-    with caplog.at_level(logging.WARNING, logger="blender_addon.aggregate"):
+    with caplog.at_level(logging.WARNING, logger="runtime.same_person"):
         no_threshold = ConfidenceNet(_standin_cnet(tmp_path / "nothr.onnx", threshold=None))
     assert no_threshold.threshold_mm == FALLBACK_THRESHOLD_MM
     assert "no facerig.same_person_rms_mm" in caplog.text
@@ -317,7 +317,7 @@ def test_each_shipped_regressor_gets_its_own_cnet(face_model, tmp_path: Path,
     """The default C-Net holds the default regressor (research-trained weights): the synthetic-only model
     gets the C-Net trained for it (renders only), a regressor with none gets plain averaging and a
     warning, and a C-Net named by the user is used as given."""
-    from blender_addon.testing import build_constant_regressor, plausible_params
+    from runtime.testing import build_constant_regressor, plausible_params
 
     synthetic = DEFAULT_CNET_PATH.with_name("facerig_regressor_synthetic.onnx")
     clean = reconstruct_same_person([GRACE, BRYAN], regressor=synthetic, model=face_model)
@@ -331,7 +331,7 @@ def test_each_shipped_regressor_gets_its_own_cnet(face_model, tmp_path: Path,
     plain = reconstruct_same_person([GRACE, BRYAN], regressor=other, model=face_model)
     assert plain.cnet_version == NO_CNET and plain.threshold_mm == FALLBACK_THRESHOLD_MM
     assert any("no shipped C-Net was trained for other.onnx" in w for w in plain.warnings)
-    with caplog.at_level(logging.WARNING, logger="blender_addon.aggregate"):
+    with caplog.at_level(logging.WARNING, logger="runtime.same_person"):
         forced = reconstruct_same_person([GRACE, BRYAN], regressor=synthetic, cnet=DEFAULT_CNET_PATH,
                                          model=face_model)
     assert forced.cnet_version == ConfidenceNet().model_version and "was trained for regressor" in caplog.text
@@ -362,7 +362,7 @@ def test_real_cnet_flags_a_different_person(grace_copies: list[Path], face_model
 
 # -- texture merged from several photos --------------------------------------------------------------
 def test_merged_texture_covers_at_least_one_photo(fallback, face_model) -> None:
-    from blender_addon.texture import bake_texture, bake_texture_views, blend_projections, project_photo
+    from runtime.texture import bake_texture, bake_texture_views, blend_projections, project_photo
 
     a, b = fallback.photos[0], fallback.photos[1]           # the photo and its mirror image
     size = 256
@@ -386,7 +386,7 @@ def test_merged_texture_covers_at_least_one_photo(fallback, face_model) -> None:
 
 
 def test_iris_colour_from_the_photo_that_sees_the_eyes(fallback, face_model) -> None:
-    from blender_addon.texture import bake_texture, bake_texture_views
+    from runtime.texture import bake_texture, bake_texture_views
 
     good = fallback.photos[0]
     away = good.params.numpy()
@@ -426,7 +426,7 @@ def test_build_face_from_several_photos(fallback, face_model) -> None:
 def test_cli_same_person_writes_one_head(grace_copies: list[Path], missing: Path, tmp_path: Path, face_model,
                                          capsys: pytest.CaptureFixture) -> None:
     bpy = pytest.importorskip("bpy")
-    from blender_addon.arkit import key_set
+    from runtime.arkit import key_set
     from facerig_cli.main import main
 
     photos = [str(p) for p in grace_copies[:3]]

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from blender_addon.testing import build_constant_regressor, plausible_params
+from runtime.testing import build_constant_regressor, plausible_params
 from facerig_cli.main import main
 
 from .conftest import FACES, MODEL_NPZ, ROOT
@@ -214,7 +214,7 @@ def test_huge_png_is_refused_fast_in_little_memory(photos, regressor, tmp_path) 
 
 
 def test_large_photo_is_decoded_reduced(tmp_path) -> None:
-    from blender_addon import photo
+    from runtime import photo
 
     big = np.zeros((3000, 2000, 3), np.uint8)
     big[1000:2000, 500:1500] = 200
@@ -304,7 +304,7 @@ def test_help_states_the_ranges(capsys) -> None:
 
 
 def test_texture_size_beyond_memory() -> None:
-    from blender_addon.limits import LimitError, check_texture_size
+    from runtime.limits import LimitError, check_texture_size
 
     assert check_texture_size(2048, memory=None) == 2048
     with pytest.raises(LimitError, match="GiB of memory"):

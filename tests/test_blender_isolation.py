@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from blender_addon.testing import build_constant_regressor, plausible_params
+from runtime.testing import build_constant_regressor, plausible_params
 from facerig_cli.blender_env import USER_OVERRIDES, isolate_blender_user_config
 
 from .conftest import FACES, ROOT, SANDBOX_HOME

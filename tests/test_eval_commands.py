@@ -3,7 +3,7 @@ runs them: JSON schemas.
 
 The JSON keys are a stable interface (other tooling reads them), so they are pinned here.
 The facerig-method runs use the add-on's contract-conforming constant ONNX stand-in
-(:mod:`blender_addon.testing`), since the trained model is not part of the repository.
+(:mod:`runtime.testing`), since the trained model is not part of the repository.
 """
 
 import csv
@@ -39,7 +39,7 @@ def needs_helen():
 @pytest.fixture(scope="module")
 def const_onnx(tmp_path_factory, face_model):
     pytest.importorskip("onnx")
-    from blender_addon.testing import build_constant_regressor, plausible_params
+    from runtime.testing import build_constant_regressor, plausible_params
 
     params = plausible_params(face_model, n_identity=20)
     return build_constant_regressor(tmp_path_factory.mktemp("onnx") / "const.onnx", params), params
@@ -131,7 +131,7 @@ def test_eval_refine_gate_measures_and_writes(tmp_path, const_onnx):
     import shutil
     import stat
 
-    from blender_addon.regressor import Regressor
+    from runtime.regressor import Regressor
     from facemodel.landmark_fit import REFINE_GATE_KEY
 
     photos = tmp_path / "photos"

@@ -132,7 +132,7 @@ def _synthetic_labelled_photo(tmp_path, face_model, onnx_params):
 def test_facerig_path_known_answer(tmp_path, face_model):
     """Crop → regress → project → map back is exact: a model predicting the truth scores ~0."""
     pytest.importorskip("onnx")
-    from blender_addon.testing import build_constant_regressor, plausible_params
+    from runtime.testing import build_constant_regressor, plausible_params
     from evaluation import pose
     from evaluation.landmarks import FacerigLandmarker, evaluate_images, summarize
     from evaluation.pts import list_labelled_images

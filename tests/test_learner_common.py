@@ -1,7 +1,7 @@
 """Shared helpers for the learner tests: a tiny rendered data set (no tests in this module).
 
 Images are real renderings of the face model (``facemodel.form`` + the preview rasteriser
-``facerig_cli.raster.draw_mesh``); small and few so the learner tests stay fast.
+``facerig_cli.sheets.draw_mesh``); small and few so the learner tests stay fast.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ TINY_SIZE = 64
 @lru_cache(maxsize=4)
 def tiny_arrays(n: int = 48, size: int = TINY_SIZE, seed: int = 0) -> dict[str, np.ndarray]:
     """Corpus-contract arrays for ``n`` random faces rendered at ``size``²."""
-    from facerig_cli.raster import draw_mesh
+    from facerig_cli.sheets import draw_mesh
 
     model = load_model()
     rng = np.random.default_rng(seed)

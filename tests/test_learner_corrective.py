@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from facemodel import FaceParams, ParamLayout
-from learner.export import run_onnx
+from runtime.regressor import run_onnx
 
 from .test_learner_common import TINY_SIZE, tiny_config, tiny_data
 
@@ -64,9 +64,9 @@ def test_corrective_head_fine_tunes_from_the_shipped_model_and_exports(tmp_path,
     out = tmp_path / "corrective.onnx"
     assert main(["export", str(tmp_path / "run"), "--out", str(out)]) == 0
     np.testing.assert_allclose(run_onnx(out, images.numpy()), after, atol=1e-4)
-    from evaluation.regressor import OnnxRegressor
+    from runtime.regressor import Regressor
 
-    reg = OnnxRegressor(out)
+    reg = Regressor(out)
     assert reg.layout == ParamLayout(60, n_corrective=20) and reg.layout.version == 2
     p = reg.predict((images.numpy().transpose(0, 2, 3, 1) * 255).astype(np.uint8))
     assert p.corrective.shape == (4, 20, 3)

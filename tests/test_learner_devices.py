@@ -219,8 +219,8 @@ def test_network_and_losses_stay_on_their_device(face_model):
 
 def test_bootstrap_and_cnet_folders_are_locked(tmp_path):
     """A second bootstrap or C-Net training into a folder in use is refused before it touches anything."""
-    from learner.aggregate import train_cnet
-    from learner.bootstrap import Bootstrap, BootstrapSettings
+    from learner.cnet import train_cnet
+    from bootstrap.loop import Bootstrap, BootstrapSettings
     from facemodel.outputs import acquire_lock
 
     for name in ("boot", "cnet"):

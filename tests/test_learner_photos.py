@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from learner.config import Config
-from learner.export import run_onnx
+from runtime.regressor import run_onnx
 from learner.onnx_import import OnnxImportError, freeze_batchnorm, network_from_onnx
 
 from .test_learner_common import TINY_SIZE, tiny_config, tiny_data

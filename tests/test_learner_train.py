@@ -127,7 +127,8 @@ def test_onnx_export_matches_torch(tmp_path, straight_run):
     import onnx
 
     from facerig_cli.main import main
-    from learner.export import load_network, run_onnx
+    from learner.checkpoint import load_network
+    from runtime.regressor import run_onnx
 
     run_dir = straight_run[0]
     out = tmp_path / "model.onnx"

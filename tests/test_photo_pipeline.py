@@ -9,12 +9,12 @@ import cv2
 import numpy as np
 import pytest
 
-from blender_addon import photo
-from blender_addon.detect import FACEMESH_TO_68, NoFaceError, detect_faces
-from blender_addon.pipeline import (overlay_error, photo_camera, photo_warnings, reconstruct_photo,
+from runtime import photo
+from runtime.detect import FACEMESH_TO_68, NoFaceError, detect_faces
+from runtime.pipeline import (overlay_error, photo_camera, photo_warnings, reconstruct_photo,
                                     refine_reconstruction, refinement_warnings)
-from blender_addon.regressor import Regressor, RegressorError
-from blender_addon.testing import build_constant_regressor, plausible_params
+from runtime.regressor import Regressor, RegressorError
+from runtime.testing import build_constant_regressor, plausible_params
 from facemodel import FaceParams, canonical_crop_box, crop_camera, project
 from facemodel.formation import mesh_camera_space
 
@@ -149,7 +149,7 @@ def test_colour_profiles_are_converted_to_srgb(tmp_path: Path, astronaut: np.nda
 
     from PIL import Image, ImageCms
 
-    from blender_addon import colour_profile
+    from runtime import colour_profile
 
     p3 = _bpy_icc("srgb_p3d65_display.icc")
     to_p3 = ImageCms.buildTransform(ImageCms.createProfile("sRGB"), ImageCms.ImageCmsProfile(io.BytesIO(p3)),
@@ -189,7 +189,7 @@ def test_heic_without_pillow_heif_says_what_is_missing(tmp_path: Path, monkeypat
 
 
 def test_folder_scans_and_the_file_browser_offer_the_same_types() -> None:
-    from blender_addon.formats import PHOTO_SUFFIXES, file_browser_glob
+    from runtime.formats import PHOTO_SUFFIXES, file_browser_glob
     from evaluation.pts import IMAGE_SUFFIXES
 
     assert IMAGE_SUFFIXES == PHOTO_SUFFIXES and {".heic", ".avif", ".jpg"} <= set(PHOTO_SUFFIXES)
@@ -325,7 +325,7 @@ def test_regressor_refinement_limit_from_metadata(face_model, tmp_path: Path) ->
     and refined when the model declares a wider one (as the synthetic-only model does)."""
     from dataclasses import replace
 
-    from blender_addon.pipeline import get_refiner
+    from runtime.pipeline import get_refiner
     from evaluation.refine_gate import write_gate
     from facemodel.crop import points_to_crop
 
@@ -365,7 +365,7 @@ def test_untrained_learner_network_through_onnx(face_model, tmp_path: Path) -> N
     import onnx
     import torch
 
-    from blender_addon.testing import regressor_metadata
+    from runtime.testing import regressor_metadata
     from learner.config import NetworkConfig
 
     target = plausible_params(face_model, n_identity=20)
@@ -443,7 +443,7 @@ def test_reconstruct_photo_errors(tmp_path: Path, regressor_path: Path) -> None:
 
 
 def test_tile_offsets_and_box_suppression() -> None:
-    from blender_addon.detect import _non_max_suppressed, _tile_starts
+    from runtime.detect import _non_max_suppressed, _tile_starts
 
     assert _tile_starts(500, 640, 480) == [0]
     assert _tile_starts(2400, 640, 480) == [0, 480, 960, 1440, 1760]       # the last flush with the edge
@@ -455,8 +455,8 @@ def test_tile_offsets_and_box_suppression() -> None:
 def test_small_face_in_a_large_photo(regressor_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A 43-px face in a 2400 × 1600 photo, across the boundary of two tiles: the whole-image detector
     misses it (under ≈ 5 % of the side), the tiled search finds it, and the user is told it is small."""
-    from blender_addon.detect import _detect_boxes
-    from blender_addon.pipeline import resolution_warning
+    from runtime.detect import _detect_boxes
+    from runtime.pipeline import resolution_warning
 
     grace = cv2.cvtColor(cv2.imread(str(GRACE)), cv2.COLOR_BGR2RGB)
     small = cv2.resize(grace, (120, 141), interpolation=cv2.INTER_AREA)
@@ -466,7 +466,7 @@ def test_small_face_in_a_large_photo(regressor_path: Path, caplog: pytest.LogCap
     (face,) = detect_faces(canvas)
     lo, hi = face.landmarks.min(0), face.landmarks.max(0)
     assert 600 < lo[0] < hi[0] < 720 and 700 < lo[1] < hi[1] < 841 and lo[0] < 640 < hi[0]
-    with caplog.at_level("WARNING", logger="blender_addon.pipeline"):
+    with caplog.at_level("WARNING", logger="runtime.pipeline"):
         rec = reconstruct_photo(canvas, model=regressor_path)
     assert "px across" in caplog.text
     (warning, *_) = photo_warnings(rec)     # FaceMesh confirms this face: the size is the first thing said
@@ -481,7 +481,7 @@ CELEBA = FACES / "unlabeled" / "celeba_89x109"
 def test_unconfirmed_face_crop_is_placed_on_the_network_points(face_model) -> None:
     """Grace Hopper's face as if FaceMesh had not confirmed it (detector box only): the crop from the
     box, re-placed twice on the shipped network's own 68 points, lands where FaceMesh's landmarks put it."""
-    from blender_addon.detect import _iou, face_from_box
+    from runtime.detect import _iou, face_from_box
 
     grace = cv2.cvtColor(cv2.imread(str(GRACE)), cv2.COLOR_BGR2RGB)
     (confirmed,) = detect_faces(grace)
@@ -505,7 +505,7 @@ def test_face_facemesh_cannot_confirm_is_still_reconstructed(face_model, monkeyp
     """Real photos where the detector sees a face and FaceMesh does not (a singer behind a microphone;
     a turned head): measurement code gets no face, the photo pipeline an unconfirmed one, its crop on the
     network's points, refined only where FaceMesh finds the face in that crop."""
-    import blender_addon.pipeline as pipeline
+    import runtime.pipeline as pipeline
 
     for name in ("008061.jpg", "003131.jpg"):
         image = photo.load_image(CELEBA / name)
@@ -566,8 +566,8 @@ def test_photo_modules_import_without_bpy_or_torch() -> None:
     import subprocess
     import sys
 
-    code = ("import sys; import blender_addon, blender_addon.photo, blender_addon.detect, blender_addon.regressor, "
-            "blender_addon.pipeline, blender_addon.texture, blender_addon.rig, blender_addon.testing; "
+    code = ("import sys; import blender_addon, runtime.photo, runtime.detect, runtime.regressor, "
+            "runtime.pipeline, runtime.texture, blender_addon.rig, runtime.testing; "
             "bad = [m for m in ('bpy', 'torch') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr

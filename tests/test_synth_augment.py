@@ -7,7 +7,7 @@ import pytest
 
 from facemodel.lighting import srgb_encode
 from synth.augment import FLAG, AugmentConfig, Augmenter, list_photos
-from synth.render import image_rngs, image_seed, landmark_visibility
+from synth.labels import image_rngs, image_seed, landmark_visibility
 
 S = 64
 
@@ -85,7 +85,7 @@ def test_vertex_shading_equals_facemodel(face_model):
     """The renderer's batched shading is facemodel's vertex_colors (linear), just faster."""
     from facemodel.formation import mesh_camera_space, vertex_colors
     from facemodel.priors import sample_params
-    from synth.render import VertexShading
+    from synth.labels import VertexShading
 
     p = sample_params(np.random.default_rng(0), 3, face_model.expression_names,
                       face_model.arrays.subset(face_model.landmark_indices()))
@@ -97,7 +97,7 @@ def test_vertex_shading_equals_facemodel(face_model):
 def test_draw_polygons_cover_the_render_surface(face_model):
     """Blender gets ICT's quads (split 0-2 like facemodel) plus back sides for the lashes only."""
     from facemodel.geometry import triangulate
-    from synth.render import draw_polygons
+    from synth.labels import draw_polygons
 
     polys = draw_polygons(face_model)
     tris = {tuple(t) for t in np.sort(triangulate(polys), 1)}

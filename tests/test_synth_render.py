@@ -160,20 +160,21 @@ def test_removing_the_true_lighting_recovers_the_albedo(clean_corpus, face_model
     """The add-on's *Remove lighting* fits SH lighting to the pixels and divides its shading out: with
     the true geometry, a clean render's face texture comes close to its albedo (up to one gain per
     channel; the light's colour is kept on purpose, so a coloured lamp leaves a little)."""
-    from blender_addon import texture
     from facemodel.albedo import vertex_albedo
     from facemodel.lighting import srgb_decode
+    from runtime import texture
+    from runtime.uv import interpolate, uv_raster
 
     c = open_corpus(clean_corpus)
     d = c.load_all(["images", "params"])
     size = 256
     spreads = []
-    r = texture.uv_raster(face_model, "M_Face", size)
+    r = uv_raster(face_model, "M_Face", size)
     narrow = face_model.region_masks["narrow_face"][r.vertices].all(0)
     for image, vector in zip(d["images"], d["params"]):
         params = FaceParams.from_vector(vector.astype(np.float32), c.layout)
         albedo = vertex_albedo(face_model.arrays.albedo_base, face_model.arrays.albedo_axes, params.albedo)
-        truth = np.stack([texture._interpolate(np.ascontiguousarray(albedo[:, k]), r) for k in range(3)], 1)
+        truth = np.stack([interpolate(np.ascontiguousarray(albedo[:, k]), r) for k in range(3)], 1)
         spread, brightness = [], []
         for remove in (False, True):
             proj = texture.project_photo(face_model, params, image, size, remove_lighting=remove)

@@ -1,4 +1,4 @@
-"""Views of reconstructed photos (synth.views) and the bootstrap loop (learner.bootstrap)."""
+"""Views of reconstructed photos (synth.views) and the bootstrap loop (bootstrap.loop)."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def test_view_settings_name_the_light_they_divide_out(tmp_path):
 
 
 def test_a_bootstrap_run_from_before_the_light_option_resumes_as_it_was(tmp_path, face_model):
-    from learner.bootstrap import STATE_FILE, Bootstrap, BootstrapSettings
+    from bootstrap.loop import STATE_FILE, Bootstrap, BootstrapSettings
     from learner.config import Config
 
     def settings(**kw):
@@ -120,7 +120,7 @@ def test_reconstructions_round_trip_and_corruption(tmp_path):
 def recon_dir(tmp_path_factory):
     """Reconstructions of 4 real photos by the shipped model (canonical 128² crops)."""
     from facemodel import FaceModel
-    from learner.bootstrap import reconstruct, seed_scores
+    from bootstrap.loop import reconstruct, seed_scores
     from learner.photo_corpus import build_photo_corpus, load_photo_corpus
 
     src = tmp_path_factory.mktemp("src")
@@ -140,7 +140,7 @@ def recon_dir(tmp_path_factory):
 
 def test_seed_refinement_brings_seeds_onto_the_detector_landmarks(recon_dir, face_model):
     """--refine-seeds: the shipped model's seeds of 4 real photos refined on their detector landmarks."""
-    from learner.bootstrap import refine_params, seed_scores
+    from bootstrap.loop import refine_params, seed_scores
     from learner.photo_corpus import load_photo_corpus
 
     arrays, _ = read_reconstructions(recon_dir[0])
@@ -154,7 +154,7 @@ def test_seed_refinement_brings_seeds_onto_the_detector_landmarks(recon_dir, fac
     assert np.median(after) < 0.8 * np.median(before)
     # the network's own limit (ONNX metadata) decides which seeds are trusted: 8 % for the default
     # model, which declares none; the synthetic-only model declares a wider one
-    from learner.bootstrap import onnx_refine_gate
+    from bootstrap.loop import onnx_refine_gate
 
     assert onnx_refine_gate(SHIPPED) == 0.08
     assert onnx_refine_gate(SHIPPED.with_name("facerig_regressor_synthetic.onnx")) > 0.2
@@ -198,7 +198,7 @@ def test_views_render_with_the_photo_as_backplane(recon_dir, tmp_path, face_mode
 def test_bootstrap_round_runs_and_resumes(recon_dir, tmp_path, face_model):
     """One round end to end on tiny data (real render, real training steps, ONNX export)."""
     from facerig_cli.main import main
-    from learner.bootstrap import Bootstrap, BootstrapSettings
+    from bootstrap.loop import Bootstrap, BootstrapSettings
     from learner.config import Config
 
     synth = tmp_path / "synth"

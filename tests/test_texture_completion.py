@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from blender_addon import completion, lashes, texture
-from blender_addon.pipeline import reconstruct_photo
+from runtime import completion, eyes, lashes, texture
+from runtime.pipeline import reconstruct_photo
+from runtime.uv import TILES, interpolate, sample, uv_raster
 
 from .conftest import FACES
 
@@ -66,9 +67,9 @@ def test_hat_and_collar_are_not_projected(face_model, grace) -> None:
     assert baked.coverage["M_BackHead"] < 0.01                       # no photo on the back of the head
     assert 0.15 < baked.coverage["M_Face"] < 0.6
     # the inner face keeps the photo's detail (wrinkles, glasses): high local contrast there
-    r = texture.uv_raster(face_model, "M_Face", SIZE)
+    r = uv_raster(face_model, "M_Face", SIZE)
     face_tex = baked.images["M_Face"].reshape(-1, 3)[r.texels].astype(np.float32)
-    inner = texture._interpolate(completion.core_face(face_model), r) > 0.99
+    inner = interpolate(completion.core_face(face_model), r) > 0.99
     assert face_tex[inner].std(0).mean() > 15.0
     # the vertices on the cut between the face and back-of-head tiles get one colour from both sides
     used = [np.unique(face_model.faces[face_model.face_material == face_model.material_names.index(m)])
@@ -82,8 +83,8 @@ def test_hat_and_collar_are_not_projected(face_model, grace) -> None:
         fv, fu = face_model.faces[sel].reshape(-1), face_model.face_uvs[sel].reshape(-1)
         keep = np.isin(fv, cut)
         first = {v: u for v, u in zip(fv[keep][::-1], fu[keep][::-1])}
-        uv = face_model.uvs[[first[v] for v in cut]] - [texture.TILES[material], 0]
-        sides.append(texture._sample(img, np.ascontiguousarray(uv * img.shape[0], np.float32)))
+        uv = face_model.uvs[[first[v] for v in cut]] - [TILES[material], 0]
+        sides.append(sample(img, np.ascontiguousarray(uv * img.shape[0], np.float32)))
     delta = completion.to_lab(sides[0]) - completion.to_lab(sides[1])
     assert np.median(np.linalg.norm(delta, axis=1)) < 6.0
 
@@ -99,14 +100,14 @@ def test_unseen_head_is_filled_from_the_albedo(face_model, grace) -> None:
     baked = texture.bake_projection(face_model, projection)
     albedo_skin = texture._albedo_srgb(face_model, away)
     assert _lab_distance(baked.images["M_Face"].reshape(-1, 3).mean(0), albedo_skin) < 8.0
-    np.testing.assert_allclose(baked.iris_color, texture.albedo_iris_srgb(p.albedo))
+    np.testing.assert_allclose(baked.iris_color, eyes.albedo_iris_srgb(p.albedo))
 
 
 def test_iris_colour_comes_from_the_photo(face_model, grace) -> None:
     _, projection, baked = grace
-    assert not np.allclose(baked.iris_color, texture.albedo_iris_srgb(projection.albedo))
-    assert _lab_distance(baked.iris_color * 255, projection.skin_rgb) > texture.IRIS_MIN_SKIN_DELTA_E
-    brown, blue = (texture.albedo_iris_srgb(np.eye(7, dtype=np.float32)[6] * t) for t in (-2.0, 2.0))
+    assert not np.allclose(baked.iris_color, eyes.albedo_iris_srgb(projection.albedo))
+    assert _lab_distance(baked.iris_color * 255, projection.skin_rgb) > eyes.IRIS_MIN_SKIN_DELTA_E
+    brown, blue = (eyes.albedo_iris_srgb(np.eye(7, dtype=np.float32)[6] * t) for t in (-2.0, 2.0))
     assert brown[0] > brown[2] and blue[2] > blue[0]                  # the albedo's iris axis, as documented
 
 

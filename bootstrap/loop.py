@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ from facemodel.formation import landmarks_2d
 from facemodel.metrics import INNER_51, nme_bbox
 from facemodel.outputs import atomic_output, atomic_write_text, finite_or_none, write_json
 
-from .config import Config
+from learner.config import Config
 
 log = logging.getLogger(__name__)
 STATE_FILE = "bootstrap.json"
@@ -87,14 +87,17 @@ class BootstrapSettings:
 
 # -- step 1–2: reconstruct and filter ------------------------------------------------------------------
 def reconstruct(model_onnx: Path, images: np.ndarray, batch: int = 256) -> np.ndarray:
-    """(N, P) parameter vectors of uint8 crops (N, S, S, 3) by the ONNX regressor."""
-    from .export import run_onnx
+    """(N, P) parameter vectors of uint8 crops (N, S, S, 3) by the ONNX regressor, run by the runtime
+    (:class:`runtime.regressor.Regressor`: the add-on's session and contract checks).
 
-    out = []
-    for i in range(0, len(images), batch):
-        x = images[i:i + batch].transpose(0, 3, 1, 2).astype(np.float32) / 255.0
-        out.append(run_onnx(model_onnx, x, threads=2))
-    return np.concatenate(out)
+    The crops are scaled here as x / 255, as the learner's own ``predict`` and every bootstrap run so far did;
+    the runtime's ``network_input`` multiplies by 1 / 255, one float32 ulp away on 126 of the 256 byte values
+    (parameters up to 6e-5 apart on the 2,048 test renders), which would move a documented run's seed filter."""
+    from runtime.regressor import Regressor
+
+    regressor = Regressor(model_onnx, threads=2)
+    return np.concatenate([regressor.predict_vectors(images[i:i + batch].astype(np.float32) / 255.0)
+                           for i in range(0, len(images), batch)])
 
 
 def seed_scores(face_model: FaceModel, params: np.ndarray, layout: ParamLayout, detector_lm: np.ndarray,
@@ -140,12 +143,10 @@ def refine_params(face_model: FaceModel, params: np.ndarray, layout: ParamLayout
 
 def onnx_refine_gate(path: Path) -> float:
     """The refinement limit an exported network declares in its metadata (default 8 %)."""
-    import onnxruntime as ort
-
     from facemodel.landmark_fit import refine_gate
+    from learner.onnx_import import onnx_metadata
 
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return refine_gate(sess.get_modelmeta().custom_metadata_map)
+    return refine_gate(onnx_metadata(path))
 
 
 def select_seeds(scores: dict[str, np.ndarray], max_yaw: float, max_nme: float, max_seeds: int) -> np.ndarray:
@@ -166,7 +167,7 @@ class Bootstrap:
         """``execution`` (:class:`learner.devices.Execution`): how the rounds train (device, AMP …);
         ``ray``: render the views on a Ray cluster (``synth.ray_render``). Neither changes the results'
         definition, so a run may resume with other values."""
-        from .devices import env_context
+        from learner.devices import env_context
 
         settings.validate()
         if env_context().distributed:
@@ -207,7 +208,7 @@ class Bootstrap:
             return src
         target = self.out / "round0" / "model.onnx"
         if not target.is_file():
-            from .export import export_onnx
+            from learner.export import export_onnx
 
             export_onnx(src, target)
         return target
@@ -216,8 +217,8 @@ class Bootstrap:
     def reconstruct_round(self, r: int) -> Path:
         from synth.views import write_reconstructions
 
-        from .onnx_import import onnx_metadata
-        from .photo_corpus import load_photo_corpus
+        from learner.onnx_import import onnx_metadata
+        from learner.photo_corpus import load_photo_corpus
 
         recon = self.round_dir(r) / "recon"
         if (recon / "manifest.json").is_file():
@@ -268,8 +269,8 @@ class Bootstrap:
 
     # step 4–5
     def train_round(self, r: int, views: Path | None) -> Path:
-        from .export import export_onnx
-        from .train import Trainer
+        from learner.export import export_onnx
+        from learner.train import Trainer
 
         model = self.round_dir(r) / "model.onnx"
         if model.is_file():

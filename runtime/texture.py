@@ -3,8 +3,8 @@
 ICT-FaceKit lays its UVs out in tiles: u ∈ [0, 1] is the face (M_Face), u ∈ [1, 2] the back
 of the head, neck and ears (M_BackHead); both tiles are left/right symmetric. Per tile:
 
-1. texel → surface: the tile's triangles are rasterised once in UV space (triangle id per
-   texel, cached per model and size; it does not depend on the photo) and every texel gets
+1. texel → surface: the tile's triangles are rasterised once in UV space (:mod:`runtime.uv`: triangle
+   id per texel, cached per model and size; it does not depend on the photo) and every texel gets
    barycentric coordinates;
 2. surface → photo: vertices are posed and projected with the predicted camera; texels
    interpolate their photo position and sample the photo (``cv2.remap``, bilinear);
@@ -17,7 +17,8 @@ of the head, neck and ears (M_BackHead); both tiles are left/right symmetric. Pe
    face's mean so the exposure stays;
 4. filling: untrusted texels take the mirrored texel (u → 1 − u within the tile) when that one
    was trusted, the rest the skin fill (``completion.skin_fill``: the fitted albedo matched to the
-   photo's skin, corrected towards the photo nearby), with a soft seam.
+   photo's skin, corrected towards the photo nearby), with a soft seam;
+5. the eyes: textures coloured by radius, the iris in the photo's iris colour (:mod:`runtime.eyes`).
 
 Arrays are in Blender pixel order: row 0 is v = 0 (the bottom of the image).
 """
@@ -30,12 +31,11 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from . import completion
+from . import completion, eyes, uv
 from .fm import facemodel
 
 log = logging.getLogger(__name__)
 
-TILES = {"M_Face": 0, "M_BackHead": 1}     # material → UV tile (u offset)
 TILE_SCALE = {"M_Face": 1.0, "M_BackHead": 0.5}  # the back of the head is mostly filled: half size
 SEAM = (0.05, 0.6)                         # photo/mirror weight over which the texture turns from fill to photo
 SEAM_BLEND, SEAM_PRIOR = 1 / 128, 0.1      # the fill takes the photo's colour difference this far (× tile)
@@ -44,74 +44,6 @@ DEPTH_TOLERANCE_CM = 0.7
 FACING_START, FACING_FULL = 0.05, 0.35     # cos(angle to the camera) where the weight rises 0 → 1
 SHADING_FLOOR = 0.25                       # relative shading below this is not divided out further
 LUMINANCE = np.array([0.2126, 0.7152, 0.0722], np.float32)   # Rec. 709 / sRGB primaries
-
-_UV_RASTER_CACHE: dict[tuple[int, int, str], "UVRaster"] = {}
-
-
-@dataclass
-class UVRaster:
-    """Which triangle covers each texel of one tile, and where inside it."""
-
-    texels: np.ndarray        # (K,) flat indices (Blender order) of covered texels
-    vertices: np.ndarray      # (3, K) int32 mesh vertex indices of the covering triangle (rows contiguous)
-    bary: np.ndarray          # (3, K) float32 barycentric weights
-    size: int
-
-
-def _tile_triangles(model: "facemodel.FaceModel", material: str) -> tuple[np.ndarray, np.ndarray]:
-    mat = model.material_names.index(material)
-    sel = model.face_material == mat
-    faces, fuv = model.faces[sel], model.face_uvs[sel]
-    quads = faces[:, 3] >= 0
-    tri_v = np.concatenate([faces[:, [0, 1, 2]], faces[quads][:, [0, 2, 3]]])
-    tri_uv = np.concatenate([fuv[:, [0, 1, 2]], fuv[quads][:, [0, 2, 3]]])
-    return tri_v.astype(np.int64), tri_uv.astype(np.int64)
-
-
-def uv_raster(model: "facemodel.FaceModel", material: str, size: int) -> UVRaster:
-    """Rasterise one UV tile (cached: depends on topology and size only)."""
-    key = (id(model), size, material)
-    if key in _UV_RASTER_CACHE:
-        return _UV_RASTER_CACHE[key]
-    tri_v, tri_uv = _tile_triangles(model, material)
-    uv = model.uvs[tri_uv].astype(np.float64)                     # (T, 3, 2)
-    uv[..., 0] -= TILES.get(material, np.floor(uv[..., 0].min()))
-    px = uv * size                                                 # continuous texel coords, row = v
-    ids = np.full((size, size), -1, np.int32)
-    pts = np.round((px - 0.5) * 16).astype(np.int32)               # OpenCV: integer = pixel centre; 4 fraction bits
-    for t, poly in enumerate(pts):
-        cv2.fillConvexPoly(ids, poly, int(t), lineType=cv2.LINE_8, shift=4)
-    ids = _grow_ids(ids, 2)                                        # cover seam texels too
-    texels = np.flatnonzero(ids.reshape(-1) >= 0)
-    tri = ids.reshape(-1)[texels]
-    row, col = np.divmod(texels, size)
-    px_x = np.ascontiguousarray(px[..., 0].T, np.float32)         # (3, T): 1-D gathers are fast
-    px_y = np.ascontiguousarray(px[..., 1].T, np.float32)
-    ax, ay = px_x[0][tri], px_y[0][tri]
-    v0x, v0y = px_x[1][tri] - ax, px_y[1][tri] - ay
-    v1x, v1y = px_x[2][tri] - ax, px_y[2][tri] - ay
-    v2x, v2y = col.astype(np.float32) + 0.5 - ax, row.astype(np.float32) + 0.5 - ay
-    den = v0x * v1y - v1x * v0y
-    den[np.abs(den) < 1e-12] = 1e-12
-    w1 = (v2x * v1y - v1x * v2y) / den
-    w2 = (v0x * v2y - v2x * v0y) / den
-    bary = np.stack([1 - w1 - w2, w1, w2])                          # (3, K)
-    np.clip(bary, 0.0, None, out=bary)          # clamp to the triangle: padding and edge texels
-    bary /= bary.sum(0, keepdims=True)          # take the nearest surface point, never extrapolate
-    raster = UVRaster(texels, np.ascontiguousarray(tri_v[tri].T.astype(np.int32)),
-                      np.ascontiguousarray(bary, np.float32), size)
-    _UV_RASTER_CACHE[key] = raster
-    return raster
-
-
-def _grow_ids(ids: np.ndarray, steps: int) -> np.ndarray:
-    """Extend triangle ids into empty neighbours (texture padding against seam bleeding)."""
-    out = ids.astype(np.float32)                             # exact below 2**24; dilate has no int32
-    for _ in range(steps):
-        grown = cv2.dilate(out, np.ones((3, 3), np.uint8))     # max id of the neighbourhood
-        empty = out < 0
-        out[empty] = grown[empty]
-    return out.astype(np.int32)
 
 
 def facing_cosine(vertices_cam: np.ndarray, normals: np.ndarray) -> np.ndarray:
@@ -187,7 +119,7 @@ def photo_lighting(model: "facemodel.FaceModel", params: "facemodel.FaceParams",
     h, w = image.shape[:2]
     seen = np.flatnonzero(model.region_masks["narrow_face"] & (weight > 0.5) & (pixels[:, 0] >= 0)
                           & (pixels[:, 0] < w) & (pixels[:, 1] >= 0) & (pixels[:, 1] < h))
-    colour = _sample(image, np.ascontiguousarray(pixels[seen], np.float32)) * (1.0 / 255.0)
+    colour = uv.sample(image, np.ascontiguousarray(pixels[seen], np.float32)) * (1.0 / 255.0)
     return facemodel.lighting_fit.fit_face_lighting(model.arrays, params, seen, normals[seen],
                                                     facemodel.lighting.srgb_decode(colour))
 
@@ -231,11 +163,11 @@ def project_photo(model: "facemodel.FaceModel", params: "facemodel.FaceParams", 
     weight *= inside
     shade = (relative_shading(model, photo_lighting(model, params, image, normals, pix, weight), normals, weight)
              if remove_lighting else None)
-    vertex_colours = _sample(image, np.ascontiguousarray(pix, np.float32))
+    vertex_colours = uv.sample(image, np.ascontiguousarray(pix, np.float32))
     if shade is not None:
         vertex_colours = _remove_shading(vertex_colours, shade)
     roughness_map = completion.photo_roughness(image, float(np.ptp(pix[model.landmarks68], 0).max()))
-    vertex_roughness = _sample(roughness_map, np.ascontiguousarray(pix, np.float32))
+    vertex_roughness = uv.sample(roughness_map, np.ascontiguousarray(pix, np.float32))
     reliable = completion.reliable_skin(model) & (weight > 0.6)
     skin = completion.fit_skin_colour(vertex_colours[reliable], _albedo_srgb(model, params), vertex_roughness[reliable])
     prior = completion.prior(model, facing_cosine(cam, normals))
@@ -243,16 +175,16 @@ def project_photo(model: "facemodel.FaceModel", params: "facemodel.FaceParams", 
     vertex_trust = completion.photo_trust(weight, vertex_likelihood, prior)
     pix_c = np.ascontiguousarray(pix, np.float32).view(np.complex64).reshape(-1)  # x + iy: one gather for both
     colours, weights, sizes = {}, {}, {}
-    for material in TILES:
+    for material in uv.TILES:
         tile_size = max(16, int(round(size * TILE_SCALE[material])))
-        r = uv_raster(model, material, tile_size)
-        xy = _interpolate(pix_c, r).view(np.float32).reshape(-1, 2)            # (K, 2)
-        sample = _sample(image, xy)
+        r = uv.uv_raster(model, material, tile_size)
+        xy = uv.interpolate(pix_c, r).view(np.float32).reshape(-1, 2)            # (K, 2)
+        sample = uv.sample(image, xy)
         if shade is not None:
-            sample = _remove_shading(sample, _interpolate(shade, r))
-        likelihood = _tile_likelihood(skin, sample, _sample(roughness_map, xy), r)[r.texels]
-        wt = completion.photo_trust(np.clip(_interpolate(weight, r), 0.0, 1.0), likelihood,
-                                    _interpolate_rows(prior, r))
+            sample = _remove_shading(sample, uv.interpolate(shade, r))
+        likelihood = _tile_likelihood(skin, sample, uv.sample(roughness_map, xy), r)[r.texels]
+        wt = completion.photo_trust(np.clip(uv.interpolate(weight, r), 0.0, 1.0), likelihood,
+                                    uv.interpolate_rows(prior, r))
         colour = np.zeros((tile_size * tile_size, 3), np.float32)
         wmap = np.zeros(tile_size * tile_size, np.float32)
         colour[r.texels] = sample
@@ -270,7 +202,7 @@ def project_photo(model: "facemodel.FaceModel", params: "facemodel.FaceParams", 
                       weight * vertex_likelihood, np.asarray(params.albedo, np.float32), skin_rgb)
 
 
-def _tile_likelihood(skin: "completion.SkinColour", sample: np.ndarray, roughness: np.ndarray, r: UVRaster
+def _tile_likelihood(skin: "completion.SkinColour", sample: np.ndarray, roughness: np.ndarray, r: uv.UVRaster
                      ) -> np.ndarray:
     """(T·T,) skin likelihood of a tile's photo colours, cleaned of specks (``completion.clean_likelihood``);
     worked out at half the tile's size (a quarter of the colour conversions), then scaled up."""
@@ -318,13 +250,14 @@ def blend_projections(model: "facemodel.FaceModel", projections: list[Projection
             acc += p.colours[material] * p.weights[material][:, None]
         colours[material] = np.divide(acc, total[:, None], out=np.zeros_like(acc), where=total[:, None] > 0)
         weights[material] = np.minimum(total, 1.0)
-    eyes = max(projections, key=lambda p: p.eye_visibility(model))     # first of equals
+    seen_eyes = max(projections, key=lambda p: p.eye_visibility(model))     # first of equals
     trust = np.sum([p.vertex_trust for p in projections], 0)
     acc = np.sum([p.vertex_colours * p.vertex_trust[:, None] for p in projections], 0)
     vertex_colours = np.divide(acc, trust[:, None], out=np.zeros_like(acc), where=trust[:, None] > 0)
     skin = np.minimum(np.sum([p.vertex_skin for p in projections], 0), 1.0)
-    return Projection(colours, weights, dict(first.sizes), eyes.vertex_weight, eyes.pixels, eyes.image,
-                      vertex_colours, np.minimum(trust, 1.0), skin, eyes.albedo, eyes.skin_rgb)
+    return Projection(colours, weights, dict(first.sizes), seen_eyes.vertex_weight, seen_eyes.pixels,
+                      seen_eyes.image, vertex_colours, np.minimum(trust, 1.0), skin, seen_eyes.albedo,
+                      seen_eyes.skin_rgb)
 
 
 def bake_projection(model: "facemodel.FaceModel", projection: Projection) -> BakedTexture:
@@ -336,13 +269,13 @@ def bake_projection(model: "facemodel.FaceModel", projection: Projection) -> Bak
     for material, colour in projection.colours.items():
         t = projection.sizes[material]
         weight = projection.weights[material].reshape(t, t)
-        fill_tex = vertex_texture(model, material, fill, t)
+        fill_tex = uv.vertex_texture(model, material, fill, t)
         images[material], coverage[material] = _fill(colour.reshape(t, t, 3), weight, fill_tex)
-    iris = _iris_color(model, projection.image, projection.pixels, projection.vertex_weight, projection.albedo,
+    iris = eyes.iris_colour(model, projection.image, projection.pixels, projection.vertex_weight, projection.albedo,
                        projection.skin_rgb)
-    colours = eye_colours(model, iris)
-    for material in EYE_MATERIALS:
-        images[material] = bake_vertex_colours(model, material, colours, EYE_TEXTURE_SIZE)
+    colours = eyes.eye_colours(model, iris)
+    for material in eyes.EYE_MATERIALS:
+        images[material] = uv.bake_vertex_colours(model, material, colours, eyes.EYE_TEXTURE_SIZE)
     return BakedTexture(images, coverage, iris)
 
 
@@ -361,82 +294,6 @@ def bake_texture_views(model: "facemodel.FaceModel", views: list[tuple["facemode
         raise ValueError("no views to bake")
     projections = [project_photo(model, params, image, size, remove_lighting) for params, image in views]
     return bake_projection(model, blend_projections(model, projections))
-
-
-EYE_MATERIALS = ("M_ScleraLeft", "M_IrisLeft", "M_ScleraRight", "M_IrisRight")
-EYE_TEXTURE_SIZE = 256
-SCLERA_RGB = np.array([0.86, 0.84, 0.80], np.float32)
-PUPIL_RGB = np.array([0.03, 0.03, 0.03], np.float32)
-LIMBAL_DARKENING = 0.45      # the iris' outer rim (limbal ring) is this much darker than its colour
-
-
-def eye_colours(model: "facemodel.FaceModel", iris_rgb: np.ndarray) -> np.ndarray:
-    """(V, 3) sRGB eye colours: white sclera, iris disc, pupil.
-
-    Both eye shells are coloured by radius from the optical axis, as ``facemodel.albedo`` does for
-    the renderer (``eye_disc_coordinates``).
-    """
-    idx, r, front = facemodel.albedo.eye_disc_coordinates(model)
-    out = np.tile(SCLERA_RGB, (model.n_vertices, 1))
-    t = np.clip((facemodel.albedo.IRIS_RADIUS - r) / 0.08, 0, 1)[:, None] * front[:, None]   # soft iris edge
-    limbus = np.clip((r / facemodel.albedo.IRIS_RADIUS - 0.7) / 0.3, 0, 1)[:, None]        # darker rim
-    iris = np.asarray(iris_rgb, np.float32) * (1.0 - LIMBAL_DARKENING * limbus)
-    col = SCLERA_RGB * (1 - t) + iris * t
-    p = np.clip((facemodel.albedo.PUPIL_RADIUS - r) / 0.04, 0, 1)[:, None] * front[:, None]
-    out[idx] = col * (1 - p) + PUPIL_RGB * p
-    return out
-
-
-def vertex_texture(model: "facemodel.FaceModel", material: str, values: np.ndarray, size: int) -> np.ndarray:
-    """Per-vertex values (V, C) → float32 (size, size, C) over ``material``'s UV tile (uncovered
-    texels: the material's median)."""
-    r = uv_raster(model, material, size)
-    values = np.asarray(values, np.float32)
-    tex = np.empty((size * size, values.shape[1]), np.float32)
-    tex[:] = np.median(values[model.material_vertices(material)], 0)
-    tex[r.texels] = _interpolate_rows(values, r)
-    return tex.reshape(size, size, values.shape[1])
-
-
-def _interpolate_rows(values: np.ndarray, r: UVRaster) -> np.ndarray:
-    """Barycentric interpolation of per-vertex rows (V, C) at every covered texel: (K, C)."""
-    out = np.take(values, r.vertices[0], axis=0)
-    out *= r.bary[0][:, None]
-    for i in (1, 2):
-        out += np.take(values, r.vertices[i], axis=0) * r.bary[i][:, None]
-    return out
-
-
-def bake_vertex_colours(model: "facemodel.FaceModel", material: str, colours: np.ndarray, size: int) -> np.ndarray:
-    """Per-vertex colours (V, 3) in [0, 1] → uint8 texture of ``material``'s UV tile."""
-    return (np.clip(vertex_texture(model, material, colours, size), 0, 1) * 255 + 0.5).astype(np.uint8)
-
-
-def _interpolate(values: np.ndarray, r: UVRaster) -> np.ndarray:
-    """Barycentric interpolation of per-vertex values (V,) at every covered texel (K,)."""
-    out = np.take(values, r.vertices[0])
-    out *= r.bary[0]
-    for i in (1, 2):
-        term = np.take(values, r.vertices[i])
-        term *= r.bary[i]
-        out += term
-    return out
-
-
-def _sample(image: np.ndarray, xy: np.ndarray) -> np.ndarray:
-    """Bilinear photo colours (or a single-channel map's values) at continuous positions (K, 2) →
-    (K, 3) (or (K,)) float32."""
-    k = len(xy)
-    if k == 0:
-        return np.zeros((0,) + image.shape[2:], np.float32)
-    cols = 1024
-    rows = -(-k // cols)
-    maps = np.zeros((rows * cols, 2), np.float32)
-    maps[:k] = xy - 0.5                                       # continuous → OpenCV pixel-centre index
-    maps = maps.reshape(rows, cols, 2)
-    out = cv2.remap(image, maps[..., 0], maps[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    channels = image.shape[2:]
-    return out.reshape((-1,) + channels)[:k].astype(np.float32)
 
 
 def _fill(colour: np.ndarray, weight: np.ndarray, fill: np.ndarray) -> tuple[np.ndarray, float]:
@@ -462,49 +319,3 @@ def _fill(colour: np.ndarray, weight: np.ndarray, fill: np.ndarray) -> tuple[np.
     return cv2.convertScaleAbs(out), seen
 
 
-IRIS_RING = (1.4, 0.85)      # sampled between these × the pupil's and × the iris' radius: no pupil, no limbus
-IRIS_MIN_SAMPLES = 8
-IRIS_MAX_LIGHTNESS = 72.0    # a median lighter than this (Lab L) is sclera, glare or a lens: not an iris
-IRIS_MIN_SKIN_DELTA_E = 15.0  # a median this close to the skin (CIE76) is an eyelid
-
-
-def albedo_iris_srgb(albedo: np.ndarray) -> np.ndarray:
-    """(3,) sRGB [0, 1] iris colour of the albedo model's ``iris`` parameter (brown … blue-grey)."""
-    a = facemodel.albedo
-    t = float(np.asarray(albedo, np.float32)[facemodel.ALBEDO_NAMES.index("iris")])
-    log_mid = 0.5 * (np.log(a.IRIS_BROWN) + np.log(a.IRIS_BLUE_GREY))
-    log_axis = 0.5 * (np.log(a.IRIS_BLUE_GREY) - np.log(a.IRIS_BROWN))
-    return facemodel.lighting.srgb_encode(np.exp(log_mid + t * log_axis)).astype(np.float32)
-
-
-def _iris_color(model: "facemodel.FaceModel", image: np.ndarray, pix: np.ndarray, weight: np.ndarray,
-                albedo: np.ndarray | None = None, skin_rgb: np.ndarray | None = None) -> np.ndarray:
-    """(3,) sRGB [0, 1]: the photo's iris colour — pixels under the visible iris ring of both eyes
-    (the eye shells' vertices between pupil and limbus, ``facemodel.albedo.eye_disc_coordinates``),
-    their darkest fifth (lashes, pupil, shadow) and brightest tenth (catch-lights) left out, median;
-    the albedo's iris parameter instead when there are too few samples or the result is implausible:
-    lighter than an iris (sclera, glare, a lens) or within ``IRIS_MIN_SKIN_DELTA_E`` of the photo's skin
-    ``skin_rgb`` (0–255; a closed or squinting eye, or eyes the fit missed)."""
-    idx, r, front = facemodel.albedo.eye_disc_coordinates(model)
-    ring = front & (r > IRIS_RING[0] * facemodel.albedo.PUPIL_RADIUS) & (r < IRIS_RING[1] * facemodel.albedo.IRIS_RADIUS)
-    idx = idx[ring]
-    idx = idx[weight[idx] > 0.5]
-    fallback = albedo_iris_srgb(albedo) if albedo is not None else np.array([0.25, 0.17, 0.11], np.float32)
-    if len(idx) < IRIS_MIN_SAMPLES:
-        return fallback
-    colours = _sample(image, np.ascontiguousarray(pix[idx], np.float32))
-    lightness = completion.to_lab(colours)[:, 0]
-    lo, hi = np.percentile(lightness, [20, 90])
-    keep = (lightness >= lo) & (lightness <= hi)
-    colour = np.median(colours[keep] if keep.sum() >= IRIS_MIN_SAMPLES // 2 else colours, 0)
-    lab = completion.to_lab(colour[None])[0]
-    if lab[0] > IRIS_MAX_LIGHTNESS:
-        return fallback
-    if skin_rgb is not None and np.linalg.norm(lab - completion.to_lab(np.asarray(skin_rgb)[None])[0]) < IRIS_MIN_SKIN_DELTA_E:
-        return fallback
-    return (colour / 255.0).astype(np.float32)
-
-
-def texture_for_file(texture: np.ndarray) -> np.ndarray:
-    """Blender pixel order → top-first RGB for writing with OpenCV/PIL (after RGB→BGR)."""
-    return np.ascontiguousarray(texture[::-1])

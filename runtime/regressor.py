@@ -18,12 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from .fm import facemodel
+from .fm import MODELS_DIR, facemodel
 
 log = logging.getLogger(__name__)
 
 MODEL_FILENAME = "facerig_regressor.onnx"
-DEFAULT_MODEL_PATH = Path(__file__).resolve().parent / "models" / MODEL_FILENAME
+DEFAULT_MODEL_PATH = MODELS_DIR / MODEL_FILENAME
 ENV_VAR = "FACERIG_REGRESSOR"
 INPUT_NAME = "image"
 OUTPUT_NAME = "params"
@@ -99,9 +99,9 @@ class Regressor:
         return model_version(self.path, self.metadata)
 
     # -- inference -------------------------------------------------------------------------------
-    def predict(self, crops: np.ndarray) -> "facemodel.FaceParams":
-        """uint8 (N, S, S, 3) RGB crops (or one (S, S, 3)) → batched FaceParams in the crop camera."""
-        single = np.ndim(crops) == 3
+    def predict_vectors(self, crops: np.ndarray) -> np.ndarray:
+        """uint8 (N, S, S, 3) RGB crops (or one (S, S, 3)) → float32 (N, P) flat parameter vectors
+        (:attr:`layout`), checked: the right shape, finite."""
         x = network_input(crops, self.input_size)
         (out,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: x})
         out = np.asarray(out, np.float32)
@@ -110,8 +110,12 @@ class Regressor:
         if not np.isfinite(out).all():   # a damaged file runs and returns NaN/Inf: never pass them on
             raise RegressorError(f"{self.path.name} returned non-finite values (NaN or infinity): the model file "
                                  "is damaged or not a working facerig regressor")
-        params = facemodel.FaceParams.from_vector(out, self.layout)
-        return params[0] if single else params
+        return out
+
+    def predict(self, crops: np.ndarray) -> "facemodel.FaceParams":
+        """uint8 (N, S, S, 3) RGB crops (or one (S, S, 3)) → batched FaceParams in the crop camera."""
+        params = facemodel.FaceParams.from_vector(self.predict_vectors(crops), self.layout)
+        return params[0] if np.ndim(crops) == 3 else params
 
     def describe(self) -> dict[str, Any]:
         return {"path": str(self.path), "version": self.model_version, "input_size": self.input_size,
@@ -119,7 +123,7 @@ class Regressor:
                 "metadata": self.metadata}
 
 
-# -- shared by every facerig ONNX model (regressor, C-Net) ---------------------------------------
+# -- shared by every facerig ONNX model (regressor, C-Net) and every caller (add-on, CLI, evaluation, learner) --
 def open_session(path: Path, threads: int | None, error: type[Exception]) -> Any:
     """A CPU onnxruntime session; an unloadable file raises ``error`` with a one-line reason."""
     import onnxruntime as ort
@@ -184,6 +188,14 @@ def model_version(path: Path, metadata: dict[str, str]) -> str:
         card_version = None
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
     return f"{card_version}+{digest}" if card_version else digest
+
+
+def run_onnx(path: Path | str, inputs: np.ndarray, output: str = OUTPUT_NAME, threads: int = 1) -> np.ndarray:
+    """One output of a facerig ONNX file for float32 network inputs (N, 3, S, S) as they are (already
+    :func:`network_input`): the learner's export check (torch against onnxruntime) and its tests. Crops go
+    through :class:`Regressor` instead, which checks the file's contract."""
+    session = open_session(Path(path), threads, RegressorError)
+    return session.run([output], {INPUT_NAME: np.ascontiguousarray(inputs, np.float32)})[0]
 
 
 def network_input(crops: np.ndarray, size: int) -> np.ndarray:

@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .fm import facemodel
+from .fm import MODELS_DIR, facemodel
 from .photo import PhotoError
 from .pipeline import (FaceIndexError, PhotoReconstruction, get_regressor, load_face_model, reconstruct_photo,
                        refine_reconstruction)
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 aggregation = import_module(facemodel.__name__ + ".aggregation")
 
 CNET_FILENAME = "facerig_cnet.onnx"
-DEFAULT_CNET_PATH = Path(__file__).resolve().parent / "models" / CNET_FILENAME
+DEFAULT_CNET_PATH = MODELS_DIR / CNET_FILENAME
 CNET_ENV_VAR = "FACERIG_CNET"
 CONFIDENCE_NAME = "confidence"
 CNET_MODES = {"elementwise", "global"}   # (N, n_identity) or one score per photo (N, 1)

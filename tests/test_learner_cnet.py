@@ -42,7 +42,7 @@ def test_identity_distance_is_the_shape_rms(face_model):
 
 
 def test_identity_shape_error_is_the_mean_vertex_distance(face_model):
-    """The C-Net's measure (learner.aggregate.ShapeError, on every face vertex): mean, not RMS, distance."""
+    """The C-Net's measure (learner.cnet.ShapeError, on every face vertex): mean, not RMS, distance."""
     face = face_model.vertex_range("face")
     b = np.zeros(60)
     b[3] = 2.0
@@ -56,7 +56,7 @@ def test_identity_shape_error_is_the_mean_vertex_distance(face_model):
     assert err.shape == (4,)
     np.testing.assert_allclose(err, [identity_shape_error_mm(face_model, x, y) for x, y in zip(a, c)], rtol=1e-6)
     assert identity_shape_error_mm(face_model, b, np.pad(b, (0, 40))) == pytest.approx(0.0)
-    from learner.aggregate import ShapeError     # the training measure, on a subsample of the same vertices
+    from learner.cnet import ShapeError     # the training measure, on a subsample of the same vertices
     torch_err = ShapeError(face_model, 100)(torch.from_numpy(a).float(), torch.from_numpy(c).float()).numpy()
     np.testing.assert_allclose(torch_err, err, rtol=0.03)
 
@@ -73,7 +73,7 @@ def test_distance_matrix_equals_pairwise_shape_rms(face_model):
 
 
 def test_untrained_head_is_plain_averaging():
-    from learner.aggregate import ConfidenceHead, weighted_identity
+    from learner.cnet import ConfidenceHead, weighted_identity
 
     head = ConfidenceHead(16, 60)
     conf = head(torch.randn(6, 16)).reshape(2, 3, 60)

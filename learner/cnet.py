@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from facemodel import FaceModel, FaceParams, ParamLayout
+from facemodel import FaceModel, FaceParams
 from facemodel.outputs import atomic_write_text, write_json
 
 from .network import INPUT_MEAN, INPUT_STD, FaceRegressor
@@ -240,16 +239,15 @@ def same_person_threshold(model: FaceModel, test: MultiViewSets, head: Confidenc
 def export_cnet(cnet: CNet, out: Path, metadata: dict[str, str], size: int) -> float:
     """Write the C-Net ONNX (input ``image``, output ``confidence``); returns the max difference
     between torch and onnxruntime in log-confidence (the head's own scale: confidences are exp())."""
-    import onnxruntime as ort
+    from runtime.regressor import run_onnx
 
     from .export import write_onnx
 
     dummy = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
     write_onnx(cnet, dummy, out, "confidence", metadata)
-    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     with torch.no_grad():
         ref = cnet(dummy).numpy()
-    got = sess.run(["confidence"], {"image": dummy.numpy()})[0]
+    got = run_onnx(out, dummy.numpy(), "confidence")
     return float(np.abs(np.log(got) - np.log(ref)).max())
 
 
