@@ -9,6 +9,7 @@ import bpy
 
 from .materials import PACK_ON_SAVE
 
+
 def pack_generated_images() -> int:
     """Pack facerig's in-memory images (call before saving; the add-on does it in save_pre)."""
     count = 0
@@ -24,6 +25,7 @@ EXPORT_FORMATS = (".blend", ".glb", ".gltf", ".fbx", ".obj")
 # Python lists) and 60 % of the file; viewers shade the moved vertices with the base normals instead, which
 # the small facial displacements barely show (docs/addon-look.md, "glTF export time").
 GLTF_MORPH_NORMALS = False
+
 
 def _save_images_beside(path: "Any") -> None:
     """OBJ/MTL reference texture files: write facerig's images as PNGs into ``<name>_textures/`` and
@@ -43,6 +45,7 @@ def _save_images_beside(path: "Any") -> None:
             else:
                 img.filepath_raw = str(target)
                 img.save()
+
 
 def export_scene(path: "str | Any", objects: list[Any] | None = None) -> None:
     """Write the current scene (or ``objects``) by extension; glTF keeps shape-key names as morph targets."""

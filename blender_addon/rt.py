@@ -18,7 +18,6 @@ except ImportError:
     import runtime
 
 
-
 def load(name: str) -> ModuleType:
     """The runtime's submodule ``name`` (``"pipeline"``, ``"detect"``, …)."""
     return import_module(f"{runtime.__name__}.{name}")

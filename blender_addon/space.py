@@ -19,11 +19,13 @@ CM_TO_M = 0.01
 
 CAMERA_TO_WORLD = Matrix.Rotation(math.pi / 2, 4, "X")
 
+
 def rest_vertices(model: "facemodel.FaceModel", params: "facemodel.FaceParams") -> np.ndarray:
     """Identity applied, no expression, model space (cm): the shape-key basis."""
     ident = np.asarray(params.identity, np.float32)
     n = ident.shape[-1]
     return model.neutral + (ident @ model.identity_basis[:n].reshape(n, -1)).reshape(model.neutral.shape)
+
 
 def to_rig_space(vectors_cm: np.ndarray) -> np.ndarray:
     """Model-space cm (y up, face +z) → rig space m (z up, face −y): ``CAMERA_TO_WORLD`` (+90° about X,
@@ -35,10 +37,12 @@ def to_rig_space(vectors_cm: np.ndarray) -> np.ndarray:
     np.multiply(v[..., 1], CM_TO_M, out=out[..., 2])
     return out
 
+
 def world_rotation(params: "facemodel.FaceParams") -> np.ndarray:
     """The photo's head rotation in rig space (3×3): ``C · R(rotation) · C⁻¹``."""
     c = np.array(CAMERA_TO_WORLD.to_3x3(), np.float64)
     return c @ facemodel.geometry.euler_to_matrix(np.asarray(params.rotation, np.float64)) @ c.T
+
 
 def camera_matrix(params: "facemodel.FaceParams", face_offset: np.ndarray | None = None) -> Matrix:
     """The photo camera for a face posed as ``world = R_world · x + face_offset`` (x in rig space, m)."""

@@ -16,6 +16,7 @@ from .imaging import Box
 
 NME_KEYS = ("nme_bbox_68", "nme_bbox_51", "nme_io_68", "nme_io_51")
 
+
 @dataclass
 class Prediction:
     """One method's output for one face, photo pixels."""
@@ -25,11 +26,13 @@ class Prediction:
     crop_box: Box
     variants: dict[str, np.ndarray] = field(default_factory=dict)  # contour → (68, 2)
 
+
 class Landmarker(Protocol):
     name: str
 
     def predict(self, image: np.ndarray, crop_box: Box, ref_box: Box) -> Prediction | None:
         """68 points of the face that ``crop_box`` frames and ``ref_box`` outlines, or None."""
+
 
 @dataclass
 class ImageResult:

@@ -50,6 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _common(d)
     d.set_defaults(func=cmd_demo)
 
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--face", type=int_range(0, None), default=None, metavar="N",
                    help="face index, 0 = largest (default) [at least 0]")
@@ -71,6 +72,7 @@ def _common(p: argparse.ArgumentParser) -> None:
                         "≈ 12 ms a photo; with --same-person each photo's shape is refined before they are averaged; "
                         "docs/reconstruct.md)")
 
+
 def cmd_reconstruct_same_person(args: argparse.Namespace, out: Path) -> int:
     t = time.perf_counter()
     same = reconstruct_same_person_to_file(args.photos, out, args)["_same"]
@@ -90,6 +92,7 @@ def cmd_reconstruct_same_person(args: argparse.Namespace, out: Path) -> int:
               + ", ".join(Path(s.source).name for s in same.skipped), file=sys.stderr)
         return 2
     return 0
+
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     from .batch import check_batch_options, describe_rate, reconstruct_all

@@ -112,6 +112,7 @@ def write_image(path: Path, rgb: np.ndarray) -> Path:
             raise OutputError(f"cannot write {path}: the image could not be encoded")
     return path
 
+
 def render_sheet(recon: Any, result: Any, panel: int = 384) -> np.ndarray:
     """photo | overlay | shaded front | textured front | shaded 3/4 | textured 3/4 (numpy raster)."""
     from runtime.pipeline import load_face_model
@@ -145,6 +146,7 @@ def render_sheet(recon: Any, result: Any, panel: int = 384) -> np.ndarray:
         cv2.putText(sheet, text, (i * panel + 8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 2, cv2.LINE_AA)
     return sheet
 
+
 def _vertex_texture_colours(model: Any, result: Any) -> np.ndarray:
     """Per-vertex colours sampled from the baked textures (through Blender's images)."""
     mesh = result.mesh_object.data
@@ -166,6 +168,7 @@ def _vertex_texture_colours(model: Any, result: Any) -> np.ndarray:
         uv = model.uvs[uidx] % 1.0
         colours[vidx] = px[np.clip((uv[:, 1] * ih).astype(int), 0, ih - 1), np.clip((uv[:, 0] * iw).astype(int), 0, iw - 1), :3]
     return colours
+
 
 def _fit(image: np.ndarray, size: int) -> np.ndarray:
     h, w = image.shape[:2]

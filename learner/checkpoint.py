@@ -158,6 +158,7 @@ def resolve_checkpoint(run_or_file: Path | str, which: str = "best") -> Path:
             return p / name
     raise FileNotFoundError(f"{p} has no {which}.pt or last.pt checkpoint; train first")
 
+
 def load_network(checkpoint: Path | str) -> tuple[FaceRegressor, dict[str, Any]]:
     """The trained network in eval mode, and the checkpoint dict."""
     state = load_checkpoint(checkpoint)

@@ -22,6 +22,7 @@ PUPIL_RGB = np.array([0.03, 0.03, 0.03], np.float32)
 
 LIMBAL_DARKENING = 0.45      # the iris' outer rim (limbal ring) is this much darker than its colour
 
+
 def eye_colours(model: "facemodel.FaceModel", iris_rgb: np.ndarray) -> np.ndarray:
     """(V, 3) sRGB eye colours: white sclera, iris disc, pupil.
 
@@ -46,6 +47,7 @@ IRIS_MAX_LIGHTNESS = 72.0    # a median lighter than this (Lab L) is sclera, gla
 
 IRIS_MIN_SKIN_DELTA_E = 15.0  # a median this close to the skin (CIE76) is an eyelid
 
+
 def albedo_iris_srgb(albedo: np.ndarray) -> np.ndarray:
     """(3,) sRGB [0, 1] iris colour of the albedo model's ``iris`` parameter (brown … blue-grey)."""
     a = facemodel.albedo
@@ -53,6 +55,7 @@ def albedo_iris_srgb(albedo: np.ndarray) -> np.ndarray:
     log_mid = 0.5 * (np.log(a.IRIS_BROWN) + np.log(a.IRIS_BLUE_GREY))
     log_axis = 0.5 * (np.log(a.IRIS_BLUE_GREY) - np.log(a.IRIS_BROWN))
     return facemodel.lighting.srgb_encode(np.exp(log_mid + t * log_axis)).astype(np.float32)
+
 
 def iris_colour(model: "facemodel.FaceModel", image: np.ndarray, pix: np.ndarray, weight: np.ndarray,
                 albedo: np.ndarray | None = None, skin_rgb: np.ndarray | None = None) -> np.ndarray:

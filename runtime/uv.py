@@ -21,6 +21,7 @@ TILES = {"M_Face": 0, "M_BackHead": 1}     # material → UV tile (u offset)
 
 _UV_RASTER_CACHE: dict[tuple[int, int, str], "UVRaster"] = {}
 
+
 @dataclass
 class UVRaster:
     """Which triangle covers each texel of one tile, and where inside it."""
@@ -30,6 +31,7 @@ class UVRaster:
     bary: np.ndarray          # (3, K) float32 barycentric weights
     size: int
 
+
 def _tile_triangles(model: "facemodel.FaceModel", material: str) -> tuple[np.ndarray, np.ndarray]:
     mat = model.material_names.index(material)
     sel = model.face_material == mat
@@ -38,6 +40,7 @@ def _tile_triangles(model: "facemodel.FaceModel", material: str) -> tuple[np.nda
     tri_v = np.concatenate([faces[:, [0, 1, 2]], faces[quads][:, [0, 2, 3]]])
     tri_uv = np.concatenate([fuv[:, [0, 1, 2]], fuv[quads][:, [0, 2, 3]]])
     return tri_v.astype(np.int64), tri_uv.astype(np.int64)
+
 
 def uv_raster(model: "facemodel.FaceModel", material: str, size: int) -> UVRaster:
     """Rasterise one UV tile (cached: depends on topology and size only)."""
@@ -74,6 +77,7 @@ def uv_raster(model: "facemodel.FaceModel", material: str, size: int) -> UVRaste
     _UV_RASTER_CACHE[key] = raster
     return raster
 
+
 def _grow_ids(ids: np.ndarray, steps: int) -> np.ndarray:
     """Extend triangle ids into empty neighbours (texture padding against seam bleeding)."""
     out = ids.astype(np.float32)                             # exact below 2**24; dilate has no int32
@@ -82,6 +86,7 @@ def _grow_ids(ids: np.ndarray, steps: int) -> np.ndarray:
         empty = out < 0
         out[empty] = grown[empty]
     return out.astype(np.int32)
+
 
 def vertex_texture(model: "facemodel.FaceModel", material: str, values: np.ndarray, size: int) -> np.ndarray:
     """Per-vertex values (V, C) → float32 (size, size, C) over ``material``'s UV tile (uncovered
@@ -93,6 +98,7 @@ def vertex_texture(model: "facemodel.FaceModel", material: str, values: np.ndarr
     tex[r.texels] = interpolate_rows(values, r)
     return tex.reshape(size, size, values.shape[1])
 
+
 def interpolate_rows(values: np.ndarray, r: UVRaster) -> np.ndarray:
     """Barycentric interpolation of per-vertex rows (V, C) at every covered texel: (K, C)."""
     out = np.take(values, r.vertices[0], axis=0)
@@ -101,9 +107,11 @@ def interpolate_rows(values: np.ndarray, r: UVRaster) -> np.ndarray:
         out += np.take(values, r.vertices[i], axis=0) * r.bary[i][:, None]
     return out
 
+
 def bake_vertex_colours(model: "facemodel.FaceModel", material: str, colours: np.ndarray, size: int) -> np.ndarray:
     """Per-vertex colours (V, 3) in [0, 1] → uint8 texture of ``material``'s UV tile."""
     return (np.clip(vertex_texture(model, material, colours, size), 0, 1) * 255 + 0.5).astype(np.uint8)
+
 
 def interpolate(values: np.ndarray, r: UVRaster) -> np.ndarray:
     """Barycentric interpolation of per-vertex values (V,) at every covered texel (K,)."""
@@ -114,6 +122,7 @@ def interpolate(values: np.ndarray, r: UVRaster) -> np.ndarray:
         term *= r.bary[i]
         out += term
     return out
+
 
 def sample(image: np.ndarray, xy: np.ndarray) -> np.ndarray:
     """Bilinear photo colours (or a single-channel map's values) at continuous positions (K, 2) →
@@ -129,6 +138,7 @@ def sample(image: np.ndarray, xy: np.ndarray) -> np.ndarray:
     out = cv2.remap(image, maps[..., 0], maps[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     channels = image.shape[2:]
     return out.reshape((-1,) + channels)[:k].astype(np.float32)
+
 
 def texture_for_file(texture: np.ndarray) -> np.ndarray:
     """Blender pixel order → top-first RGB for writing with OpenCV/PIL (after RGB→BGR)."""

@@ -19,15 +19,18 @@ from facemodel.xp import normalize
 
 VISIBILITY_TOLERANCE_CM = 1.0
 
+
 def image_seed(seed: int, index: int) -> int:
     """Per-image seed (int63): reproduces image ``index`` without rendering the others."""
     a, b = np.random.SeedSequence([int(seed), int(index)]).generate_state(2, np.uint32)
     return int(((int(a) << 32) | int(b)) & (2**63 - 1))
 
+
 def image_rngs(img_seed: int) -> tuple[np.random.Generator, np.random.Generator]:
     """Independent streams for the face parameters and for augmentation."""
     s_params, s_aug = np.random.SeedSequence(int(img_seed)).spawn(2)
     return np.random.default_rng(s_params), np.random.default_rng(s_aug)
+
 
 def landmark_visibility(points: np.ndarray, depth_points: np.ndarray, depth_map: np.ndarray,
                         radius: int = 1, tolerance: float = VISIBILITY_TOLERANCE_CM) -> np.ndarray:
@@ -48,6 +51,7 @@ def landmark_visibility(points: np.ndarray, depth_points: np.ndarray, depth_map:
     unhidden = (window >= depth_points[:, None, None] - tolerance).any((1, 2))
     return inside & unhidden
 
+
 def draw_polygons(model: FaceModel) -> np.ndarray:
     """The render topology for Blender: ICT's polygons without the transparent overlay
     materials (the surface of ``render_triangles``), plus flipped copies of the lashes.
@@ -66,6 +70,7 @@ def draw_polygons(model: FaceModel) -> np.ndarray:
     flipped[~quads, :3] = flipped[~quads][:, [0, 2, 1]]
     return np.concatenate([faces, flipped], 0)
 
+
 def neck_ring(model: FaceModel) -> np.ndarray:
     """Vertices on the open boundary at the bottom of the neck."""
     t = model.render_triangles
@@ -73,6 +78,7 @@ def neck_ring(model: FaceModel) -> np.ndarray:
     uniq, counts = np.unique(edges, axis=0, return_counts=True)
     boundary = np.unique(uniq[counts == 1])
     return boundary[np.isin(boundary, model.vertex_range("head_neck"))]
+
 
 def neck_opening_visible(vertices: np.ndarray, ring: np.ndarray, inside_point: np.ndarray,
                          margin: float = 0.05) -> bool:
@@ -83,6 +89,7 @@ def neck_opening_visible(vertices: np.ndarray, ring: np.ndarray, inside_point: n
     if np.dot(normal, inside_point - centre) > 0:
         normal = -normal  # point out of the head
     return float(np.dot(normal, -centre)) / float(np.linalg.norm(centre)) > -margin
+
 
 class VertexShading:
     """:func:`facemodel.formation.vertex_colors` (linear) for many faces of one topology, faster.
@@ -115,6 +122,7 @@ class VertexShading:
         """(B, V, 3) linear radiance, as ``vertex_colors(..., encode=False)``."""
         albedo = vertex_albedo(self.arrays.albedo_base, self.arrays.albedo_axes, params.albedo)
         return radiance(albedo, self.normals(vertices), params.sh)
+
 
 def occluded(mask: np.ndarray, points: np.ndarray) -> np.ndarray:
     """(K,) bool: the points (pixels) that fall on ``mask`` (a synthetic occluder)."""

@@ -27,6 +27,7 @@ from .workers import THREAD_ENV, render_local
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class RenderReport:
     """What a run did (returned to the CLI and the benchmark)."""
@@ -37,20 +38,6 @@ class RenderReport:
     total_images: int
     seconds: float
     images_per_second: float
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 def render_corpus(settings: RenderSettings, out: Path | str, workers: int = 1, progress: bool = True,

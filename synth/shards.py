@@ -47,8 +47,10 @@ EXTRA_KEYS = {               # beyond the DEVELOPERS.md contract; declared in th
     "aug_flags": ("uint16", ()),
 }
 
+
 class RenderError(RuntimeError):
     """A render run failed (a worker crashed or was killed); finished shards are kept."""
+
 
 @dataclass(frozen=True)
 class RenderSettings:
@@ -145,6 +147,7 @@ class RenderSettings:
         d["seeds"] = "image_seed(seed, i) = SeedSequence([seed, i]); params and augmentation streams spawn from it"
         return d
 
+
 def software_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -154,6 +157,7 @@ def software_versions() -> dict[str, str]:
             out[name] = version(name)
     return out
 
+
 def _file_sha256(path: Path | None) -> str | None:
     if path is None:
         return None
@@ -162,6 +166,7 @@ def _file_sha256(path: Path | None) -> str | None:
         while block := fh.read(1 << 22):
             h.update(block)
     return h.hexdigest()
+
 
 class StageTimer:
     """Accumulated wall time per pipeline stage (the benchmark reports where the time goes)."""
@@ -286,15 +291,18 @@ def make_renderer(settings: RenderSettings, scratch_parent: Path | None = None) 
     cls = settings.views.renderer if settings.views is not None else ShardRenderer
     return cls(settings, scratch_parent=scratch_parent)
 
+
 def ram_dir() -> Path | None:
     """``/dev/shm`` when writable (frames never touch the disk), else the default temp dir."""
     shm = Path("/dev/shm")
     return shm if shm.is_dir() and os.access(shm, os.W_OK) else None
 
+
 def pending_shards(settings: RenderSettings, done: Any) -> Iterator[int]:
     """Shard indices still to render, generated lazily: ``--count`` may ask for 10¹⁴ images without
     the run holding a list of them (memory stays bounded by the shards in flight)."""
     return (k for k in range(settings.n_shards) if k not in done)
+
 
 class ShardFeeder:
     """Hands out shard indices from a lazy iterator, at most ``depth`` ahead of what is finished, and
@@ -305,10 +313,10 @@ class ShardFeeder:
         self.outstanding: set[int] = set()
         self.exhausted = False
 
-    def take(self) -> list[int]:
-        """The next indices to hand out (until ``depth`` are outstanding)."""
+    def take(self, limit: int | None = None) -> list[int]:
+        """The next indices to hand out (until ``depth`` are outstanding; at most ``limit`` of them)."""
         out = []
-        while not self.exhausted and len(self.outstanding) < self.depth:
+        while not self.exhausted and len(self.outstanding) < self.depth and (limit is None or len(out) < limit):
             k = next(self.shards, None)
             if k is None:
                 self.exhausted = True

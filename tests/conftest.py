@@ -75,6 +75,7 @@ def face_model(model_path: Path):
 
 # -- a miniature ICT-FaceKit download, to exercise archive → npz end to end ------------------
 
+
 def _write_obj(path: Path, verts: np.ndarray, faces: list[list[int]] | None = None) -> None:
     lines = [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in verts]
     if faces is not None:

@@ -34,8 +34,9 @@ def synth(*args: str, workers: int = 1, wait: bool = True, timeout: float = 240)
     cmd = [sys.executable, "-m", "facerig_cli.main", "synth", *args]
     if args and args[0] == "render":
         cmd += ["--workers", str(workers), "--no-progress"]
-    if not wait:
-        return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if not wait:   # its own process group, so a test can kill the run with everything it started
+        return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
@@ -213,12 +214,16 @@ def test_resume_after_kill_reproduces_uninterrupted_run(reference_corpus, resume
     assert proc.returncode == 2 and "exited unexpectedly" in err and "rerun the same command" in err
     n1 = len(open_corpus(out, verify=True))
     assert 0 < n1 < 24
-    # 2. rerun and SIGKILL the whole command mid-run
-    proc = synth(*render, wait=False)
+    # 2. rerun and SIGKILL the whole command, with every process it started, mid-run: whatever is listed is
+    # intact, and nothing is left in /dev/shm (multiprocessing queues' named semaphores stayed there)
+    shm_before = set(Path("/dev/shm").glob("*")) if Path("/dev/shm").is_dir() else set()
+    proc = synth(*render, workers=2, wait=False)
     wait_for_shards(proc, out, shard_count(out) + 1)
-    proc.send_signal(signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=60)
-    c = open_corpus(out, verify=True)  # whatever is listed is intact
+    if Path("/dev/shm").is_dir():
+        assert not {p for p in set(Path("/dev/shm").glob("*")) - shm_before if p.name.startswith("sem.")}
+    c = open_corpus(out, verify=True)
     assert n1 < len(c) < 24 or len(c) == 24
     # 3. rerun to completion: identical to the uninterrupted 2-worker run, byte for byte
     r = synth(*render, workers=1)
