@@ -178,7 +178,8 @@ def is_temp_name(name: str) -> bool:
     return bool(_STALE.match(name)) or name.endswith(TEMP_MARK)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (this process counts as alive; on Windows every pid does)."""
     if pid == os.getpid() or os.name == "nt":   # Windows: os.kill(pid, 0) would end the process
         return True
     try:
@@ -195,7 +196,7 @@ def _remove_stale(path: Path) -> None:
     with contextlib.suppress(OSError):
         for p in path.parent.iterdir():
             m = _STALE.match(p.name)
-            if m and m.group("name") == path.name and not _pid_alive(int(m.group("pid"))):
+            if m and m.group("name") == path.name and not pid_alive(int(m.group("pid"))):
                 log.info("removing %s, left by a killed writer", p)
                 if p.is_dir() and not p.is_symlink():
                     shutil.rmtree(p, ignore_errors=True)
@@ -383,4 +384,4 @@ def acquire_lock(folder: Path | str, name: str = ".lock", what: str = "",
 
 __all__ = ["OutputError", "WRITE_ERRNOS", "acquire_lock", "atomic_open", "atomic_output", "atomic_write_bytes",
            "atomic_write_text", "check_output_dir", "check_output_file", "describe_os_error", "finite_or_none",
-           "folder_lock", "is_temp_name", "json_text", "make_dirs", "output_error", "staged_output", "temp_name", "write_errors", "write_json"]
+           "folder_lock", "is_temp_name", "json_text", "make_dirs", "output_error", "pid_alive", "staged_output", "temp_name", "write_errors", "write_json"]

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from facemodel import ParamLayout
+from facemodel.outputs import atomic_output, is_temp_name
 
 from .config import Config
 from .network import FaceRegressor, build_network
@@ -68,28 +69,21 @@ def to_cpu(obj: Any) -> Any:
 
 
 def save_checkpoint(path: Path | str, state: dict[str, Any], keep_previous: Path | str | None = None) -> Path:
-    """Write ``state`` atomically: a crash leaves either the old or the new file, never half of one.
+    """Write ``state`` atomically (:func:`facemodel.outputs.atomic_output`): a crash leaves either the old
+    or the new file, never half of one.
 
     ``keep_previous``: where the file being replaced is kept (``prev.pt``), so a checkpoint damaged
     later still leaves an older one to resume from. It is hard-linked there before the new file is
     renamed into place: at every instant ``path`` is a complete checkpoint.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {**to_cpu(state), "format": FORMAT, "version": VERSION}
     state["checksum"] = checksum(state)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_output(path) as tmp:
         with open(tmp, "wb") as f:
             torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
         if keep_previous is not None and path.is_file():
             _keep_copy(path, Path(keep_previous))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
@@ -97,27 +91,24 @@ def _keep_copy(src: Path, dst: Path) -> None:
     """``dst`` becomes (atomically) the same file as ``src``: a hard link, or a copy where links fail."""
     import shutil
 
-    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
-    tmp.unlink(missing_ok=True)
-    try:
+    with atomic_output(dst) as tmp:
         try:
             os.link(src, tmp)
         except OSError:
             shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def remove_stale_temps(folder: Path | str) -> list[Path]:
-    """Delete the temp files of checkpoint saves that a kill interrupted (``.NAME.pt.tmpPID``).
+    """Delete the temp files of checkpoint saves that a kill interrupted (:func:`facemodel.outputs.temp_name`
+    of a ``.pt``, or ``.NAME.pt.tmpPID`` of runs saved before checkpoints went through facemodel.outputs).
 
     Call it only while holding the folder's lock (no live writer then): what is left is garbage.
     """
     removed = []
-    for p in Path(folder).glob(".*.pt.tmp*"):
-        p.unlink(missing_ok=True)
-        removed.append(p)
+    for p in Path(folder).glob(".*.pt*"):
+        if is_temp_name(p.name) or ".pt.tmp" in p.name:
+            p.unlink(missing_ok=True)
+            removed.append(p)
     return removed
 
 

@@ -23,6 +23,8 @@ import traceback
 from pathlib import Path
 from typing import Any, Iterator
 
+from facemodel.outputs import pid_alive
+
 from .corpus import CorpusWriter, ShardInfo, write_shard_file
 from .shards import RenderError, RenderSettings, ShardFeeder, ram_dir, make_renderer
 
@@ -111,18 +113,8 @@ def _clean_stale_run_dirs() -> None:
             pid = int(d.name.split("-")[3])
         except (IndexError, ValueError):
             continue
-        if pid != os.getpid() and not _pid_alive(pid):
+        if not pid_alive(pid):
             shutil.rmtree(d, ignore_errors=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _clean_run_dir(run_dir: Path, keep_logs: bool) -> None:

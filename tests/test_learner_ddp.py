@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from facemodel.outputs import is_temp_name
 from learner.checkpoint import load_checkpoint
 
 from .test_learner_cli import write_corpus
@@ -109,7 +110,7 @@ def test_killed_rank_then_resume_equals_straight_run(setup, tmp_path):
     ours = [ln for ln in err.splitlines() if ln.startswith("facerig:")]
     assert ours and all("lost contact with the other ranks" in ln and "--resume" in ln for ln in ours), err[-3000:]
     at_kill = load_checkpoint(out / "last.pt")["step"]   # intact
-    assert 0 < at_kill < STEPS and not list(out.glob(".*.tmp*"))
+    assert 0 < at_kill < STEPS and not [p for p in out.iterdir() if is_temp_name(p.name) or ".tmp" in p.name]
     r = torchrun(out, corpus, config, "--resume")
     assert r.returncode == 0, r.stderr[-3000:]
     a, b = load_checkpoint(straight / "last.pt"), load_checkpoint(out / "last.pt")

@@ -160,15 +160,18 @@ def test_run_folder_lock_prev_checkpoint_and_stale_temps(tmp_path, face_model, c
     first.run(stop_at=3)
     assert load_checkpoint(out / "prev.pt")["step"] == 2 and load_checkpoint(out / "last.pt")["step"] == 3
     # a kill during a save leaves a temp file: the next start removes it
-    stale = out / ".last.pt.tmp99999"
+    stale = out / ".last.pt.tmp99999"          # as runs saved before checkpoints went through facemodel.outputs
     stale.write_bytes(b"half a checkpoint")
+    stale_new = out / ".last.pt.99999.part.pt"  # facemodel.outputs.temp_name of a killed writer
+    stale_new.write_bytes(b"half a checkpoint")
     # last.pt damaged: the resume falls back on prev.pt and says so
     raw = bytearray((out / "last.pt").read_bytes())
     raw[len(raw) // 2] ^= 0x40
     (out / "last.pt").write_bytes(bytes(raw))
     with caplog.at_level(logging.WARNING):
         second = Trainer([], out, None, resume=True, face_model=face_model, progress=False, data=tiny_data())
-    assert not stale.exists() and second.step == 2 and "previous checkpoint prev.pt (step 2)" in caplog.text
+    assert not stale.exists() and not stale_new.exists()
+    assert second.step == 2 and "previous checkpoint prev.pt (step 2)" in caplog.text
     assert second.run()["step"] == 4 and load_checkpoint(out / "last.pt")["step"] == 4
 
 
