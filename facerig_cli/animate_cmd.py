@@ -7,8 +7,10 @@ from pathlib import Path
 
 from facemodel.outputs import check_output_file
 
-from .args import add_overwrite
+from .args import add_overwrite, describe_range, float_range
 from .errors import CommandError
+
+FPS_RANGE = (1.0, 1000.0)   # frames per second a scene or a capture may have
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,9 +20,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                                               "shapes, head and eye angles)")
     p.add_argument("-o", "--out", type=Path, required=True, help="output: .blend, or .glb/.gltf/.fbx")
     p.add_argument("--head-name", help="which head, when the file has several (the object name)")
-    p.add_argument("--fps", type=float, help="set the scene's frame rate first (default: keep the file's)")
-    p.add_argument("--capture-fps", type=float,
-                   help="the rate the timecode's frame field counts (default: from the file, else 60)")
+    p.add_argument("--fps", type=float_range(*FPS_RANGE),
+                   help=f"set the scene's frame rate first (default: keep the file's) [{describe_range(*FPS_RANGE)}]")
+    p.add_argument("--capture-fps", type=float_range(*FPS_RANGE),
+                   help="the rate the timecode's frame field counts (default: from the file, else 60) "
+                        f"[{describe_range(*FPS_RANGE)}]")
     p.add_argument("--start-frame", type=int, help="first frame (default: the scene's start)")
     p.add_argument("--angles", choices=("radians", "degrees"), default="radians",
                    help="unit of the file's head and eye angles (default radians, as ARKit reports them)")

@@ -17,6 +17,7 @@ MAX_STEPS = 100_000_000              # optimiser steps of one run
 MAX_BATCH = 4096
 MAX_WORKERS = 256
 MAX_PREVIEW = 256                    # faces on a contact sheet (each 192 × 576 px)
+MAX_LOADER_WORKERS = 64              # training loader processes per rank (learner.devices checks the same)
 
 
 def _number(kind: type, lo: float | None, hi: float | None) -> Callable[[str], Any]:
@@ -91,5 +92,5 @@ class OneLineParser(argparse.ArgumentParser):
         raise UsageError(2)
 
 
-__all__ = ["MAX_BATCH", "MAX_PREVIEW", "MAX_RENDER_COUNT", "MAX_STEPS", "MAX_WORKERS", "OneLineParser", "UsageError", "add_int",
+__all__ = ["MAX_BATCH", "MAX_LOADER_WORKERS", "MAX_PREVIEW", "MAX_RENDER_COUNT", "MAX_STEPS", "MAX_WORKERS", "OneLineParser", "UsageError", "add_int",
            "add_overwrite", "float_range", "int_range", "texture_size"]

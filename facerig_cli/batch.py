@@ -95,8 +95,6 @@ def describe_rate(count: int, seconds: float, workers: int) -> str:
 def check_batch_options(args: Any, formats: tuple[str, ...]) -> None:
     """``--workers`` > 1 writes parameters (.json) of photos reconstructed one by one: mesh formats are built
     in Blender (one scene per process) and ``--same-person`` is one reconstruction."""
-    if args.workers < 1:
-        raise ValueError(f"--workers must be at least 1, got {args.workers}")
     if args.workers > 1 and args.same_person:
         raise ValueError("--workers applies to photos reconstructed one by one, not to --same-person")
     if args.workers > 1 and any(suffix != ".json" for suffix in formats):

@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any, Iterator
 
-from .args import int_range
+from .args import describe_range, float_range, int_range
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +49,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     lm.add_argument("--refine", action="store_true",
                     help="facerig: refine the prediction on MediaPipe FaceMesh's points (dense fit; inner 51 for "
                          "turned faces), as the add-on and `facerig reconstruct` do by default")
-    lm.add_argument("--corrective-prior", type=float, metavar="RHO",
+    lm.add_argument("--corrective-prior", type=float_range(0.0), metavar="RHO",
                     help="with --refine: the corrective field's prior strength (1/cm², eigenvalue-weighted; "
-                         "default the add-on's, 300; 0 = the field is not fitted; docs/corrective-shapes.md)")
+                         "default the add-on's, 300; 0 = the field is not fitted; docs/corrective-shapes.md) "
+                         f"[{describe_range(0.0, None)}]")
     _add_face_model(lm)
     lm.add_argument("--limit", type=int_range(1), help="only the first N images (sorted by name) [at least 1]")
     lm.add_argument("--no-plot", action="store_true", help="skip the PNG")

@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                              "corrective field's basis); optionally draw them")
     harm.add_argument("--model", type=Path)
     harm.add_argument("--sheet", type=Path, help="also write a contact sheet PNG (modes, faces with/without)")
-    harm.add_argument("--seed", type=int, default=0)
+    add_int(harm, "--seed", lo=0, hi=2**63 - 1, default=0, help="random seed of the sheet's faces (default 0)")
     harm.add_argument("--bundle", type=Path, metavar="DIR",
                       help="also write the basis into DIR for the add-on, whose Blender Python has no scipy "
                            "(blender_addon/models)")

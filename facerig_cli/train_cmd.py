@@ -8,7 +8,7 @@ from pathlib import Path
 
 from facemodel.outputs import check_output_dir, check_output_file
 
-from .args import MAX_BATCH, MAX_STEPS, MAX_WORKERS, add_int, add_overwrite
+from .args import MAX_BATCH, MAX_LOADER_WORKERS, MAX_STEPS, MAX_WORKERS, add_int, add_overwrite
 from .synth_cmd import add_ray_arg
 
 
@@ -97,8 +97,8 @@ def add_execution_args(p: argparse.ArgumentParser, full: bool = True) -> None:
                    help="mixed precision on CUDA (bare --amp = bf16; fp16 with a gradient scaler); refused with "
                         "--device cpu, off with a warning when auto finds no GPU")
     p.add_argument("--compile", action="store_true", help="torch.compile the network (first steps compile)")
-    p.add_argument("--loader-workers", type=int, metavar="N",
-                   help="batch-making processes per rank (pinned memory on CUDA); default 0 on CPU, up to 8 on CUDA")
+    add_int(p, "--loader-workers", lo=0, hi=MAX_LOADER_WORKERS, metavar="N",
+            help="batch-making processes per rank (pinned memory on CUDA); default 0 on CPU, up to 8 on CUDA")
 
 
 def execution_from_args(args: argparse.Namespace):  # noqa: ANN201 — lazy import keeps --help fast

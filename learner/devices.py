@@ -31,6 +31,7 @@ import torch
 log = logging.getLogger(__name__)
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 AMP_MODES = ("off", "bf16", "fp16")
+MAX_LOADER_WORKERS = 64     # loader processes per rank (facerig_cli.args states the same bound in --help)
 # How long a rank waits for the others in one collective before giving up (a hung peer).
 COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=15)
 
@@ -60,8 +61,8 @@ class Execution:
         parse_device(self.device)
         if self.amp not in AMP_MODES:
             raise ValueError(f"--amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
-        if self.loader_workers is not None and not 0 <= self.loader_workers <= 64:
-            raise ValueError(f"--loader-workers must be in [0, 64], got {self.loader_workers}")
+        if self.loader_workers is not None and not 0 <= self.loader_workers <= MAX_LOADER_WORKERS:
+            raise ValueError(f"--loader-workers must be in [0, {MAX_LOADER_WORKERS}], got {self.loader_workers}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

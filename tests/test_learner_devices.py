@@ -112,6 +112,13 @@ def test_cli_device_errors_are_one_line(tmp_path, capsys):
     assert "--device must be" in capsys.readouterr().err
     assert main(base + ["--device", "cpu", "--amp"]) == 2
     assert "--amp bf16 needs a CUDA device" in capsys.readouterr().err
+    from facerig_cli.args import MAX_LOADER_WORKERS
+    from learner.devices import MAX_LOADER_WORKERS as library_bound
+
+    assert MAX_LOADER_WORKERS == library_bound   # --help states the bound the library checks
+    assert main(base + ["--loader-workers", str(MAX_LOADER_WORKERS + 1)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--loader-workers" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "run").exists()
 
 
