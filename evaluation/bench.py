@@ -106,7 +106,8 @@ PHOTO_STAGES = {"decode_ms": "file → upright sRGB pixels (runtime.photo.load_i
                 "detect_ms": "face detector + FaceMesh on each detected face (runtime.detect.detect_faces)",
                 "crop_ms": "canonical crop resampled to the network's input",
                 "regress_ms": "the ONNX regressor on the crop",
-                "refine_landmarks_ms": "FaceMesh again, on the canonical crop (the points the fit uses)",
+                "refine_landmarks_ms": "FaceMesh again, on the canonical crop, placed on the first pass's points (the "
+                                       "points the fit uses; on 2 cores it runs beside the network: its own time)",
                 "refine_ms": "the landmark fit (facemodel.landmark_fit.LandmarkRefiner.refine)"}
 
 

@@ -37,7 +37,7 @@ from .blas_threads import single_blas_thread
 from .formation import landmarks_2d
 from .harmonics import corrective_displacement, corrective_prior_precision
 from .landmark_maps import MEDIAPIPE_SPREAD_MM, MEDIAPIPE_TO_68, MEDIAPIPE_TO_ICT
-from .landmark_solver import Block, FitBasis, Problem, State, minimise
+from .landmark_solver import GRAM_PRECISIONS, Block, FitBasis, Problem, State, minimise
 from .metrics import bbox_size, point_errors
 from .model import FaceModel, ModelArrays
 from .params import DEFAULT_N_CORRECTIVE, FaceParams
@@ -58,6 +58,7 @@ class LandmarkFitSettings:
     damping: float = 1e-3           # initial Levenberg damping (relative to the normal-matrix diagonal)
     n_corrective: int = 0           # corrective harmonics fitted (0: the field is kept as it starts)
     corrective_prior: float = 0.0   # ρ: precision (1/cm²) of the first harmonic's coefficients, λ_k/λ_1 × after
+    gram: str = "float64"           # precision of the Gauss-Newton matrix JᵀJ (landmark_solver: "float32" is faster)
 
     def __post_init__(self) -> None:
         if self.steps < 0:
@@ -69,6 +70,8 @@ class LandmarkFitSettings:
                              f"expression {self.expression_prior}, corrective {self.corrective_prior}")
         if self.n_corrective < 0:
             raise ValueError(f"n_corrective must be ≥ 0, got {self.n_corrective}")
+        if self.gram not in GRAM_PRECISIONS:
+            raise ValueError(f"gram must be one of {GRAM_PRECISIONS}, got {self.gram!r}")
 
 
 @dataclass(frozen=True)
@@ -108,7 +111,7 @@ def fit_problem(basis: FitBasis, params: FaceParams, pixels: np.ndarray, width: 
         origin = origin + np.asarray(corrective_displacement(basis.arrays.corrective_basis,
                                                              np.asarray(params.corrective, np.float64)), np.float64)
     prob = Problem(basis, blocks, origin, np.asarray(params.camera, np.float64), float(width), float(height),
-                   pixels, weights, settings.sigma_px)
+                   pixels, weights, settings.sigma_px, settings.gram)
     return prob, blocks
 
 
@@ -164,11 +167,12 @@ def fit_landmarks(arrays: ModelArrays | FitBasis, params: FaceParams, pixels: np
 # Chosen on Helen (detector box, MediaPipe FaceMesh points) and on synthetic faces whose true
 # inner points carry Gaussian noise of MediaPipe's Helen accuracy (docs/research-log.md, "Refinement on detected
 # landmarks").
-INNER_REFINE_SETTINGS = LandmarkFitSettings(steps=10, sigma_px=2.0, expression_prior=25.0)
+# Both photo refinements build JᵀJ in float32 (landmark_solver, "Gram precision"): the same figures, a third faster.
+INNER_REFINE_SETTINGS = LandmarkFitSettings(steps=10, sigma_px=2.0, expression_prior=25.0, gram="float32")
 # The dense fit (≈ 400 FaceMesh points): σ chosen on renders whose FaceMesh points carry FaceMesh's own
 # errors scaled to its photo accuracy (0.45 ×), where 2–8 px all score 4.03–4.06 mm (295 faces); 3 px keeps the
 # identities' spread near the inner fit's (docs/research-log.md, "Dense FaceMesh points").
-DENSE_REFINE_SETTINGS = LandmarkFitSettings(steps=10, sigma_px=3.0, expression_prior=25.0)
+DENSE_REFINE_SETTINGS = LandmarkFitSettings(steps=10, sigma_px=3.0, expression_prior=25.0, gram="float32")
 # Strength ρ (1/cm², first harmonic; λ_k/λ_1 × for the others) of the corrective field's prior in both fits,
 # which fit the field's first DEFAULT_N_CORRECTIVE harmonics too (0 = off). Chosen on the synthetic proxy
 # (600 test renders, FaceMesh's errors × 0.45, 452 refined): aligned error 3.891 mm without the field; with it

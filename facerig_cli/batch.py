@@ -61,6 +61,9 @@ def _worker_regressor(model: Any) -> Any:
 
 def _start_worker(args: argparse.Namespace) -> None:
     global _WORKER_ARGS
+    from runtime.pipeline import set_photo_threads
+
+    set_photo_threads(1)   # a photo per core: no second thread inside a photo
     _WORKER_ARGS = argparse.Namespace(**{**vars(args), "model": _worker_regressor(args.model)})
 
 

@@ -2,10 +2,10 @@
 
 Two stages, chosen by measurement (4 demo photos, 2 shared cores; docs/results.md, "Speed"):
 
-1. ``face_detection`` full-range model (BlazeFace, ~6 ms): finds faces anywhere in the photo
+1. ``face_detection`` full-range model (BlazeFace, ≈ 4 ms on 2 threads): finds faces anywhere in the photo
    down to ≈ 5 % of its side (smaller ones on tiles), including faces in group photos that
    FaceMesh's built-in short-range detector misses.
-2. ``face_mesh`` (468 points, ~6 ms per face) on a square crop around each detection, resized
+2. ``face_mesh`` (468 points, ≈ 4.5 ms per face) on a square crop around each detection, resized
    to :data:`MESH_CROP_SIZE`: gives dense landmarks, from which :data:`FACEMESH_TO_68` takes
    the iBUG 68 points the canonical crop box (``facemodel.crop``) is defined on.
 
@@ -22,6 +22,7 @@ vertices on non-test photos, never fitted to a benchmark's annotations (Helen is
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass, field
 
@@ -29,6 +30,7 @@ import cv2
 import numpy as np
 
 from .fm import facemodel
+from .mediapipe_graphs import FaceDetector, FaceLandmarksOnRegion, FaceMeshStatic, Region, landmarks_array
 from .photo import PhotoError, as_rgb8, crop_square
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,10 @@ FIT_CROP_SIZE = 256         # side of the canonical crop FaceMesh re-reads for t
 MESH_CROP_SCALE = 2.2       # crop side / detection box side
 DETECT_MAX_SIDE = 1280      # photos are downscaled to this for the detector only
 MIN_SCORE = 0.5
+# XNNPACK threads of the detection pass's networks (bench photo, 2 idle cores: full-range detector 6.4 ms at
+# MediaPipe's default, 5.3 on one thread, 3.7 on two; FaceMesh 5.2 → 4.4 on two; the landmark model alone gains
+# nothing from a second thread). Batch workers set 1 (:func:`set_inference_threads`): a photo per core pays more.
+INFERENCE_THREADS = 2 if (os.cpu_count() or 1) >= 2 else 1
 # The full-range detector misses faces under ≈ 5 % of the image side (a 60-px face in a 1280-px photo;
 # docs/results.md, "Detection"). When the whole image gives nothing, tiles of TILE_SIDE · f px (f = 1, 2, 4, …) are
 # searched; neighbours overlap by TILE_OVERLAP, so every face up to that share of a tile lies whole in one.
@@ -102,55 +108,53 @@ class Face:
 class _MediaPipe:
     """Lazily created, cached MediaPipe graphs (creation costs ~15 ms; graphs are not re-entrant)."""
 
-    def __init__(self) -> None:
+    def __init__(self, threads: int = INFERENCE_THREADS) -> None:
         self.lock = threading.Lock()
-        self._detector = None
-        self._detector_short = None
-        self._mesh = None
-        self._mesh_multi = None
+        self.threads = threads
+        self._graphs: dict[str, object] = {}
 
-    def _solutions(self):  # noqa: ANN202 - mediapipe has no type hints
-        from .mediapipe_solutions import legacy_face_solutions
-
-        try:
-            return legacy_face_solutions()
-        except ImportError as exc:  # pragma: no cover - depends on the install
-            raise RuntimeError(f"the face detector (mediapipe) is not installed: {exc}") from None
+    def _graph(self, name: str, make):  # noqa: ANN001, ANN202 - the graph classes of .mediapipe_graphs
+        if name not in self._graphs:
+            try:
+                self._graphs[name] = make()
+            except ImportError as exc:  # pragma: no cover - depends on the install
+                raise RuntimeError(f"the face detector (mediapipe) is not installed: {exc}") from None
+        return self._graphs[name]
 
     @property
-    def detector(self):  # noqa: ANN201
-        if self._detector is None:
-            fd, _ = self._solutions()
-            self._detector = fd.FaceDetection(model_selection=1, min_detection_confidence=MIN_SCORE)
-        return self._detector
+    def detector(self) -> FaceDetector:
+        return self._graph("detector", lambda: FaceDetector(True, MIN_SCORE, self.threads))
 
     @property
-    def detector_short(self):  # noqa: ANN201
+    def detector_short(self) -> FaceDetector:
         """Short-range model: catches large close-ups the full-range model sometimes misses."""
-        if self._detector_short is None:
-            fd, _ = self._solutions()
-            self._detector_short = fd.FaceDetection(model_selection=0, min_detection_confidence=MIN_SCORE)
-        return self._detector_short
+        return self._graph("detector_short", lambda: FaceDetector(False, MIN_SCORE, self.threads))
 
     @property
-    def mesh(self):  # noqa: ANN201
-        if self._mesh is None:
-            _, fm = self._solutions()
-            # several faces: a neighbour inside the crop must not be taken for the detected one
-            self._mesh = fm.FaceMesh(static_image_mode=True, max_num_faces=4, refine_landmarks=False,
-                                     min_detection_confidence=0.3)
-        return self._mesh
+    def mesh(self) -> FaceMeshStatic:
+        # several faces: a neighbour inside the crop must not be taken for the detected one
+        return self._graph("mesh", lambda: FaceMeshStatic(4, 0.3, self.threads))
 
     @property
-    def mesh_multi(self):  # noqa: ANN201
-        if self._mesh_multi is None:
-            _, fm = self._solutions()
-            self._mesh_multi = fm.FaceMesh(static_image_mode=True, max_num_faces=10, refine_landmarks=False,
-                                           min_detection_confidence=MIN_SCORE)
-        return self._mesh_multi
+    def mesh_multi(self) -> FaceMeshStatic:
+        return self._graph("mesh_multi", lambda: FaceMeshStatic(10, MIN_SCORE, self.threads))
+
+    @property
+    def landmarks(self) -> FaceLandmarksOnRegion:
+        """FaceMesh's landmark model on a region we give (no detector of its own; one thread is as fast)."""
+        return self._graph("landmarks", lambda: FaceLandmarksOnRegion(1))
 
 
 _MP = _MediaPipe()
+
+
+def set_inference_threads(threads: int) -> None:
+    """The detection pass's XNNPACK threads from now on (the graphs are made again on first use); batch
+    workers set 1."""
+    global _MP
+    with _MP.lock:
+        if max(1, int(threads)) != _MP.threads:
+            _MP = _MediaPipe(max(1, int(threads)))
 
 
 def _detect_boxes(image: np.ndarray, short_range: bool = False
@@ -205,7 +209,7 @@ def _detect_boxes_tiled(image: np.ndarray) -> list[tuple[tuple[float, float, flo
 
 def _mesh_points(landmarks, width: float, height: float) -> np.ndarray:  # noqa: ANN001
     """MediaPipe normalised landmarks → (468, 3) pixels (z in pixel-width units)."""
-    return np.array([(p.x * width, p.y * height, p.z * width) for p in landmarks.landmark], np.float32)[:468]
+    return landmarks_array(landmarks, width, height)[:468]
 
 
 def _mesh_in_box(image: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray | None:
@@ -253,18 +257,28 @@ def facemesh_on_crop(image: np.ndarray, crop_box: tuple[float, float, float, flo
     The refinement fits these rather than the detection pass's: FaceMesh framed like the network
     (the canonical crop, resampled to 256²) is more accurate — Helen from the detector box, the
     inner-51 refinement reached 2.92 / 2.20 % (68 / 51 points, round 8) on these, 2.99 / 2.28 % on the
-    detection pass's. Of the meshes found, the one whose 68 points overlap ``face``'s landmarks most
+    detection pass's. The landmark model is placed on the detection pass's points, as FaceMesh's video
+    mode places it on the previous frame's (:meth:`.mediapipe_graphs.Region.from_mesh`), instead of
+    FaceMesh's detector looking for the face again: 2.8 instead of 5.3 ms, Helen's figures the same to
+    the third decimal (docs/performance.md). A face without a detection-pass mesh (unconfirmed) is looked
+    for by FaceMesh's detector in the crop. The mesh whose 68 points overlap ``face``'s landmarks most
     (IoU ≥ 0.3) is taken; None when there is none. ``points[FACEMESH_TO_68]`` are its 68 points.
     """
-    crop = crop_square(np.asarray(image), crop_box, FIT_CROP_SIZE)
+    image = np.asarray(image)
+    crop = crop_square(image, crop_box, FIT_CROP_SIZE)
     with _MP.lock:
-        result = _MP.mesh.process(crop)
+        if face.confirmed:
+            region = Region.from_mesh(face.mesh).moved(crop_box[:2], FIT_CROP_SIZE / (crop_box[2] - crop_box[0]))
+            found = _MP.landmarks.process(crop, region)
+            meshes = [] if found is None else [found]
+        else:
+            meshes = [_mesh_points(lms, FIT_CROP_SIZE, FIT_CROP_SIZE)
+                      for lms in _MP.mesh.process(crop).multi_face_landmarks or []]
     lo, hi = face.landmarks.min(0), face.landmarks.max(0)
     ref = (float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1]))
     best, best_iou = None, 0.3
-    for lms in result.multi_face_landmarks or []:
-        pts = facemodel.crop.points_from_crop(_mesh_points(lms, FIT_CROP_SIZE, FIT_CROP_SIZE)[:, :2],
-                                              crop_box, FIT_CROP_SIZE)
+    for mesh in meshes:
+        pts = facemodel.crop.points_from_crop(mesh[:, :2], crop_box, FIT_CROP_SIZE)
         plo, phi = pts[FACEMESH_TO_68].min(0), pts[FACEMESH_TO_68].max(0)
         iou = _iou((float(plo[0]), float(plo[1]), float(phi[0]), float(phi[1])), ref)
         if iou > best_iou:

@@ -9,14 +9,16 @@ pinhole camera, so the photo camera follows exactly by inverting
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .detect import Face, NoFaceError, detect_faces, facemesh_on_crop
+from .detect import INFERENCE_THREADS, Face, NoFaceError, detect_faces, facemesh_on_crop
 from .fm import facemodel
 from .photo import PhotoError, as_rgb8, check_size, crop_square, decode_photo
 from .regressor import Regressor, resolve_regressor_path
@@ -34,6 +36,39 @@ RECROP_PASSES = 2   # an unconfirmed face: crops re-placed on the network's own 
 # 7.3–7.5 against 7.7–13.8 ms, FaceMesh on the crop 5.0–5.2 against 5.3–9.3 ms); outputs identical
 # (docs/performance.md).
 ONNX_THREADS = 1
+# FaceMesh's second pass (the fit's points, 2.8 ms) needs only the crop box, so with 2 cores it runs on a
+# side thread while the network predicts (1.3 ms; both let go of the GIL). Batch workers set False.
+DEFAULT_PHOTO_THREADS = INFERENCE_THREADS     # 2 where there are 2 cores
+OVERLAP_SECOND_PASS = DEFAULT_PHOTO_THREADS >= 2
+_SIDE: list[ThreadPoolExecutor] = []
+_SIDE_LOCK = threading.Lock()
+
+
+def set_photo_threads(threads: int) -> None:
+    """How many cores one photo may use: the detection pass's XNNPACK threads, the fit's Gram threads and the
+    second FaceMesh pass beside the network (:data:`OVERLAP_SECOND_PASS`). Batch workers, a photo per core, set 1;
+    :data:`DEFAULT_PHOTO_THREADS` otherwise."""
+    global OVERLAP_SECOND_PASS
+    from . import detect
+
+    threads = max(1, int(threads))
+    detect.set_inference_threads(threads)
+    facemodel.landmark_solver.set_gram_threads(threads)
+    OVERLAP_SECOND_PASS = threads >= 2
+
+
+def _side_thread() -> ThreadPoolExecutor:
+    """One worker thread, made on first use and kept."""
+    with _SIDE_LOCK:
+        if not _SIDE:
+            _SIDE.append(ThreadPoolExecutor(1, thread_name_prefix="facerig-facemesh"))
+        return _SIDE[0]
+
+
+def _timed(fn: Any, *args: Any) -> tuple[Any, float]:
+    t = time.perf_counter()
+    out = fn(*args)
+    return out, (time.perf_counter() - t) * 1e3
 
 
 def get_regressor(model: Regressor | str | Path | None = None) -> Regressor:
@@ -232,6 +267,9 @@ def reconstruct_photo(path_or_image: str | Path | np.ndarray, face_index: int | 
 
     t = time.perf_counter()
     box = faces[index].crop_box
+    second_pass = None
+    if refine and OVERLAP_SECOND_PASS and faces[index].confirmed:   # side by side with the network
+        second_pass = _side_thread().submit(_timed, facemesh_on_crop, image, box, faces[index])
     crop = crop_square(image, box, regressor.input_size)
     timings["crop"] = (time.perf_counter() - t) * 1e3
 
@@ -251,7 +289,7 @@ def reconstruct_photo(path_or_image: str | Path | np.ndarray, face_index: int | 
                                 refine_max_disagreement=regressor.refine_max_disagreement, decode_scale=scale)
     if low_res := resolution_warning(recon):
         log.warning(low_res)
-    return refine_reconstruction(recon, face_model) if refine else recon
+    return refine_reconstruction(recon, face_model, second_pass=second_pass) if refine else recon
 
 
 def _recrop_unconfirmed(image: np.ndarray, faces: list[Face], index: int, box: tuple[float, float, float, float],
@@ -287,23 +325,29 @@ def _in_photo(crop_params: Any, box: tuple[float, float, float, float], width: i
 
 
 def refine_reconstruction(recon: PhotoReconstruction, face_model: "facemodel.FaceModel | str | Path | None" = None,
-                          identity: np.ndarray | None = None) -> PhotoReconstruction:
+                          identity: np.ndarray | None = None,
+                          second_pass: "Future[tuple[np.ndarray | None, float]] | None" = None) -> PhotoReconstruction:
     """``recon`` refined on its face's detected inner landmarks (:func:`refine_on_face`).
 
     The points are FaceMesh's 468 on the canonical crop (:func:`detect.facemesh_on_crop`, one
-    more FaceMesh pass, ≈ 6 ms), kept in ``fit_landmarks``. Starts from the network's own
+    more FaceMesh pass, ≈ 3 ms), kept in ``fit_landmarks``. Starts from the network's own
     prediction (also when ``recon`` was refined before). With an
     ``identity`` (several photos of one person: the aggregate) that identity is kept fixed and
-    only expression and pose are fitted.
+    only expression and pose are fitted. ``second_pass``: that FaceMesh pass already started on
+    :func:`_timed` (:func:`reconstruct_photo` runs it beside the network); its own time is reported.
     """
     t = time.perf_counter()
+    mesh_ms = None
     points = recon.fit_landmarks
     regressed = recon.regressed_params if recon.regressed_params is not None else recon.crop_params
     start = regressed
     if identity is not None:
         start = replace(regressed, identity=np.asarray(identity, np.asarray(regressed.identity).dtype).copy())
     if points is None:
-        points = facemesh_on_crop(recon.image, recon.crop_box, recon.face)
+        if second_pass is not None:
+            points, mesh_ms = second_pass.result()
+        else:
+            points = facemesh_on_crop(recon.image, recon.crop_box, recon.face)
         if points is None and not recon.face.confirmed:   # nothing detected to fit: the network's prediction
             return _unrefined(recon, regressed, start, "no detected landmarks (FaceMesh did not find this "
                                                        "face in its crop either)", (time.perf_counter() - t) * 1e3)
@@ -316,7 +360,8 @@ def refine_reconstruction(recon: PhotoReconstruction, face_model: "facemodel.Fac
                                        fit_identity=identity is None,
                                        max_disagreement=recon.refine_max_disagreement)
     t_end = time.perf_counter()
-    timings = {**recon.timings, "refine_landmarks": (t_mesh - t) * 1e3, "refine": (t_end - t_mesh) * 1e3}
+    timings = {**recon.timings, "refine_landmarks": (t_mesh - t) * 1e3 if mesh_ms is None else mesh_ms,
+               "refine": (t_end - t_mesh) * 1e3}
     return replace(recon, params=_in_photo(crop_params, recon.crop_box, recon.width, recon.height),
                    crop_params=crop_params, regressed_params=regressed, refinement=info, timings=timings,
                    fit_landmarks=np.asarray(points, np.float64))

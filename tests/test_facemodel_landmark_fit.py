@@ -125,7 +125,7 @@ def test_fast_fit_equals_the_straightforward_one(face_model, inner51, dense):
         pixels = np.asarray(landmarks_2d(refiner.dense_arrays, truth, SIZE, SIZE), np.float64) \
             + rng.normal(0, 1.0, (len(refiner.dense_arrays.neutral), 2))
         cases.append((refiner.dense_arrays, start, pixels, replace(landmark_fit.DENSE_REFINE_SETTINGS, n_corrective=20,
-                      corrective_prior=300.0, fit_identity=fit_identity), None))
+                      corrective_prior=300.0, fit_identity=fit_identity, gram="float64"), None))
     for arrays, start, pixels, settings, weights in cases:
         kw = dict(weights=weights, identity_prior_mean=start.identity + 0.1)
         ref = reference_fit(arrays, start, pixels, SIZE, SIZE, settings, **kw)
@@ -472,3 +472,32 @@ def test_refiner_fits_the_field_by_default_and_not_without_harmonics(face_model,
     no_field.__dict__["arrays"] = replace(face_model.arrays, corrective_basis=np.zeros((face_model.n_vertices, 0),
                                                                                       np.float32))
     assert LandmarkRefiner.from_model(no_field).settings.n_corrective == 0
+
+
+def test_float32_gram_fits_the_same_cost_to_the_same_minimum(face_model, monkeypatch):
+    """The photo refinements' float32 JᵀJ (split over two threads or not) minimises the same float64 cost: its
+    fits end at the float64 fit's cost to 1e-6 and its parameters within what no figure shows."""
+    refiner = LandmarkRefiner.from_model(face_model)
+    rng = np.random.default_rng(11)
+    for seed, yaw in ((70, -20.0), (71, 15.0)):
+        truth = face(seed=seed, yaw_deg=yaw)
+        start = as_float64(perturbed(truth, seed=seed + 10))
+        pixels = np.asarray(landmarks_2d(refiner.dense_arrays, truth, SIZE, SIZE), np.float64) \
+            + rng.normal(0, 1.0, (len(refiner.dense_arrays.neutral), 2))
+        settings = refiner.dense_settings
+        assert settings.gram == "float32" and settings.n_corrective > 0
+        exact = fit_landmarks(refiner.dense_arrays, start, pixels, SIZE, SIZE, replace(settings, gram="float64"))
+        fits = []
+        for threads in (1, 2):
+            monkeypatch.setattr(landmark_solver, "GRAM_THREADS", threads)
+            fits.append(fit_landmarks(refiner.dense_arrays, start, pixels, SIZE, SIZE, settings))
+        a, b = fits                     # the same sums in the same order on one thread or two
+        for name in ("identity", "expression", "corrective", "rotation", "translation"):
+            np.testing.assert_array_equal(getattr(a.params, name), getattr(b.params, name))
+        for fit in fits:
+            assert fit.rms_after_px == pytest.approx(exact.rms_after_px, rel=1e-4)
+            np.testing.assert_allclose(fit.params.rotation, exact.params.rotation, atol=1e-4)
+            np.testing.assert_allclose(fit.params.translation, exact.params.translation, atol=1e-3)
+            np.testing.assert_allclose(fit.params.expression, exact.params.expression, atol=1e-3)
+    with pytest.raises(ValueError, match="gram"):
+        LandmarkFitSettings(gram="float16")
