@@ -21,13 +21,15 @@ update (BLAS syrk, ≈ N·P² multiply-adds — the floor: P_i changes with ever
 no Gram block of the linear part is constant across steps or shared between points), Jᵀr one gemv;
 the damped system is solved by Cholesky (LAPACK ``dposv`` through scipy where available).
 
-*Gram precision* (``gram="float32"``, what the photo refinement uses): JᵀJ is then summed in float32 from a
+*Gram precision* (``gram="float32"``, what the photo refinements use): JᵀJ is summed in float32 from a
 float32 copy of J, its rows split over :data:`GRAM_THREADS` threads (numpy's syrk lets go of the GIL):
-0.61 → 0.28 ms a step on 794 × 180 (2 cores; the halves take 0.19 ms each, the hand-over the rest). Cost, residual, Jᵀr, the damped solve and the step's
-acceptance stay float64, so the fit minimises the same cost; only the Gauss-Newton matrix — an
-approximation of the Hessian anyway — carries float32 rounding. The steps then differ in the last digits
-(on Helen some identity coefficients by up to ≈ 3e-2, median 2e-6) and the figures do not: Helen's 68 / 51-point
-NME and the synthetic proxy are the same to the digits reported (docs/performance.md).
+0.61 → 0.28 ms a step for 794 × 180 on 2 cores (the halves 0.19 ms each, the hand-over the rest); the
+damped system is solved in float32 too (``sposv``: 79 against 107 µs for 159 unknowns; float64 when float32
+finds it not positive definite). Cost, residual, Jᵀr and the acceptance of a step stay float64, so the fit
+minimises the same cost; only the Gauss-Newton matrix — an approximation of the Hessian anyway — carries
+float32 rounding. The steps then differ in the last digits (on Helen some identity coefficients by up to
+≈ 3e-2, median 2e-6) and the figures do not: Helen's 68 / 51-point NME and the synthetic proxy are the same
+to the digits reported (docs/performance.md).
 
 *Adding linear unknowns* (e.g. corrective shapes): put their basis at the fitted vertices into
 :attr:`FitBasis.bases` under a name and pass a :class:`Block` with that name; Jacobian, normal
@@ -94,6 +96,16 @@ def scipy_kernels() -> tuple[Any, Any] | tuple[None, None]:
     except ImportError:
         return None, None
     return dsyrk, dposv
+
+
+@lru_cache(maxsize=1)
+def scipy_sposv() -> Any:
+    """scipy's float32 Cholesky solve (for the float32 Gram), or None without scipy (then ``dposv``/LU)."""
+    try:
+        from scipy.linalg.lapack import sposv
+    except ImportError:
+        return None
+    return sposv
 
 
 @dataclass(frozen=True)
@@ -266,6 +278,8 @@ class Problem:
         self._diag = (np.arange(p), np.arange(p))  # indices of a (p, p) diagonal
         self._dsyrk, self._dposv = scipy_kernels()
         self._jac32 = np.empty((2 * n, p), np.float32) if gram == "float32" else None
+        self._sposv = scipy_sposv() if gram == "float32" else None
+        self._damped32 = np.zeros((p, p), np.float32, order="F") if self._sposv is not None else None
 
     def pack(self, blocks: Sequence[Block], rotation: np.ndarray, translation: np.ndarray) -> np.ndarray:
         parts = [np.asarray(b.start, np.float64) for b in blocks]
@@ -351,6 +365,13 @@ class Problem:
 
     def damped_step(self, normal: np.ndarray, grad: np.ndarray, scale: np.ndarray, lam: float) -> np.ndarray:
         """Solve (normal + lam·diag(scale)) step = −grad (symmetric positive definite: Cholesky)."""
+        if self._sposv is not None:      # float32 Gram: its damped system solved in float32 too
+            d32 = self._damped32
+            np.copyto(d32, normal)
+            d32[self._diag] += lam * scale
+            _, step, info = self._sposv(d32, -grad.astype(np.float32), lower=0, overwrite_a=1, overwrite_b=0)
+            if info == 0:
+                return step.astype(np.float64)
         damped = self._damped
         np.copyto(damped, normal)
         damped[self._diag] += lam * scale

@@ -36,6 +36,38 @@ def astronaut() -> np.ndarray:
 
 
 # -- reading images -------------------------------------------------------------------------------------
+def test_png_decoded_by_libspng_or_opencv_gives_the_same_pixels(tmp_path: Path, astronaut: np.ndarray,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plain 8-bit RGB / RGBA PNGs go to libspng when pyspng is installed (setup installs it), everything else
+    (16 bit, grey, palette, tRNS) to OpenCV; either way the same upright sRGB pixels."""
+    pytest.importorskip("pyspng")
+    from PIL import Image
+
+    rgba = np.dstack([astronaut, np.linspace(0, 255, astronaut.shape[1], dtype=np.uint8)[None, :].repeat(
+        astronaut.shape[0], 0)])
+    cases = {"rgb.png": (Image.fromarray(astronaut), True), "rgba.png": (Image.fromarray(rgba), True),
+             "grey.png": (Image.fromarray(astronaut[:, :, 0]), False),
+             "palette.png": (Image.fromarray(astronaut).quantize(64), False),
+             "rgb16.png": (None, False)}
+    cv2.imwrite(str(tmp_path / "rgb16.png"), cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR).astype(np.uint16) * 257)
+    for name, (im, plain) in cases.items():
+        if im is not None:
+            im.save(tmp_path / name)
+        assert photo._plain_png(np.fromfile(str(tmp_path / name), np.uint8)) == plain, name
+    fast = {name: photo.decode_photo(tmp_path / name).image for name in cases}
+    monkeypatch.setattr(photo, "_pyspng", lambda: None)
+    for name in cases:
+        np.testing.assert_array_equal(fast[name], photo.decode_photo(tmp_path / name).image, err_msg=name)
+    np.testing.assert_array_equal(fast["rgb.png"], astronaut)
+    monkeypatch.undo()
+    broken = bytearray((tmp_path / "rgb.png").read_bytes())
+    broken[33 + 8 + 100] ^= 0xFF                     # a byte of the first IDAT's compressed pixels
+    (tmp_path / "broken.png").write_bytes(bytes(broken))
+    assert photo._plain_png(np.frombuffer(bytes(broken), np.uint8))
+    with pytest.raises(photo.ImageReadError, match="not a readable image"):   # libspng refuses, then OpenCV
+        photo.decode_photo(tmp_path / "broken.png")
+
+
 def test_load_image_formats(tmp_path: Path, astronaut: np.ndarray) -> None:
     bgr = cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR)
     for ext in (".jpg", ".png", ".webp", ".tif", ".bmp"):
