@@ -57,6 +57,8 @@ GRAM_PRECISIONS = ("float64", "float32")
 # Threads the float32 Gram's rows are split over (1: none). Batch workers, one photo per core, set 1.
 GRAM_THREADS = 2 if (os.cpu_count() or 1) >= 2 else 1
 _GRAM_POOL: list[ThreadPoolExecutor] = []
+# A forked child has none of the parent's threads, but would find its pool and wait forever on it: it makes its own.
+os.register_at_fork(after_in_child=_GRAM_POOL.clear)
 
 
 def set_gram_threads(threads: int) -> None:

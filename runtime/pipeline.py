@@ -9,6 +9,7 @@ pinhole camera, so the photo camera follows exactly by inverting
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -42,6 +43,7 @@ DEFAULT_PHOTO_THREADS = INFERENCE_THREADS     # 2 where there are 2 cores
 OVERLAP_SECOND_PASS = DEFAULT_PHOTO_THREADS >= 2
 _SIDE: list[ThreadPoolExecutor] = []
 _SIDE_LOCK = threading.Lock()
+os.register_at_fork(after_in_child=_SIDE.clear)   # a forked child has no side thread: it makes its own
 
 
 def set_photo_threads(threads: int) -> None:

@@ -145,3 +145,38 @@ def test_landmarks_read_from_wire_bytes_equal_the_field_by_field_reading(grace):
     odd.landmark.add(x=0.1, y=0.2, z=0.3)
     np.testing.assert_allclose(mediapipe_graphs.landmarks_array(odd, 100, 200), [[50, 50, 0], [10, 40, 30]], rtol=1e-6)
     assert face.mesh.dtype == np.float32 and face.mesh.shape == (468, 3)
+
+
+def test_a_forked_child_fits_with_a_gram_thread_of_its_own(grace):
+    """The fit's Gram thread does not survive fork(); a forked child (a torch DataLoader worker, say) must make
+    its own instead of waiting on the parent's, which would never answer. (MediaPipe's graphs do not survive a
+    fork either: batch workers are spawned; the fit alone is forked here.)"""
+    import os
+    import select
+
+    from facemodel import landmark_solver
+
+    landmark_solver.set_gram_threads(2)
+    recon = pipeline.reconstruct_photo(grace)            # its fitted points are kept: refining again needs no MediaPipe
+    parent = pipeline.refine_reconstruction(recon)      # the parent's Gram thread exists now
+    assert not parent.refinement["skipped"] and landmark_solver._GRAM_POOL
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                           # child: the same fit, then report and leave at once
+        code = 1
+        try:
+            child = pipeline.refine_reconstruction(recon)
+            code = 0 if np.array_equal(child.params.identity, parent.params.identity) else 2
+        finally:
+            os.write(write, bytes([code]))
+            os._exit(0)
+    os.close(write)
+    ready, _, _ = select.select([read], [], [], 60)
+    try:
+        assert ready, "the forked child hung"
+        assert os.read(read, 1) == b"\x00"
+    finally:
+        os.close(read)
+        if not ready:
+            os.kill(pid, 9)
+        os.waitpid(pid, 0)
