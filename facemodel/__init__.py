@@ -5,7 +5,7 @@ numpy only; imports neither bpy nor torch (torch tensors pass through via ``face
 
 from .camera import blender_camera, crop_camera, project, unproject
 from .crop import CROP_SCALE, canonical_crop_box
-from . import file_digest, harmonics, landmark_fit, lighting_fit, outputs
+from . import file_digest, harmonics, landmark_fit, lighting_fit, outputs, side_thread
 from .landmark_maps import MEDIAPIPE_TO_68
 from .formation import Formed, form, landmarks_2d, mesh_camera_space, mesh_model_space, vertex_colors
 from .model import (EYE_CORNERS, INNER_51, LICENSE, FaceModel, FaceModelError, ModelArrays,

@@ -39,10 +39,8 @@ equations, prior, bounds and unpacking follow from the block list.
 from __future__ import annotations
 
 import math
-import os
 import threading
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -50,15 +48,13 @@ from typing import Any
 import numpy as np
 
 from .harmonics import corrective_point_basis
+from .side_thread import PHOTO_THREADS, side_thread
 
 MAX_DAMPING_TRIES = 8
 _LAYOUT_LOCK = threading.Lock()
 GRAM_PRECISIONS = ("float64", "float32")
 # Threads the float32 Gram's rows are split over (1: none). Batch workers, one photo per core, set 1.
-GRAM_THREADS = 2 if (os.cpu_count() or 1) >= 2 else 1
-_GRAM_POOL: list[ThreadPoolExecutor] = []
-# A forked child has none of the parent's threads, but would find its pool and wait forever on it: it makes its own.
-os.register_at_fork(after_in_child=_GRAM_POOL.clear)
+GRAM_THREADS = PHOTO_THREADS
 
 
 def set_gram_threads(threads: int) -> None:
@@ -69,7 +65,7 @@ def set_gram_threads(threads: int) -> None:
 
 def _gram_split(a: np.ndarray) -> np.ndarray:
     """aᵀa, both triangles, as the sum of its two halves' (upper rows, lower rows) — on one thread or, with
-    GRAM_THREADS ≥ 2, the lower half on a second (a pool of one, made on first use). The same sums in the same
+    GRAM_THREADS ≥ 2, the lower half on a second (:func:`.side_thread.side_thread`). The same sums in the same
     order either way, so a batch worker on one thread gives the very numbers of a photo on two."""
     half = a.shape[0] // 2
     upper, lower = a[:half], a[half:]
@@ -77,10 +73,7 @@ def _gram_split(a: np.ndarray) -> np.ndarray:
         out = upper.T @ upper
         out += lower.T @ lower
         return out
-    with _LAYOUT_LOCK:
-        if not _GRAM_POOL:
-            _GRAM_POOL.append(ThreadPoolExecutor(1, thread_name_prefix="facerig-gram"))
-    other = _GRAM_POOL[0].submit(np.matmul, lower.T, lower)
+    other = side_thread("gram").submit(np.matmul, lower.T, lower)
     out = upper.T @ upper
     out += other.result()
     return out

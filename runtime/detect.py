@@ -22,7 +22,6 @@ vertices on non-test photos, never fitted to a benchmark's annotations (Helen is
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from dataclasses import dataclass, field
 
@@ -46,7 +45,7 @@ MIN_SCORE = 0.5
 # XNNPACK threads of the detection pass's networks (bench photo, 2 idle cores: full-range detector 6.4 ms at
 # MediaPipe's default, 5.3 on one thread, 3.7 on two; FaceMesh 5.2 → 4.4 on two; the landmark model alone gains
 # nothing from a second thread). Batch workers set 1 (:func:`set_inference_threads`): a photo per core pays more.
-INFERENCE_THREADS = 2 if (os.cpu_count() or 1) >= 2 else 1
+INFERENCE_THREADS = facemodel.side_thread.PHOTO_THREADS
 # The full-range detector misses faces under ≈ 5 % of the image side (a 60-px face in a 1280-px photo;
 # docs/results.md, "Detection"). When the whole image gives nothing, tiles of TILE_SIDE · f px (f = 1, 2, 4, …) are
 # searched; neighbours overlap by TILE_OVERLAP, so every face up to that share of a tile lies whole in one.

@@ -4,13 +4,14 @@ Why (issue 34, ``docs/performance.md``): the legacy ``face_detection`` / ``face_
 XNNPACK's thread count at its default, which on 2 cores is slower than one thread (full-range detector on the
 bench photo: 6.4 ms; 5.3 on one thread, 3.7 on two), and FaceMesh's static-image graph runs its own short-range
 detector before the landmark model on every call (5.2 ms, of which the landmark model on a given region is 2.5).
-The photo path already knows where the face is: from the full-range detector's box and eye keypoints (first
-pass) or from the first pass's 468 points (second pass, on the canonical crop). :class:`FaceLandmarksOnRegion`
-places FaceMesh's landmark model there with MediaPipe's own calculators — a ``Detection`` through
-``FaceDetectionFrontDetectionToRoi`` (its box scaled 1.5×, square, turned so the two keypoints lie level) —
-which is FaceMesh's own placement: its detector's box and eyes in the static graph, and, in video mode, the
-box of the previous frame's points with points 33 and 263 as the eyes (``FaceLandmarkLandmarksToRoi``, the
-same 1.5× square turned level; checked against the installed graph in ``tests/test_mediapipe_graphs.py``).
+For the second pass, on the canonical crop, the photo path already knows where the face is: the first pass's
+468 points. :class:`FaceLandmarksOnRegion` places FaceMesh's landmark model there with MediaPipe's own
+calculators — a ``Detection`` through ``FaceDetectionFrontDetectionToRoi`` (its box scaled 1.5×, square, turned
+so the two keypoints lie level) — which is FaceMesh's own video-mode placement: the box of the previous frame's
+points with points 33 and 263 as the eyes (``FaceLandmarkLandmarksToRoi``, the same 1.5× square turned level;
+checked against the installed graph in ``tests/test_mediapipe_graphs.py``). The first pass keeps FaceMesh's own
+detector (:class:`FaceMeshStatic`): placed on the full-range detector's box and eyes instead, Helen's NME rose
+from 2.807 / 2.194 to 2.936 / 2.328 % (docs/performance.md).
 
 Only MediaPipe's compiled bindings and protobuf messages are imported (as :mod:`.mediapipe_solutions`), and
 only when a graph is first made.
@@ -21,6 +22,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from functools import lru_cache
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -83,7 +85,7 @@ def expanded_graph(config: Any) -> Any:
 
 
 def _node_options(node: Any, options_type: Any) -> Any:
-    """The node's ``options_type`` options (proto3 ``node_options`` or proto2 ``options``), a copy."""
+    """A copy of the node's ``options_type`` options, from its proto3 ``node_options`` or proto2 ``options``."""
     out = options_type()
     for packed in node.node_options:
         if packed.type_url.split("/")[-1] == options_type.DESCRIPTOR.full_name:
@@ -94,30 +96,40 @@ def _node_options(node: Any, options_type: Any) -> Any:
     return out
 
 
-def _set_node_options(node: Any, options: Any) -> None:
-    if any(p.type_url.split("/")[-1] == options.DESCRIPTOR.full_name for p in node.node_options):
-        for packed in node.node_options:
-            if packed.type_url.split("/")[-1] == options.DESCRIPTOR.full_name:
-                packed.Pack(options)
-    else:
-        node.options.Extensions[type(options).ext].CopyFrom(options)
+def _edit_options(config: Any, calculator: str, options_type: Any, edit: Callable[[Any], None]) -> int:
+    """Apply ``edit`` to the ``options_type`` options of every node of an expanded ``config`` whose calculator
+    name starts with ``calculator``, written back as the node's only ``options_type`` entry (proto3
+    ``node_options``). Returns how many nodes were edited."""
+    name = options_type.DESCRIPTOR.full_name
+    count = 0
+    for node in config.node:
+        if node.calculator.startswith(calculator):
+            options = _node_options(node, options_type)
+            edit(options)
+            kept = [p for p in node.node_options if p.type_url.split("/")[-1] != name]
+            del node.node_options[:]
+            node.node_options.extend(kept)
+            node.node_options.add().Pack(options)
+            if node.HasField("options") and node.options.HasExtension(options_type.ext):
+                node.options.ClearExtension(options_type.ext)
+            count += 1
+    return count
+
+
+def _set_fields(**fields: Any) -> Callable[[Any], None]:
+    def edit(options: Any) -> None:
+        for key, value in fields.items():
+            setattr(options, key, value)
+    return edit
 
 
 def set_inference_threads(config: Any, threads: int) -> int:
     """Every TFLite inference of an expanded ``config`` on XNNPACK with ``threads`` threads; returns how many
     inference nodes there were."""
-    mp = _modules()
-    options_type = mp["inference"].InferenceCalculatorOptions
-    count = 0
-    for node in config.node:
-        if node.calculator.startswith("InferenceCalculator"):
-            options = _node_options(node, options_type)
-            options.delegate.xnnpack.num_threads = int(threads)
-            del node.node_options[:]
-            node.ClearField("options")
-            node.node_options.add().Pack(options)
-            count += 1
-    return count
+    def edit(options: Any) -> None:
+        options.delegate.xnnpack.num_threads = int(threads)
+
+    return _edit_options(config, "InferenceCalculator", _modules()["inference"].InferenceCalculatorOptions, edit)
 
 
 @lru_cache(maxsize=1)
@@ -176,20 +188,6 @@ def _installed_graph(path: str) -> Any:
     return config
 
 
-def _set_options(config: Any, calculator: str, options_type: Any, name_part: str = "", **fields: Any) -> int:
-    """Set ``fields`` in the ``options_type`` options of every ``calculator`` node (whose name contains
-    ``name_part``) of an expanded ``config``; returns how many nodes."""
-    count = 0
-    for node in config.node:
-        if node.calculator == calculator and name_part in node.name:
-            options = _node_options(node, options_type)
-            for key, value in fields.items():
-                setattr(options, key, value)
-            _set_node_options(node, options)
-            count += 1
-    return count
-
-
 class FaceDetector:
     """MediaPipe's face detector (``face_detection`` solution's graph: full-range or short-range model) with
     its inference on ``threads`` XNNPACK threads. ``process(image).detections`` as the solution's."""
@@ -220,16 +218,16 @@ class FaceMeshStatic:
     def __init__(self, max_faces: int, min_detection: float, threads: int,
                  min_presence: float = MIN_PRESENCE) -> None:
         mp = _modules()
-        from mediapipe.calculators.tflite import ssd_anchors_calculator_pb2  # noqa: F401 - registers options
         from mediapipe.calculators.tensor import tensors_to_detections_calculator_pb2 as detections_pb2
 
         config = expanded_graph(_installed_graph(mp["face_mesh"]._BINARYPB_FILE_PATH))
         set_inference_threads(config, threads)
-        if not _set_options(config, "TensorsToDetectionsCalculator",
-                            detections_pb2.TensorsToDetectionsCalculatorOptions, min_score_thresh=float(min_detection)):
+        if not _edit_options(config, "TensorsToDetectionsCalculator",
+                             detections_pb2.TensorsToDetectionsCalculatorOptions,
+                             _set_fields(min_score_thresh=float(min_detection))):
             raise RuntimeError("MediaPipe's face mesh graph has no detector")  # pragma: no cover
-        _set_options(config, "ThresholdingCalculator", mp["thresholding"].ThresholdingCalculatorOptions,
-                     threshold=float(min_presence))
+        _edit_options(config, "ThresholdingCalculator", mp["thresholding"].ThresholdingCalculatorOptions,
+                      _set_fields(threshold=float(min_presence)))
         self._graph = _start(config, ["multi_face_landmarks"], {"num_faces": int(max_faces),
                                                                 "with_attention": False,
                                                                 "use_prev_landmarks": False})
@@ -279,8 +277,8 @@ class FaceLandmarksOnRegion:
         config = mp["text_format"].Parse(_LANDMARKS_ON_REGION, mp["calculator"].CalculatorGraphConfig())
         config = expanded_graph(config)
         set_inference_threads(config, threads)
-        _set_options(config, "ThresholdingCalculator", mp["thresholding"].ThresholdingCalculatorOptions,
-                     threshold=float(min_presence))
+        _edit_options(config, "ThresholdingCalculator", mp["thresholding"].ThresholdingCalculatorOptions,
+                      _set_fields(threshold=float(min_presence)))
         proto = mp["solution_base"].PacketDataType.PROTO
         self._detection_type = mp["detection"].Detection
         self._graph = _start(config, ["landmarks"], {"with_attention": False}, {"detection": proto})

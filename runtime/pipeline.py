@@ -9,17 +9,15 @@ pinhole camera, so the photo camera follows exactly by inverting
 from __future__ import annotations
 
 import logging
-import os
-import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .detect import INFERENCE_THREADS, Face, NoFaceError, detect_faces, facemesh_on_crop
+from .detect import Face, NoFaceError, detect_faces, facemesh_on_crop
 from .fm import facemodel
 from .photo import PhotoError, as_rgb8, check_size, crop_square, decode_photo
 from .regressor import Regressor, resolve_regressor_path
@@ -39,11 +37,8 @@ RECROP_PASSES = 2   # an unconfirmed face: crops re-placed on the network's own 
 ONNX_THREADS = 1
 # FaceMesh's second pass (the fit's points, 2.8 ms) needs only the crop box, so with 2 cores it runs on a
 # side thread while the network predicts (1.3 ms; both let go of the GIL). Batch workers set False.
-DEFAULT_PHOTO_THREADS = INFERENCE_THREADS     # 2 where there are 2 cores
+DEFAULT_PHOTO_THREADS = facemodel.side_thread.PHOTO_THREADS     # 2 where there are 2 cores
 OVERLAP_SECOND_PASS = DEFAULT_PHOTO_THREADS >= 2
-_SIDE: list[ThreadPoolExecutor] = []
-_SIDE_LOCK = threading.Lock()
-os.register_at_fork(after_in_child=_SIDE.clear)   # a forked child has no side thread: it makes its own
 
 
 def set_photo_threads(threads: int) -> None:
@@ -57,14 +52,6 @@ def set_photo_threads(threads: int) -> None:
     detect.set_inference_threads(threads)
     facemodel.landmark_solver.set_gram_threads(threads)
     OVERLAP_SECOND_PASS = threads >= 2
-
-
-def _side_thread() -> ThreadPoolExecutor:
-    """One worker thread, made on first use and kept."""
-    with _SIDE_LOCK:
-        if not _SIDE:
-            _SIDE.append(ThreadPoolExecutor(1, thread_name_prefix="facerig-facemesh"))
-        return _SIDE[0]
 
 
 def _timed(fn: Any, *args: Any) -> tuple[Any, float]:
@@ -271,7 +258,8 @@ def reconstruct_photo(path_or_image: str | Path | np.ndarray, face_index: int | 
     box = faces[index].crop_box
     second_pass = None
     if refine and OVERLAP_SECOND_PASS and faces[index].confirmed:   # side by side with the network
-        second_pass = _side_thread().submit(_timed, facemesh_on_crop, image, box, faces[index])
+        second_pass = facemodel.side_thread.side_thread("facemesh").submit(_timed, facemesh_on_crop, image, box,
+                                                                            faces[index])
     crop = crop_square(image, box, regressor.input_size)
     timings["crop"] = (time.perf_counter() - t) * 1e3
 

@@ -154,12 +154,12 @@ def test_a_forked_child_fits_with_a_gram_thread_of_its_own(grace):
     import os
     import select
 
-    from facemodel import landmark_solver
+    from facemodel import landmark_solver, side_thread
 
     landmark_solver.set_gram_threads(2)
     recon = pipeline.reconstruct_photo(grace)            # its fitted points are kept: refining again needs no MediaPipe
     parent = pipeline.refine_reconstruction(recon)      # the parent's Gram thread exists now
-    assert not parent.refinement["skipped"] and landmark_solver._GRAM_POOL
+    assert not parent.refinement["skipped"] and "gram" in side_thread._POOLS
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:                                           # child: the same fit, then report and leave at once
