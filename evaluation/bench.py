@@ -108,7 +108,8 @@ PHOTO_STAGES = {"decode_ms": "file → upright sRGB pixels (runtime.photo.load_i
                 "regress_ms": "the ONNX regressor on the crop",
                 "refine_landmarks_ms": "FaceMesh again, on the canonical crop, placed on the first pass's points (the "
                                        "points the fit uses; on 2 cores it runs beside the network: its own time)",
-                "refine_ms": "the landmark fit (facemodel.landmark_fit.LandmarkRefiner.refine)"}
+                "refine_ms": "the landmark fit (facemodel.landmark_fit.LandmarkRefiner.prepare, then refine on the "
+                             "points; on 2 cores the preparation runs beside FaceMesh's second pass: both counted)"}
 
 
 def _time_reconstruct(onnx_path: Path | None, photo: Path | np.ndarray, runs: int, warmup: int,

@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cached_property, lru_cache
 
 import numpy as np
@@ -86,7 +86,7 @@ class LandmarkFit:
     points: str = ""                # which points the refiner fitted ("dense" / "inner 51")
 
 
-def fit_problem(basis: FitBasis, params: FaceParams, pixels: np.ndarray, width: float, height: float,
+def fit_problem(basis: FitBasis, params: FaceParams, pixels: np.ndarray | None, width: float, height: float,
                 settings: LandmarkFitSettings, weights: np.ndarray,
                 identity_prior_mean: np.ndarray | None) -> tuple[Problem, list[Block]]:
     """The cost of :func:`fit_landmarks` for one face: its unknowns (identity modes and the corrective field's
@@ -129,39 +129,85 @@ def fit_landmarks(arrays: ModelArrays | FitBasis, params: FaceParams, pixels: np
     :class:`FitBasis` made once (``FitBasis.from_arrays``: saves ≈ 0.5 ms a call on the dense points);
     ``width`` × ``height`` the image the camera of ``params`` and the pixels refer to. Points
     with non-finite coordinates or zero ``weights`` are ignored. Raises ``ValueError`` for
-    shapes that do not match or fewer than 6 usable points.
+    shapes that do not match or fewer than 6 usable points. The same as :func:`prepare_fit` then
+    :meth:`PreparedFit.run`.
     """
-    pixels = np.asarray(pixels, np.float64)
-    n = arrays.neutral.shape[0]
-    if pixels.shape != (n, 2):
-        raise ValueError(f"pixels must be ({n}, 2) for this vertex subset, got {pixels.shape}")
+    return prepare_fit(arrays, params, width, height, settings, weights, identity_prior_mean).run(pixels)
+
+
+def prepare_fit(arrays: ModelArrays | FitBasis, params: FaceParams, width: float, height: float,
+                settings: LandmarkFitSettings = LandmarkFitSettings(), weights: np.ndarray | None = None,
+                identity_prior_mean: np.ndarray | None = None) -> "PreparedFit":
+    """:func:`fit_landmarks` up to its points: the problem at the start, and with the float32 Gram the first
+    step's Gauss-Newton matrix (``landmark_solver.Problem.prepare``). The photo path runs this while FaceMesh
+    finds the points."""
     if np.asarray(params.expression).ndim != 1:
         raise ValueError("fit_landmarks refines one face; pass params[i] for a batch")
+    n = arrays.neutral.shape[0]
     w = np.ones(n) if weights is None else np.asarray(weights, np.float64).copy()
     if w.shape != (n,) or np.any(w < 0) or not np.all(np.isfinite(w)):
         raise ValueError(f"weights must be ({n},) finite and ≥ 0")
-    finite = np.all(np.isfinite(pixels), 1)
-    w[~finite] = 0.0
-    if int((w > 0).sum()) < 6:
-        raise ValueError(f"need at least 6 usable points, got {int((w > 0).sum())}")
-    pixels = np.where(finite[:, None], pixels, 0.0)
-
+    _check_usable(w)
     basis = arrays if isinstance(arrays, FitBasis) else FitBasis.from_arrays(arrays)
-    prob, blocks = fit_problem(basis, params, pixels, width, height, settings, w, identity_prior_mean)
-    start = prob.state(prob.clip(prob.pack(blocks, params.rotation, params.translation)))
+    prob, blocks = fit_problem(basis, params, None, width, height, settings, w, identity_prior_mean)
+    theta = prob.clip(prob.pack(blocks, params.rotation, params.translation))
     with single_blas_thread():   # ~120² solves: threads cost more than they save (blas_threads)
-        end, accepted = _minimise(prob, start, settings)
+        geometry = prob.prepare(theta)
+    return PreparedFit(prob, theta, geometry, w, basis, params, width, height, settings, identity_prior_mean)
 
-    fitted = prob.unpack(end.theta)
-    ident = np.asarray(params.identity, np.float64).copy()
-    if "identity" in fitted:
-        ident[: len(fitted["identity"])] = fitted["identity"]
-    dt = np.asarray(params.expression).dtype
-    out = replace(params, identity=ident.astype(dt), expression=fitted["expression"].astype(dt),
-                  rotation=fitted["rotation"].astype(dt), translation=fitted["translation"].astype(dt))
-    if "corrective" in fitted:
-        out = replace(out, corrective=fitted["corrective"].reshape(-1, 3).astype(dt))
-    return LandmarkFit(out, prob.mean_distance(start, w), prob.mean_distance(end, w), accepted)
+
+def _check_usable(weights: np.ndarray) -> None:
+    if int((weights > 0).sum()) < 6:
+        raise ValueError(f"need at least 6 usable points, got {int((weights > 0).sum())}")
+
+
+@dataclass(frozen=True)
+class PreparedFit:
+    """A landmark fit made ready before its points are known (:func:`prepare_fit`); :meth:`run` fits them."""
+
+    problem: Problem
+    theta: np.ndarray                          # the start, clipped to the bounds
+    geometry: tuple[np.ndarray, np.ndarray]    # its model and camera points
+    weights: np.ndarray
+    # what prepare_fit was given (a fit whose points are not all finite is made again with their weights at 0)
+    basis: FitBasis = field(repr=False)
+    params: FaceParams = field(repr=False)
+    width: float = 0.0
+    height: float = 0.0
+    settings: LandmarkFitSettings = LandmarkFitSettings()
+    identity_prior_mean: np.ndarray | None = field(default=None, repr=False)
+
+    def run(self, pixels: np.ndarray) -> LandmarkFit:
+        """The fit on ``pixels`` (N, 2); points with non-finite coordinates are ignored (the problem is then
+        made again with their weights at zero)."""
+        pixels = np.asarray(pixels, np.float64)
+        n = self.weights.shape[0]
+        if pixels.shape != (n, 2):
+            raise ValueError(f"pixels must be ({n}, 2) for this vertex subset, got {pixels.shape}")
+        finite = np.all(np.isfinite(pixels), 1)
+        if not finite.all():
+            w = self.weights.copy()
+            w[~finite] = 0.0
+            _check_usable(w)
+            return prepare_fit(self.basis, self.params, self.width, self.height, self.settings, w,
+                               self.identity_prior_mean).run(np.where(finite[:, None], pixels, 0.0))
+        prob, params = self.problem, self.params
+        prob.set_targets(pixels)
+        start = prob.state(self.theta, self.geometry)
+        with single_blas_thread():   # ~120² solves: threads cost more than they save (blas_threads)
+            end, accepted = _minimise(prob, start, self.settings)
+
+        fitted = prob.unpack(end.theta)
+        ident = np.asarray(params.identity, np.float64).copy()
+        if "identity" in fitted:
+            ident[: len(fitted["identity"])] = fitted["identity"]
+        dt = np.asarray(params.expression).dtype
+        out = replace(params, identity=ident.astype(dt), expression=fitted["expression"].astype(dt),
+                      rotation=fitted["rotation"].astype(dt), translation=fitted["translation"].astype(dt))
+        if "corrective" in fitted:
+            out = replace(out, corrective=fitted["corrective"].reshape(-1, 3).astype(dt))
+        return LandmarkFit(out, prob.mean_distance(start, self.weights), prob.mean_distance(end, self.weights),
+                           accepted)
 
 
 # Chosen on Helen (detector box, MediaPipe FaceMesh points) and on synthetic faces whose true
@@ -296,10 +342,11 @@ class LandmarkRefiner:
 
     def disagreement(self, params: FaceParams, points: np.ndarray, image_size: int) -> tuple[float, float]:
         """(mean inner-point distance start ↔ detected in pixels, that distance / the points' box size)."""
-        inner = self.inner_points(points)
-        start = np.asarray(landmarks_2d(self.arrays, params, image_size, image_size), np.float64)
-        dist = float(point_errors(start, inner).mean())
-        return dist, dist / max(float(bbox_size(inner)), 1e-9)
+        return _disagreement(self._start_inner(params, image_size), self.inner_points(points))
+
+    def _start_inner(self, params: FaceParams, image_size: int) -> np.ndarray:
+        """The start's inner 51 points in the ``image_size`` crop (what the trust limit compares)."""
+        return np.asarray(landmarks_2d(self.arrays, params, image_size, image_size), np.float64)
 
     def refine(self, params: FaceParams, points: np.ndarray, image_size: int, fit_identity: bool = True,
                max_disagreement: float | None = None) -> LandmarkFit:
@@ -308,45 +355,84 @@ class LandmarkRefiner:
 
         ``fit_identity=False`` keeps the identity (e.g. one aggregated from several photos);
         ``max_disagreement`` replaces this refiner's limit (the regressor's own, :func:`refine_gate`).
+        The same as :meth:`prepare` then :meth:`PreparedRefinement.refine`.
         """
+        points = np.asarray(points, np.float64)
+        self.inner_points(points)      # a shape neither fit takes: the ValueError before any work
+        return self.prepare(params, image_size, points.shape[0], fit_identity, max_disagreement).refine(points)
+
+    def prepare(self, params: FaceParams, image_size: int, n_points: int, fit_identity: bool = True,
+                max_disagreement: float | None = None) -> "PreparedRefinement":
+        """:meth:`refine` up to its points, given how many there will be (468 FaceMesh or 68 iBUG): which fit,
+        the start's points for the trust limit, and the fit prepared (:func:`prepare_fit`). Neither needs the
+        points, so the photo path runs this beside FaceMesh's second pass (≈ 0.8 ms)."""
         # the gate's projection too: a small matmul that wakes OpenBLAS's pool leaves a thread spinning on the
         # core MediaPipe needs next (with the corrective field's projection: 41 → 37 ms a photo; docs/performance.md)
         with single_blas_thread():
-            return self._refine(params, points, image_size, fit_identity, max_disagreement)
-
-    def _refine(self, params: FaceParams, points: np.ndarray, image_size: int, fit_identity: bool,
-                max_disagreement: float | None) -> LandmarkFit:
-        limit = self.max_disagreement if max_disagreement is None else float(max_disagreement)
-        dist, fraction = self.disagreement(params, points, image_size)
-        if not np.isfinite(fraction) or fraction > limit:
-            return LandmarkFit(params, dist, dist, 0,
-                               skipped=f"detected landmarks {fraction:.1%} of the face size from the "
-                                       f"network's (limit {limit:.1%}): not trusted")
-        points = np.asarray(points, np.float64)
-        weight = self.dense_weight(params, points)
-        scale = image_size / REFINE_REFERENCE_SIZE
-        dense_pts = points[dense_point_indices()] if weight > 0 else None
-        weights = None
-        if weight >= 1.0:
-            arrays, target, base, which = "dense_arrays", dense_pts, self.dense_settings, "dense"
-        elif weight <= 0.0:
-            arrays, target, base, which = "arrays", self.inner_points(points), self.settings, "inner 51"
-        else:   # both sets, each at its own σ, the dense one's share falling with |yaw|
-            arrays, target, which = "blend_arrays", np.concatenate([dense_pts, self.inner_points(points)]), \
-                f"dense {weight:.0%} + inner 51"
-            weights = np.concatenate([np.full(len(dense_pts), weight / self.dense_settings.sigma_px ** 2),
-                                      np.full(51, (1.0 - weight) / self.settings.sigma_px ** 2)])
-            base = replace(self.dense_settings, sigma_px=1.0)
-        settings = replace(base, sigma_px=base.sigma_px * scale, fit_identity=fit_identity and base.fit_identity)
-        fit = fit_landmarks(self.fit_basis(arrays), params, target, image_size, image_size, settings, weights=weights,
-                            identity_prior_mean=np.asarray(params.identity))
-        return replace(fit, points=which)
+            limit = self.max_disagreement if max_disagreement is None else float(max_disagreement)
+            weight = self._dense_weight(params, n_points)
+            scale = image_size / REFINE_REFERENCE_SIZE
+            weights = None
+            if weight >= 1.0:
+                arrays, base, which = "dense_arrays", self.dense_settings, "dense"
+            elif weight <= 0.0:
+                arrays, base, which = "arrays", self.settings, "inner 51"
+            else:   # both sets, each at its own σ, the dense one's share falling with |yaw|
+                arrays, which = "blend_arrays", f"dense {weight:.0%} + inner 51"
+                dense_w = weight / self.dense_settings.sigma_px ** 2
+                inner_w = (1.0 - weight) / self.settings.sigma_px ** 2
+                weights = np.concatenate([np.full(len(dense_point_indices()), dense_w), np.full(51, inner_w)])
+                base = replace(self.dense_settings, sigma_px=1.0)
+            settings = replace(base, sigma_px=base.sigma_px * scale, fit_identity=fit_identity and base.fit_identity)
+            fit = prepare_fit(self.fit_basis(arrays), params, image_size, image_size, settings, weights=weights,
+                              identity_prior_mean=np.asarray(params.identity))
+            return PreparedRefinement(self, params, int(n_points), limit, self._start_inner(params, image_size),
+                                      arrays, which, fit)
 
     def dense_weight(self, params: FaceParams, points: np.ndarray) -> float:
         """How much :meth:`refine` relies on the dense points (the inner 51 take the rest): 1 up to
         ``DENSE_FULL_YAW_DEG`` of the network's |yaw|, 0 from ``DENSE_NONE_YAW_DEG`` or when only the 68
         iBUG points are given, linear in between."""
-        if np.shape(points)[0] != len(MEDIAPIPE_TO_ICT) or self.dense_arrays is None or self.blend_arrays is None:
+        return self._dense_weight(params, np.shape(points)[0])
+
+    def _dense_weight(self, params: FaceParams, n_points: int) -> float:
+        if n_points != len(MEDIAPIPE_TO_ICT) or self.dense_arrays is None or self.blend_arrays is None:
             return 0.0
         yaw = abs(math.degrees(float(np.asarray(params.rotation)[0])))
         return float(np.clip((DENSE_NONE_YAW_DEG - yaw) / (DENSE_NONE_YAW_DEG - DENSE_FULL_YAW_DEG), 0.0, 1.0))
+
+
+def _disagreement(start: np.ndarray, inner: np.ndarray) -> tuple[float, float]:
+    dist = float(point_errors(start, inner).mean())
+    return dist, dist / max(float(bbox_size(inner)), 1e-9)
+
+
+@dataclass(frozen=True)
+class PreparedRefinement:
+    """A :class:`LandmarkRefiner` refinement made ready before its points (:meth:`LandmarkRefiner.prepare`);
+    :meth:`refine` fits them."""
+
+    refiner: LandmarkRefiner
+    params: FaceParams
+    n_points: int                  # 468 (FaceMesh) or 68 (iBUG)
+    limit: float                   # the trust limit (fraction of the face size)
+    start_inner: np.ndarray        # (51, 2) the start's inner points
+    arrays: str                    # the refiner's vertex subset fitted: "dense_arrays", "arrays", "blend_arrays"
+    which: str                     # what the result reports: "dense", "inner 51" or the blend's shares
+    fit: PreparedFit
+
+    def refine(self, points: np.ndarray) -> LandmarkFit:
+        """The fit on the face's ``n_points`` detected points (:meth:`LandmarkRefiner.refine`)."""
+        points = np.asarray(points, np.float64)
+        if points.shape[0] != self.n_points:
+            raise ValueError(f"prepared for {self.n_points} points, got {points.shape}")
+        inner = self.refiner.inner_points(points)
+        dist, fraction = _disagreement(self.start_inner, inner)
+        if not np.isfinite(fraction) or fraction > self.limit:
+            return LandmarkFit(self.params, dist, dist, 0,
+                               skipped=f"detected landmarks {fraction:.1%} of the face size from the "
+                                       f"network's (limit {self.limit:.1%}): not trusted")
+        target = {"dense_arrays": lambda: points[dense_point_indices()], "arrays": lambda: inner,
+                  "blend_arrays": lambda: np.concatenate([points[dense_point_indices()], inner])}[self.arrays]()
+        with single_blas_thread():
+            return replace(self.fit.run(target), points=self.which)

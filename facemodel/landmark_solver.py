@@ -22,14 +22,19 @@ no Gram block of the linear part is constant across steps or shared between poin
 the damped system is solved by Cholesky (LAPACK ``dposv`` through scipy where available).
 
 *Gram precision* (``gram="float32"``, what the photo refinements use): JᵀJ is summed in float32 from a
-float32 copy of J, its rows split over :data:`GRAM_THREADS` threads (numpy's syrk lets go of the GIL):
-0.61 → 0.28 ms a step for 794 × 180 on 2 cores (the halves 0.19 ms each, the hand-over the rest); the
-damped system is solved in float32 too (``sposv``: 79 against 107 µs for 159 unknowns; float64 when float32
-finds it not positive definite). Cost, residual, Jᵀr and the acceptance of a step stay float64, so the fit
-minimises the same cost; only the Gauss-Newton matrix — an approximation of the Hessian anyway — carries
-float32 rounding. The steps then differ in the last digits (on Helen some identity coefficients by up to
-≈ 3e-2, median 2e-6) and the figures do not: Helen's 68 / 51-point NME and the synthetic proxy are the same
-to the digits reported (docs/performance.md).
+float32 J whose linear columns ℓ_i B_i are made in float32 from a float32 copy of the basis, the points split
+in two parts, the second on another thread (:data:`GRAM_THREADS`; numpy's matmul and syrk let go of the GIL):
+0.61 → 0.28 ms a step for 794 × 180 on 2 cores; Jᵀr is not taken from that J but in float64 as
+Σ_i B_iᵀ (ℓ_iᵀ r_i), one pass over the float64 basis. The damped system is solved in float32 too (``sposv``:
+79 against 107 µs for 159 unknowns; float64 when float32 finds it not positive definite). Cost, residual, Jᵀr
+and the acceptance of a step stay float64, so the fit minimises the same cost; only the Gauss-Newton matrix —
+an approximation of the Hessian anyway — carries float32 rounding. The steps then differ in the last digits
+(on Helen some identity coefficients by up to ≈ 3e-2, median 2e-6) and the figures do not: Helen's 68 /
+51-point NME and the synthetic proxy are the same to the digits reported (docs/performance.md).
+
+*Prepared before the targets* (:meth:`Problem.prepare`): J and JᵀJ depend on θ and the weights, not on the
+target pixels, so with the float32 Gram the start's matrix can be built while the points are still being
+detected (the photo path does it beside FaceMesh's second pass); the first step then uses it as it is.
 
 *Adding linear unknowns* (e.g. corrective shapes): put their basis at the fitted vertices into
 :attr:`FitBasis.bases` under a name and pass a :class:`Block` with that name; Jacobian, normal
@@ -55,28 +60,15 @@ _LAYOUT_LOCK = threading.Lock()
 GRAM_PRECISIONS = ("float64", "float32")
 # Threads the float32 Gram's rows are split over (1: none). Batch workers, one photo per core, set 1.
 GRAM_THREADS = PHOTO_THREADS
+# The calling thread's share of the float32 Gram's points: the other thread starts later (its hand-over ≈ 50 µs),
+# so the first part is the larger (Helen replay, 397 points on 2 cores: 0.50 → 303 µs, 0.55 → 278, 0.60 → 284).
+GRAM_SPLIT = 0.55
 
 
 def set_gram_threads(threads: int) -> None:
     """How many threads the float32 Gram of every later fit is summed on (1: the calling thread alone)."""
     global GRAM_THREADS
     GRAM_THREADS = max(1, int(threads))
-
-
-def _gram_split(a: np.ndarray) -> np.ndarray:
-    """aᵀa, both triangles, as the sum of its two halves' (upper rows, lower rows) — on one thread or, with
-    GRAM_THREADS ≥ 2, the lower half on a second (:func:`.side_thread.side_thread`). The same sums in the same
-    order either way, so a batch worker on one thread gives the very numbers of a photo on two."""
-    half = a.shape[0] // 2
-    upper, lower = a[:half], a[half:]
-    if GRAM_THREADS < 2:
-        out = upper.T @ upper
-        out += lower.T @ lower
-        return out
-    other = side_thread("gram").submit(np.matmul, lower.T, lower)
-    out = upper.T @ upper
-    out += other.result()
-    return out
 
 
 @lru_cache(maxsize=1)
@@ -110,6 +102,7 @@ class Layout:
     ℓ_i @ per_point[i] — one array read both ways, so a step streams it once per use."""
 
     per_point: np.ndarray
+    per_point32: np.ndarray = field(repr=False)   # float32 copy: the float32 Gram's linear columns
 
 
 @dataclass(frozen=True)
@@ -160,7 +153,8 @@ class FitBasis:
                                              f"{self.bases[name].shape[0]}")
                     stacked = np.concatenate([self.bases[name][:count] for name, count in blocks]
                                              or [np.zeros((0, self.n_points, 3))], 0)
-                    cached = Layout(np.ascontiguousarray(stacked.transpose(1, 2, 0)))
+                    per_point = np.ascontiguousarray(stacked.transpose(1, 2, 0))
+                    cached = Layout(per_point, per_point.astype(np.float32))
                     self._layouts[blocks] = cached
         return cached
 
@@ -223,29 +217,31 @@ class Problem:
     """The MAP cost of one face on N points and its Gauss-Newton normal equations.
 
     ``origin`` (N, 3) is the fixed part of the model points (the neutral plus any block not fitted);
-    ``pixels`` (N, 2) the targets with ``weights`` (N,) ≥ 0 (zero: ignored); ``camera`` the
-    (focal/width, cx/width, cy/height) intrinsics of the ``width`` × ``height`` image.
+    ``pixels`` (N, 2) the targets with ``weights`` (N,) ≥ 0 (zero: ignored) — None: given later
+    (:meth:`set_targets`; :meth:`prepare` needs none); ``camera`` the (focal/width, cx/width, cy/height)
+    intrinsics of the ``width`` × ``height`` image.
     """
 
     def __init__(self, basis: FitBasis, blocks: Sequence[Block], origin: np.ndarray, camera: np.ndarray,
-                 width: float, height: float, pixels: np.ndarray, weights: np.ndarray, sigma_px: float,
+                 width: float, height: float, pixels: np.ndarray | None, weights: np.ndarray, sigma_px: float,
                  gram: str = "float64") -> None:
         names = [b.name for b in blocks]
         if len(set(names)) != len(names):
             raise ValueError(f"each block once: {names}")
         if gram not in GRAM_PRECISIONS:
             raise ValueError(f"gram must be one of {GRAM_PRECISIONS}, got {gram!r}")
-        self.per_point = basis.layout(tuple((b.name, b.count) for b in blocks)).per_point
+        layout = basis.layout(tuple((b.name, b.count) for b in blocks))
+        self.per_point = layout.per_point
         self.n, _, self.k = n, _, k = self.per_point.shape
         self.p = p = k + 6
         self.rows = self.per_point.reshape(3 * n, k)          # model points: origin + rows @ c
         self.origin = np.ascontiguousarray(origin, np.float64)
         cam = np.asarray(camera, np.float64)
         self.focal, self.cx, self.cy = float(cam[0]) * width, float(cam[1]) * width, float(cam[2]) * height
-        self.pixels = np.asarray(pixels, np.float64)
         self.point_weight = np.sqrt(np.asarray(weights, np.float64)) / sigma_px          # (N,)
-        # residual (u − p_u, v − p_v)·s = (f x/d + (cx − p_u), f y/d + (p_v − cy)) · (s, −s)
-        self._offset = np.stack([self.cx - self.pixels[:, 0], self.pixels[:, 1] - self.cy], 1)
+        self.pixels = self._offset = None
+        if pixels is not None:
+            self.set_targets(pixels)
         self._signed_weight = self.point_weight[:, None] * np.array([1.0, -1.0])
         self.prior = np.zeros(p)
         self.prior_mean = np.zeros(p)
@@ -272,9 +268,21 @@ class Problem:
         self._damped = np.zeros((p, p), order="F")         # upper triangle is filled (dsyrk), which dposv reads
         self._diag = (np.arange(p), np.arange(p))  # indices of a (p, p) diagonal
         self._dsyrk, self._dposv = scipy_kernels()
-        self._jac32 = np.empty((2 * n, p), np.float32) if gram == "float32" else None
+        self._jac32 = self._ell32 = self._jpose = None
+        if gram == "float32":       # the float32 Gram's own workspace: J (float32), ℓ_i, the pose columns (float64)
+            self.per_point32 = layout.per_point32
+            self._jac32 = np.empty((n, 2, p), np.float32)
+            self._ell32 = np.empty((n, 2, 3), np.float32)
+            self._jpose = np.empty((n, 2, 6))
         self._sposv = scipy_sposv() if gram == "float32" else None
         self._damped32 = np.zeros((p, p), np.float32, order="F") if self._sposv is not None else None
+        self._prepared: np.ndarray | None = None   # the θ whose J and Gauss-Newton matrix the workspace holds
+
+    def set_targets(self, pixels: np.ndarray) -> None:
+        """The (N, 2) target pixels (what the residual measures against)."""
+        self.pixels = np.asarray(pixels, np.float64)
+        # residual (u − p_u, v − p_v)·s = (f x/d + (cx − p_u), f y/d + (p_v − cy)) · (s, −s)
+        self._offset = np.stack([self.cx - self.pixels[:, 0], self.pixels[:, 1] - self.cy], 1)
 
     def pack(self, blocks: Sequence[Block], rotation: np.ndarray, translation: np.ndarray) -> np.ndarray:
         parts = [np.asarray(b.start, np.float64) for b in blocks]
@@ -289,12 +297,20 @@ class Problem:
         return np.clip(theta, self.lower, self.upper) if self.bounded else theta.copy()
 
     # -- cost ------------------------------------------------------------------------------------
-    def state(self, theta: np.ndarray) -> State:
+    def geometry(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, 3) model points and (N, 3) camera points at θ."""
         k = self.k
         model = (self.rows @ theta[:k]).reshape(self.n, 3)
         model += self.origin
         cam = model @ rotation_derivatives(theta[k: k + 3], False)[0].T
         cam += theta[k + 3:]
+        return model, cam
+
+    def state(self, theta: np.ndarray, geometry: tuple[np.ndarray, np.ndarray] | None = None) -> State:
+        """θ's cost and residual (``geometry``: :meth:`geometry` of θ, when already computed)."""
+        if self._offset is None:
+            raise RuntimeError("the fit's target pixels are not set (set_targets)")
+        model, cam = self.geometry(theta) if geometry is None else geometry
         r = cam[:, :2] * (self.focal / -cam[:, 2])[:, None]
         r += self._offset
         r *= self._signed_weight
@@ -325,30 +341,86 @@ class Problem:
 
     def _fill_jacobian(self, state: State) -> np.ndarray:
         """The workspace's (2N, P + 1) [J | ·] with J at ``state``."""
-        k, n, cam, jac = self.k, self.n, state.camera, self._jac
-        rot = rotation_derivatives(state.theta[k: k + 3])
+        k, n, jac = self.k, self.n, self._jac
+        self._projection_rows(state.theta, state.model, state.camera, jac[:, :, k: k + 6])
+        np.matmul(self._ell, self.per_point, out=jac[:, :, :k])                        # linear: ℓ_i B_i
+        return jac.reshape(2 * n, self.p + 1)
+
+    def _projection_rows(self, theta: np.ndarray, model: np.ndarray, cam: np.ndarray, pose_out: np.ndarray) -> None:
+        """P_i and ℓ_i = P_i R into the workspace, and the pose columns of J (N, 2, 6) into ``pose_out``."""
+        k, n = self.k, self.n
+        self._prepared = None
+        rot = rotation_derivatives(theta[k: k + 3])
         inv_depth = 1.0 / np.maximum(-cam[:, 2], 1e-6)
         g = self.point_weight * self.focal * inv_depth
         ga, gb = g * cam[:, 0] * inv_depth, g * cam[:, 1] * inv_depth
         proj = self._proj                      # P_i rows: u = g (1, 0, x/d), v = −g (0, 1, y/d); zeros stay
         proj[:, 0, 0], proj[:, 0, 2], proj[:, 1, 1], proj[:, 1, 2] = g, ga, -g, -gb
         np.matmul(proj.reshape(2 * n, 3), rot[0], out=self._ell.reshape(2 * n, 3))    # ℓ_i = P_i R
-        np.matmul(self._ell, self.per_point, out=jac[:, :, :k])                        # linear: ℓ_i B_i
-        self._pose[:, :, :3] = (state.model @ rot[1:].reshape(9, 3).T).reshape(n, 3, 3).transpose(0, 2, 1)
-        np.matmul(proj, self._pose, out=jac[:, :, k: k + 6])                           # angles, translation
-        return jac.reshape(2 * n, self.p + 1)
+        self._pose[:, :, :3] = (model @ rot[1:].reshape(9, 3).T).reshape(n, 3, 3).transpose(0, 2, 1)
+        np.matmul(proj, self._pose, out=pose_out)                                      # angles, translation
+
+    def prepare(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`geometry` of θ; with the float32 Gram also J and JᵀJ + diag(prior) at θ, kept for the
+        :meth:`normal_equations` of the state at this very θ (the same arrays: ``state(theta, geometry)``) —
+        neither needs the targets, so this may run before they are known, beside other work: on the calling
+        thread alone (the same sums as on two)."""
+        geometry = self.geometry(theta)
+        if self._jac32 is not None:
+            self._gauss_newton32(theta, *geometry, threads=1)
+            self._prepared = theta
+        return geometry
+
+    def _gauss_newton32(self, theta: np.ndarray, model: np.ndarray, cam: np.ndarray,
+                        threads: int | None = None) -> np.ndarray:
+        """JᵀJ + diag(prior) at θ in float32 (module docstring), into the workspace, on ``threads`` threads
+        (default :data:`GRAM_THREADS`); ℓ_i and the pose columns stay there for :meth:`_gradient32`."""
+        k, n, p = self.k, self.n, self.p
+        self._projection_rows(theta, model, cam, self._jpose)
+        np.copyto(self._ell32, self._ell)
+        np.copyto(self._jac32[:, :, k:], self._jpose)
+        half = round(n * GRAM_SPLIT)
+        if (GRAM_THREADS if threads is None else threads) < 2:
+            gram = self._gram_rows32(0, half)
+            gram += self._gram_rows32(half, n)
+        else:
+            other = side_thread("gram").submit(self._gram_rows32, half, n)
+            gram = self._gram_rows32(0, half)
+            gram += other.result()
+        normal = self._gram[:p, :p]
+        np.copyto(normal, gram)
+        normal[self._diag] += self.prior
+        return normal
+
+    def _gram_rows32(self, lo: int, hi: int) -> np.ndarray:
+        """The float32 Gram of points lo…hi's rows, their linear columns ℓ_i B_i made here (float32) first. The
+        two parts (:data:`GRAM_SPLIT`), the second on :data:`GRAM_THREADS`' other thread (numpy lets go of the
+        GIL), are summed in the same order on one thread, so a batch worker gives the very numbers of a photo
+        on two."""
+        np.matmul(self._ell32[lo:hi], self.per_point32[lo:hi], out=self._jac32[lo:hi, :, : self.k])
+        rows = self._jac32[lo:hi].reshape(2 * (hi - lo), self.p)
+        return rows.T @ rows
+
+    def _gradient32(self, state: State) -> np.ndarray:
+        """Jᵀr in float64 at the θ of the last :meth:`_gauss_newton32`, without J: the linear part is
+        Σ_i B_iᵀ (ℓ_iᵀ r_i), one pass over the basis."""
+        r = state.residual.reshape(self.n, 2)
+        linear = self.rows.T @ np.einsum("nrc,nr->nc", self._ell, r).reshape(-1)
+        return np.concatenate([linear, np.einsum("nrc,nr->c", self._jpose, r)])
 
     def normal_equations(self, state: State) -> tuple[np.ndarray, np.ndarray]:
         """(JᵀJ + diag(prior), Jᵀr + prior·(θ − mean)) at ``state``. The normal matrix is workspace and
         only its upper triangle is meaningful (:func:`symmetric` gives the whole matrix)."""
-        p, jac = self.p, self._fill_jacobian(state)
-        jac[:, p] = state.residual
+        p = self.p
         if self._jac32 is not None:      # float32 Gram (module docstring); Jᵀr in float64
-            np.copyto(self._jac32, jac[:, :p])
-            normal = self._gram[:p, :p]
-            np.copyto(normal, _gram_split(self._jac32))
-            normal[self._diag] += self.prior
-            return normal, jac[:, :p].T @ state.residual + self.prior * (state.theta - self.prior_mean)
+            if self._prepared is state.theta:        # prepare() built it at this θ
+                normal = self._gram[:p, :p]
+                self._prepared = None
+            else:
+                normal = self._gauss_newton32(state.theta, state.model, state.camera)
+            return normal, self._gradient32(state) + self.prior * (state.theta - self.prior_mean)
+        jac = self._fill_jacobian(state)
+        jac[:, p] = state.residual
         if self._dsyrk is not None:
             self._dsyrk(1.0, jac.T, c=self._gram, overwrite_c=1)   # upper triangle of [J r]ᵀ[J r] (jac.T: Fortran)
         else:

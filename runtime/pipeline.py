@@ -36,7 +36,8 @@ RECROP_PASSES = 2   # an unconfirmed face: crops re-placed on the network's own 
 # (docs/performance.md).
 ONNX_THREADS = 1
 # FaceMesh's second pass (the fit's points, 2.8 ms) needs only the crop box, so with 2 cores it runs on a
-# side thread while the network predicts (1.3 ms; both let go of the GIL). Batch workers set False.
+# side thread while the network predicts (1.3 ms; both let go of the GIL) and the fit is prepared (≈ 1 ms: what
+# needs no points). Batch workers set False.
 DEFAULT_PHOTO_THREADS = facemodel.side_thread.PHOTO_THREADS     # 2 where there are 2 cores
 OVERLAP_SECOND_PASS = DEFAULT_PHOTO_THREADS >= 2
 
@@ -130,7 +131,8 @@ def landmark_arrays(face_model: "facemodel.FaceModel | str | Path | None" = None
 
 def refine_on_face(crop_params: Any, landmarks: np.ndarray, box: tuple[float, float, float, float], size: int,
                    face_model: "facemodel.FaceModel | str | Path | None" = None, fit_identity: bool = True,
-                   max_disagreement: float | None = None) -> tuple[Any, dict[str, Any]]:
+                   max_disagreement: float | None = None,
+                   prepared: "facemodel.landmark_fit.PreparedRefinement | None" = None) -> tuple[Any, dict[str, Any]]:
     """The crop's params refined on the face's detected photo-pixel ``landmarks``: FaceMesh's
     (468, 2) points (the dense fit) or (68, 2) iBUG points (their inner 51).
 
@@ -139,12 +141,24 @@ def refine_on_face(crop_params: Any, landmarks: np.ndarray, box: tuple[float, fl
     (docs/research-log.md, "Refinement on detected landmarks"). ``fit_identity=False`` keeps the identity
     of ``crop_params``. Returns the params and a summary (mean point distance before/after, crop px;
     ``skipped`` says why the params were left alone when detector and network disagree more than
-    ``max_disagreement``, the regressor's own limit, default 8 % of the face size).
+    ``max_disagreement``, the regressor's own limit, default 8 % of the face size). ``prepared``: this very
+    refinement already prepared (:func:`prepare_refinement`) for as many points as ``landmarks`` has.
     """
     pts = facemodel.crop.points_to_crop(landmarks, box, size)
-    fit = get_refiner(face_model).refine(crop_params, pts, size, fit_identity, max_disagreement)
+    if prepared is not None and prepared.n_points == len(pts):
+        fit = prepared.refine(pts)
+    else:
+        fit = get_refiner(face_model).refine(crop_params, pts, size, fit_identity, max_disagreement)
     return fit.params, refinement_summary(size, fit.skipped, fit.rms_before_px, fit.rms_after_px,
                                           fit.steps_accepted, fit.points)
+
+
+def prepare_refinement(crop_params: Any, size: int, n_points: int,
+                       face_model: "facemodel.FaceModel | str | Path | None" = None, fit_identity: bool = True,
+                       max_disagreement: float | None = None) -> "facemodel.landmark_fit.PreparedRefinement":
+    """:func:`refine_on_face`'s fit made ready before its ``n_points`` landmarks are known
+    (``LandmarkRefiner.prepare``): the photo path runs it while FaceMesh's second pass finds them."""
+    return get_refiner(face_model).prepare(crop_params, size, n_points, fit_identity, max_disagreement)
 
 
 def refinement_summary(crop_size_px: int, skipped: str = "", before_px: float | None = None,
@@ -324,17 +338,23 @@ def refine_reconstruction(recon: PhotoReconstruction, face_model: "facemodel.Fac
     prediction (also when ``recon`` was refined before). With an
     ``identity`` (several photos of one person: the aggregate) that identity is kept fixed and
     only expression and pose are fitted. ``second_pass``: that FaceMesh pass already started on
-    :func:`_timed` (:func:`reconstruct_photo` runs it beside the network); its own time is reported.
+    :func:`_timed` (:func:`reconstruct_photo` runs it beside the network); its own time is reported, and
+    the fit is prepared (:func:`prepare_refinement`: its problem and first Gauss-Newton matrix, ≈ 1 ms)
+    while it runs — the same numbers as preparing it afterwards.
     """
     t = time.perf_counter()
-    mesh_ms = None
+    mesh_ms = prepared = None
     points = recon.fit_landmarks
     regressed = recon.regressed_params if recon.regressed_params is not None else recon.crop_params
     start = regressed
     if identity is not None:
         start = replace(regressed, identity=np.asarray(identity, np.asarray(regressed.identity).dtype).copy())
+    size = int(recon.crop.shape[0])
     if points is None:
-        if second_pass is not None:
+        if second_pass is not None:   # the fit made ready while FaceMesh runs (both cores busy)
+            prepared = prepare_refinement(start, size, len(facemodel.landmark_maps.MEDIAPIPE_TO_ICT), face_model,
+                                          identity is None, recon.refine_max_disagreement)
+            t_prepared = time.perf_counter()
             points, mesh_ms = second_pass.result()
         else:
             points = facemesh_on_crop(recon.image, recon.crop_box, recon.face)
@@ -346,12 +366,14 @@ def refine_reconstruction(recon: PhotoReconstruction, face_model: "facemodel.Fac
             mesh = recon.face.mesh
             points = mesh[:, :2] if len(mesh) else recon.face.landmarks
     t_mesh = time.perf_counter()
-    crop_params, info = refine_on_face(start, points, recon.crop_box, int(recon.crop.shape[0]), face_model,
+    crop_params, info = refine_on_face(start, points, recon.crop_box, size, face_model,
                                        fit_identity=identity is None,
-                                       max_disagreement=recon.refine_max_disagreement)
+                                       max_disagreement=recon.refine_max_disagreement, prepared=prepared)
     t_end = time.perf_counter()
+    # the fit's time includes its preparation, which ran while FaceMesh's second pass did (its own time is given)
+    fit_ms = (t_end - t_mesh) * 1e3 + ((t_prepared - t) * 1e3 if prepared is not None else 0.0)
     timings = {**recon.timings, "refine_landmarks": (t_mesh - t) * 1e3 if mesh_ms is None else mesh_ms,
-               "refine": (t_end - t_mesh) * 1e3}
+               "refine": fit_ms}
     return replace(recon, params=_in_photo(crop_params, recon.crop_box, recon.width, recon.height),
                    crop_params=crop_params, regressed_params=regressed, refinement=info, timings=timings,
                    fit_landmarks=np.asarray(points, np.float64))

@@ -501,3 +501,68 @@ def test_float32_gram_fits_the_same_cost_to_the_same_minimum(face_model, monkeyp
             np.testing.assert_allclose(fit.params.expression, exact.params.expression, atol=1e-3)
     with pytest.raises(ValueError, match="gram"):
         LandmarkFitSettings(gram="float16")
+
+
+def test_float32_normal_equations(dense):
+    """The float32 Gram's normal equations: Jᵀr, taken through the basis without J (Σ B_iᵀ ℓ_iᵀ r_i), is the
+    reference's to float64 rounding; JᵀJ is the reference's to float32 rounding, the same on one thread or two;
+    prepared before the targets (``Problem.prepare``) they are the very numbers."""
+    p = face(seed=3, yaw_deg=-12.0)
+    n = dense.neutral.shape[0]
+    target = np.asarray(landmarks_2d(dense, p, SIZE, SIZE), np.float64) + np.random.default_rng(2).normal(0, 2, (n, 2))
+    settings = LandmarkFitSettings(sigma_px=1.5, expression_prior=4.0, gram="float32")
+    fast, ref, theta0 = problem(dense, p, target, np.linspace(0.5, 1.5, n), settings, p.identity + 0.2)
+    theta = fast.clip(theta0 + np.random.default_rng(0).normal(0, 0.05, theta0.shape))
+    ref_jac = ref.jacobian(theta)
+    want_normal = ref_jac.T @ ref_jac + np.diag(ref.prior)
+    want_grad = ref_jac.T @ ref.residual(theta) + ref.prior * (theta - ref.prior_mean)
+    results = []
+    for threads in (1, 2):
+        landmark_solver.set_gram_threads(threads)
+        try:
+            normal, grad = fast.normal_equations(fast.state(theta))
+            results.append((symmetric(normal), grad.copy()))
+        finally:
+            landmark_solver.set_gram_threads(landmark_solver.PHOTO_THREADS)
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    for normal, grad in results:
+        np.testing.assert_allclose(grad, want_grad, rtol=1e-10, atol=1e-10 * np.abs(want_grad).max())
+        np.testing.assert_allclose(normal, want_normal, rtol=1e-4, atol=1e-5 * np.abs(want_normal).max())
+    # prepared without targets, then the state at that very θ: the same matrix and gradient
+    later, _ = fit_problem(FitBasis.from_arrays(dense), p, None, SIZE, SIZE, settings, np.linspace(0.5, 1.5, n),
+                           p.identity + 0.2)
+    geometry = later.prepare(theta)
+    with pytest.raises(RuntimeError, match="target"):
+        later.state(theta)
+    later.set_targets(target)
+    normal, grad = later.normal_equations(later.state(theta, geometry))
+    np.testing.assert_array_equal(symmetric(normal), results[1][0])
+    np.testing.assert_array_equal(grad, results[1][1])
+
+
+def test_prepared_refinement_is_the_refinement(face_model):
+    """``LandmarkRefiner.prepare`` (made before the points, as the photo path does beside FaceMesh) then
+    ``refine(points)`` gives the very numbers of ``refine``: dense, blended and inner-51 fits, a face the gate
+    distrusts, ignored (non-finite) points; a prepared fit refuses a different number of points."""
+    refiner = LandmarkRefiner.from_model(face_model)
+    rng = np.random.default_rng(5)
+    for seed, yaw in ((80, 5.0), (81, 27.0), (82, 55.0)):
+        truth = face(seed=seed, yaw_deg=yaw)
+        start = perturbed(truth, seed=seed + 5)
+        points = facemesh_points(face_model, truth) + rng.normal(0, 1.0, (len(MEDIAPIPE_TO_ICT), 2))
+        far = points + 40.0
+        holes = points.copy()
+        holes[[5, 200]] = np.nan
+        for pts in (points, points[list(MEDIAPIPE_TO_68)], far, holes):
+            want = refiner.refine(start, pts, SIZE, max_disagreement=0.3)
+            got = refiner.prepare(start, SIZE, len(pts), max_disagreement=0.3).refine(pts)
+            assert (got.points, got.skipped, got.steps_accepted) == (want.points, want.skipped, want.steps_accepted)
+            assert got.rms_after_px == want.rms_after_px
+            for name in ("identity", "expression", "corrective", "rotation", "translation"):
+                np.testing.assert_array_equal(getattr(got.params, name), getattr(want.params, name))
+            assert bool(want.skipped) == (pts is far)
+            # (the start is turned 4° more than the truth)
+            assert pts is far or want.points == ("inner 51" if len(pts) == 68 or yaw > 40 else
+                                                 "dense" if yaw < 20 else "dense 45% + inner 51")
+    with pytest.raises(ValueError, match="prepared for 468"):
+        refiner.prepare(start, SIZE, 468).refine(points[list(MEDIAPIPE_TO_68)])

@@ -116,14 +116,20 @@ def test_landmarks_on_a_region_agree_with_face_mesh_and_see_no_face_in_a_blank(g
     np.testing.assert_allclose(points, got[:, :2] / scale + np.asarray(box[:2]), atol=1e-3)
 
 
-def test_one_thread_per_photo_gives_the_same_reconstruction(grace):
+def test_one_thread_per_photo_gives_the_same_reconstruction(grace, monkeypatch):
     """Batch workers run a photo on one core (set_photo_threads(1)); the default 2 threads (detector, Gram, FaceMesh
-    beside the network) give the very same numbers. The shipped regressor, refined."""
+    beside the network and the fit prepared beside FaceMesh) give the very same numbers. The shipped regressor,
+    refined."""
+    prepared = []
+    real = pipeline.prepare_refinement
+    monkeypatch.setattr(pipeline, "prepare_refinement", lambda *a, **k: prepared.append(real(*a, **k)) or prepared[-1])
     try:
         pipeline.set_photo_threads(2)
         two = pipeline.reconstruct_photo(grace)
+        assert len(prepared) == 1 and prepared[0].which == two.refinement["points"]
         pipeline.set_photo_threads(1)
         one = pipeline.reconstruct_photo(grace)
+        assert len(prepared) == 1          # one core: FaceMesh first, then the whole fit
     finally:
         pipeline.set_photo_threads(pipeline.DEFAULT_PHOTO_THREADS)
     assert not two.refinement["skipped"] and two.refinement["points"] == one.refinement["points"]
