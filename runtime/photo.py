@@ -16,6 +16,7 @@ import math
 import re
 import struct
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,8 +83,9 @@ def heif_supported() -> bool:
     return image is not None and ".heic" in image.registered_extensions()
 
 
-def _photo_header(path: Path) -> tuple[int, bytes | None]:
-    """(EXIF orientation 1–8, embedded ICC colour profile or None), read from the header only.
+def _photo_header(path: Path, data: bytes) -> tuple[int, bytes | None]:
+    """(EXIF orientation 1–8, embedded ICC colour profile or None) of the file at ``path``, whose bytes are
+    ``data``, read from the header only.
 
     HEIF stores the rotation in its own boxes, which libheif applies while decoding; pillow-heif
     then reports orientation 1, so a phone's HEIC is not turned twice."""
@@ -94,7 +96,7 @@ def _photo_header(path: Path) -> tuple[int, bytes | None]:
         with image.open(path) as im:
             icc = im.info.get("icc_profile") or None
             try:
-                value = int(_exif(im, path).get(0x0112, 1))
+                value = int(_exif(im, data).get(0x0112, 1))
             except Exception:  # noqa: BLE001 - a broken EXIF block must not make the photo unreadable
                 value = 1
     except Exception:  # noqa: BLE001 - what Pillow cannot open, OpenCV may still have decoded
@@ -106,33 +108,41 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_METADATA_CHUNKS = frozenset({b"eXIf", b"iTXt", b"tEXt", b"zTXt"})   # where Pillow finds EXIF / XMP
 
 
-def _png_metadata_after_pixels(path: Path) -> bool:
-    """Whether a PNG keeps EXIF or text (XMP) chunks after its pixel data (IDAT), seen by walking the chunk
-    headers only; True also for anything unexpected, so that Pillow decides."""
-    try:
-        with open(path, "rb") as f:
-            if f.read(8) != _PNG_SIGNATURE:
-                return True
-            pixels = False
-            while len(head := f.read(8)) == 8:
-                length, kind = struct.unpack(">I4s", head)
-                if kind == b"IEND":
-                    return False
-                if kind == b"IDAT":
-                    pixels = True
-                elif pixels and kind in _PNG_METADATA_CHUNKS:
-                    return True
-                f.seek(length + 4, 1)    # data and CRC
-    except OSError:
-        pass
+def _png_chunks(data: bytes | memoryview) -> Iterator[tuple[bytes, int]]:
+    """(type, length) of each whole chunk header of a PNG's bytes, in order, up to IEND or the end of the data
+    (nothing when ``data`` is not a PNG). Walks the headers only: no chunk is read or checked."""
+    view = memoryview(data)
+    if bytes(view[:8]) != _PNG_SIGNATURE:
+        return
+    pos = 8
+    while pos + 8 <= len(view):
+        length, kind = struct.unpack(">I4s", view[pos: pos + 8])
+        yield kind, length
+        if kind == b"IEND":
+            return
+        pos += length + 12     # length, type, data, CRC
+
+
+def _png_metadata_after_pixels(data: bytes | memoryview) -> bool:
+    """Whether a PNG's bytes keep EXIF or text (XMP) chunks after the pixel data (IDAT); True also for anything
+    unexpected (no IEND, not a PNG), so that Pillow decides."""
+    pixels = False
+    for kind, _ in _png_chunks(data):
+        if kind == b"IEND":
+            return False
+        if kind == b"IDAT":
+            pixels = True
+        elif pixels and kind in _PNG_METADATA_CHUNKS:
+            return True
     return True
 
 
-def _exif(im: Any, path: Path) -> Any:
-    """``im.getexif()``, without decoding a PNG: Pillow's PNG ``getexif`` decodes every pixel to look for EXIF
-    after the image data (as long as OpenCV's decode of the photo again); when the chunk headers show none
-    there, the EXIF read from the header (``Image.getexif`` of the base class) is the same."""
-    if getattr(im, "format", None) == "PNG" and not _png_metadata_after_pixels(path):
+def _exif(im: Any, data: bytes) -> Any:
+    """``im.getexif()`` of the image opened from ``data``, without decoding a PNG: Pillow's PNG ``getexif``
+    decodes every pixel to look for EXIF after the image data (as long as OpenCV's decode of the photo again);
+    when the chunk headers show none there, the EXIF read from the header (``Image.getexif`` of the base class)
+    is the same."""
+    if getattr(im, "format", None) == "PNG" and not _png_metadata_after_pixels(data):
         return pillow_image().Image.getexif(im)
     return im.getexif()
 
@@ -364,40 +374,38 @@ def _pyspng() -> Any:
     return pyspng
 
 
-def _plain_png(buffer: np.ndarray) -> bool:
+def _plain_png(buffer: np.ndarray | bytes) -> bool:
     """An 8-bit RGB or RGBA, non-interlaced PNG whose chunks before the pixels are all in
     :data:`_SPNG_SAFE_CHUNKS` (no palette, no tRNS): what libspng and OpenCV decode to the same samples."""
     data = memoryview(buffer)
-    if len(data) < 33 or bytes(data[:8]) != _PNG_SIGNATURE or bytes(data[12:16]) != b"IHDR":
+    if len(data) < 33 or bytes(data[12:16]) != b"IHDR":
         return False
     depth, colour, _, _, interlace = data[24], data[25], data[26], data[27], data[28]
     if depth != 8 or colour not in (2, 6) or interlace:
         return False
-    pos = 8
-    while pos + 8 <= len(data):
-        length, kind = struct.unpack(">I4s", data[pos: pos + 8])
+    for kind, _ in _png_chunks(data):
         if kind == b"IDAT":
             return True
         if kind not in _SPNG_SAFE_CHUNKS:
             return False
-        pos += length + 12
     return False
 
 
-def _decode_buffer(buffer: np.ndarray, header: ImageHeader | None, factor: int) -> tuple[np.ndarray | None, bool]:
+def _decode_buffer(data: bytes, header: ImageHeader | None, factor: int) -> tuple[np.ndarray | None, bool]:
     """The file's bytes decoded, and whether the channels are in OpenCV's BGR order. Decoded by OpenCV, or by
     libspng for a plain PNG (:func:`_plain_png`, :func:`_pyspng`; RGB order). A photo over the budget without
     transparency is decoded reduced by OpenCV itself: a JPEG scaled inside libjpeg (never whole in memory:
     100 MP in 215 MB), others without OpenCV's second full-size buffer (100-MP PNG 430 MB instead of 644); with
     transparency it is decoded whole (alpha kept for compositing) and area-reduced."""
-    if not buffer.size:
+    if not data:
         return None, True
     spng = _pyspng() if factor == 1 else None
-    if spng is not None and _plain_png(buffer):
+    if spng is not None and _plain_png(data):
         try:
-            return spng.load(buffer.tobytes()), False
+            return spng.load(data), False
         except Exception:  # noqa: BLE001 - a PNG libspng refuses (a bad CRC, say): OpenCV decides
             log.debug("libspng could not decode the PNG; OpenCV decodes it")
+    buffer = np.frombuffer(data, np.uint8)   # read-only: OpenCV only reads it
     if factor in _REDUCED and header is not None and not header.alpha:
         decoded = cv2.imdecode(buffer, _REDUCED[factor] | cv2.IMREAD_IGNORE_ORIENTATION)
         if decoded is not None:
@@ -413,9 +421,10 @@ def decode_photo(path: str | Path, min_side: int = MIN_IMAGE_SIDE,
     path = Path(path)
     header = check_photo(path)
     factor = decode_reduction(header.width, header.height, max_decode_pixels) if header else 1
-    buffer = np.fromfile(str(path), np.uint8)  # np.fromfile + imdecode handles non-ASCII paths
-    decoded, bgr = _decode_buffer(buffer, header, factor)
-    del buffer
+    data = path.read_bytes()
+    orientation, icc = _photo_header(path, data)     # from the header: before the pixels, the bytes then go
+    decoded, bgr = _decode_buffer(data, header, factor)
+    del data
     if decoded is None or decoded.size == 0:
         decoded, bgr = _decode_with_pillow(path), True
         if decoded is not None and decoded.size:
@@ -430,7 +439,6 @@ def decode_photo(path: str | Path, min_side: int = MIN_IMAGE_SIDE,
         decoded = _reduce(decoded, factor)
     if decoded.ndim == 3 and decoded.shape[2] > 4:
         decoded = decoded[:, :, :3]
-    orientation, icc = _photo_header(path)
     image = apply_orientation(to_srgb(to_rgb8(decoded, bgr), icc), orientation)
     check_size(image, min_side, path.name)
     if factor > 1:

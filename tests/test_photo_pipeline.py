@@ -134,10 +134,10 @@ def test_png_orientation_read_without_decoding_twice(tmp_path: Path, astronaut: 
         assert img.shape == (512, 400, 3) and np.array_equal(img, astronaut[:, :400])
     assert loads == [1]                              # only the PNG with EXIF after its pixels was decoded by Pillow
     assert photo.load_image(plain).shape == (400, 512, 3) and loads == [1]
-    assert not photo._png_metadata_after_pixels(plain) and photo._png_metadata_after_pixels(tmp_path / "after.png")
-    bad = tmp_path / "truncated.png"
-    bad.write_bytes(plain.read_bytes()[:60])
-    assert photo._png_metadata_after_pixels(bad)     # unexpected: Pillow decides
+    assert not photo._png_metadata_after_pixels(plain.read_bytes())
+    assert photo._png_metadata_after_pixels((tmp_path / "after.png").read_bytes())
+    assert photo._png_metadata_after_pixels(plain.read_bytes()[:60])     # unexpected: Pillow decides
+    assert photo._png_metadata_after_pixels(b"GIF89a")
 
 
 def test_phone_heic_and_avif(tmp_path: Path, astronaut: np.ndarray) -> None:
