@@ -422,7 +422,7 @@ def decode_photo(path: str | Path, min_side: int = MIN_IMAGE_SIDE,
     header = check_photo(path)
     factor = decode_reduction(header.width, header.height, max_decode_pixels) if header else 1
     data = path.read_bytes()
-    orientation, icc = _photo_header(path, data)     # from the header: before the pixels, the bytes then go
+    orientation, icc = _photo_header(path, data)   # read before decoding, so the bytes go right after it
     decoded, bgr = _decode_buffer(data, header, factor)
     del data
     if decoded is None or decoded.size == 0:
