@@ -37,7 +37,7 @@ from .blas_threads import single_blas_thread
 from .formation import landmarks_2d
 from .harmonics import corrective_displacement, corrective_prior_precision
 from .landmark_maps import MEDIAPIPE_SPREAD_MM, MEDIAPIPE_TO_68, MEDIAPIPE_TO_ICT
-from .landmark_solver import GRAM_PRECISIONS, Block, FitBasis, Problem, State, minimise
+from .landmark_solver import Block, FitBasis, Problem, State, check_gram_precision, minimise
 from .metrics import bbox_size, point_errors
 from .model import FaceModel, ModelArrays
 from .params import DEFAULT_N_CORRECTIVE, FaceParams
@@ -70,8 +70,7 @@ class LandmarkFitSettings:
                              f"expression {self.expression_prior}, corrective {self.corrective_prior}")
         if self.n_corrective < 0:
             raise ValueError(f"n_corrective must be ≥ 0, got {self.n_corrective}")
-        if self.gram not in GRAM_PRECISIONS:
-            raise ValueError(f"gram must be one of {GRAM_PRECISIONS}, got {self.gram!r}")
+        check_gram_precision(self.gram)
 
 
 @dataclass(frozen=True)
@@ -172,10 +171,10 @@ class PreparedFit:
     # what prepare_fit was given (a fit whose points are not all finite is made again with their weights at 0)
     basis: FitBasis = field(repr=False)
     params: FaceParams = field(repr=False)
-    width: float = 0.0
-    height: float = 0.0
-    settings: LandmarkFitSettings = LandmarkFitSettings()
-    identity_prior_mean: np.ndarray | None = field(default=None, repr=False)
+    width: float
+    height: float
+    settings: LandmarkFitSettings
+    identity_prior_mean: np.ndarray | None = field(repr=False)
 
     def run(self, pixels: np.ndarray) -> LandmarkFit:
         """The fit on ``pixels`` (N, 2); points with non-finite coordinates are ignored (the problem is then

@@ -71,28 +71,24 @@ def set_gram_threads(threads: int) -> None:
     GRAM_THREADS = max(1, int(threads))
 
 
+def check_gram_precision(gram: str) -> None:
+    """A ``ValueError`` unless ``gram`` is one of :data:`GRAM_PRECISIONS`."""
+    if gram not in GRAM_PRECISIONS:
+        raise ValueError(f"gram must be one of {GRAM_PRECISIONS}, got {gram!r}")
+
+
 @lru_cache(maxsize=1)
-def scipy_kernels() -> tuple[Any, Any] | tuple[None, None]:
-    """scipy's (dsyrk, dposv), or (None, None) without scipy: then numpy's matmul and LU solve, the same
-    results to rounding (tested). numpy has no Cholesky solve nor an upper-triangle-only syrk; scipy is a
-    dependency of facerig but not of the add-on — Blender's Python has none, and the extension bundles what its
-    modules import, so scipy is imported here, on the first fit, never at module import."""
+def scipy_kernels() -> tuple[Any, Any, Any] | tuple[None, None, None]:
+    """scipy's (dsyrk, dposv, sposv — the float32 Gram's solve), or Nones without scipy: then numpy's matmul and
+    LU solve, the same results to rounding (tested). numpy has no Cholesky solve nor an upper-triangle-only syrk;
+    scipy is a dependency of facerig but not of the add-on — Blender's Python has none, and the extension bundles
+    what its modules import, so scipy is imported here, on the first fit, never at module import."""
     try:
         from scipy.linalg.blas import dsyrk
-        from scipy.linalg.lapack import dposv
+        from scipy.linalg.lapack import dposv, sposv
     except ImportError:
-        return None, None
-    return dsyrk, dposv
-
-
-@lru_cache(maxsize=1)
-def scipy_sposv() -> Any:
-    """scipy's float32 Cholesky solve (for the float32 Gram), or None without scipy (then ``dposv``/LU)."""
-    try:
-        from scipy.linalg.lapack import sposv
-    except ImportError:
-        return None
-    return sposv
+        return None, None, None
+    return dsyrk, dposv, sposv
 
 
 @dataclass(frozen=True)
@@ -228,8 +224,7 @@ class Problem:
         names = [b.name for b in blocks]
         if len(set(names)) != len(names):
             raise ValueError(f"each block once: {names}")
-        if gram not in GRAM_PRECISIONS:
-            raise ValueError(f"gram must be one of {GRAM_PRECISIONS}, got {gram!r}")
+        check_gram_precision(gram)
         layout = basis.layout(tuple((b.name, b.count) for b in blocks))
         self.per_point = layout.per_point
         self.n, _, self.k = n, _, k = self.per_point.shape
@@ -267,14 +262,14 @@ class Problem:
         self._gram = np.zeros((p + 1, p + 1), order="F")   # Fortran order for LAPACK; with scipy only the
         self._damped = np.zeros((p, p), order="F")         # upper triangle is filled (dsyrk), which dposv reads
         self._diag = (np.arange(p), np.arange(p))  # indices of a (p, p) diagonal
-        self._dsyrk, self._dposv = scipy_kernels()
+        self._dsyrk, self._dposv, sposv = scipy_kernels()
         self._jac32 = self._ell32 = self._jpose = None
         if gram == "float32":       # the float32 Gram's own workspace: J (float32), ℓ_i, the pose columns (float64)
             self.per_point32 = layout.per_point32
             self._jac32 = np.empty((n, 2, p), np.float32)
             self._ell32 = np.empty((n, 2, 3), np.float32)
             self._jpose = np.empty((n, 2, 6))
-        self._sposv = scipy_sposv() if gram == "float32" else None
+        self._sposv = sposv if gram == "float32" else None
         self._damped32 = np.zeros((p, p), np.float32, order="F") if self._sposv is not None else None
         self._prepared: np.ndarray | None = None   # the θ whose J and Gauss-Newton matrix the workspace holds
 

@@ -344,6 +344,7 @@ def refine_reconstruction(recon: PhotoReconstruction, face_model: "facemodel.Fac
     """
     t = time.perf_counter()
     mesh_ms = prepared = None
+    prepare_ms = 0.0   # the fit's preparation, while FaceMesh's second pass runs: counted in the fit's time
     points = recon.fit_landmarks
     regressed = recon.regressed_params if recon.regressed_params is not None else recon.crop_params
     start = regressed
@@ -354,7 +355,7 @@ def refine_reconstruction(recon: PhotoReconstruction, face_model: "facemodel.Fac
         if second_pass is not None:   # the fit made ready while FaceMesh runs (both cores busy)
             prepared = prepare_refinement(start, size, len(facemodel.landmark_maps.MEDIAPIPE_TO_ICT), face_model,
                                           identity is None, recon.refine_max_disagreement)
-            t_prepared = time.perf_counter()
+            prepare_ms = (time.perf_counter() - t) * 1e3
             points, mesh_ms = second_pass.result()
         else:
             points = facemesh_on_crop(recon.image, recon.crop_box, recon.face)
@@ -370,10 +371,8 @@ def refine_reconstruction(recon: PhotoReconstruction, face_model: "facemodel.Fac
                                        fit_identity=identity is None,
                                        max_disagreement=recon.refine_max_disagreement, prepared=prepared)
     t_end = time.perf_counter()
-    # the fit's time includes its preparation, which ran while FaceMesh's second pass did (its own time is given)
-    fit_ms = (t_end - t_mesh) * 1e3 + ((t_prepared - t) * 1e3 if prepared is not None else 0.0)
     timings = {**recon.timings, "refine_landmarks": (t_mesh - t) * 1e3 if mesh_ms is None else mesh_ms,
-               "refine": fit_ms}
+               "refine": (t_end - t_mesh) * 1e3 + prepare_ms}
     return replace(recon, params=_in_photo(crop_params, recon.crop_box, recon.width, recon.height),
                    crop_params=crop_params, regressed_params=regressed, refinement=info, timings=timings,
                    fit_landmarks=np.asarray(points, np.float64))

@@ -180,7 +180,7 @@ def test_fast_fit_without_scipy_lapack(inner51, monkeypatch):
     pixels = np.asarray(landmarks_2d(inner51, truth, SIZE, SIZE), np.float64) + 0.7
     settings = LandmarkFitSettings(sigma_px=1.5, expression_prior=25.0)
     with_scipy = fit_landmarks(inner51, start, pixels, SIZE, SIZE, settings)
-    monkeypatch.setattr(landmark_solver, "scipy_kernels", lambda: (None, None))
+    monkeypatch.setattr(landmark_solver, "scipy_kernels", lambda: (None, None, None))
     plain = fit_landmarks(inner51, start, pixels, SIZE, SIZE, settings)
     want = reference_fit(inner51, start, pixels, SIZE, SIZE, settings)
     for fit in (with_scipy, plain):
